@@ -49,6 +49,12 @@ class ValidationFailedError(FhirError):
     status, issue_code = 422, "processing"
 
 
+class UnprocessableError(FhirError):
+    """The request is well-formed but cannot be carried out (e.g. a patch that fails)."""
+
+    status, issue_code = 422, "processing"
+
+
 class UnauthenticatedError(FhirError):
     """No valid credentials were presented."""
 

@@ -1,0 +1,20 @@
+"""rehabfhir: a FHIR R4B server for physical-therapy and rehabilitation clinics."""
+
+from __future__ import annotations
+
+import flask
+
+from server.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> flask.Flask:
+    """Build the Flask app: storage, error handlers, blueprints."""
+    from server.api import wiring
+
+    settings = settings or Settings.from_env()
+    app = flask.Flask(__name__)
+    app.config["REHABFHIR_SETTINGS"] = settings
+    app.config["SECRET_KEY"] = settings.secret_key
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    wiring.init_app(app, settings)
+    return app

@@ -1,0 +1,41 @@
+"""Composition: engine and sessions per app, repository and access context per request."""
+
+from __future__ import annotations
+
+import flask
+
+from server.api.error_handlers import register_error_handlers
+from server.api.fhir_routes import bp as fhir_bp
+from server.fhir.access import OPEN
+from server.settings import Settings
+from server.store.repository import SqlRepository
+from server.store.session import make_engine
+from server.store.session import make_session_factory
+
+
+def init_app(app: flask.Flask, settings: Settings) -> None:
+    """Wire storage, per-request state, error handlers and blueprints into the app."""
+    engine = make_engine(settings.database_url)
+    if settings.auto_migrate:
+        from server.store.migrate import upgrade
+
+        upgrade(engine)
+    factory = make_session_factory(engine)
+    app.extensions["rehabfhir.engine"] = engine
+    app.extensions["rehabfhir.sessions"] = factory
+
+    @app.before_request
+    def _open_session() -> None:
+        session = factory()
+        flask.g.session = session
+        flask.g.repo = SqlRepository(session)
+        flask.g.access = OPEN
+
+    @app.teardown_request
+    def _close_session(_exc: BaseException | None) -> None:
+        session = flask.g.pop("session", None)
+        if session is not None:
+            session.close()
+
+    register_error_handlers(app)
+    app.register_blueprint(fhir_bp)

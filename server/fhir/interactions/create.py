@@ -1,0 +1,40 @@
+"""FHIR create interaction (conditional create via If-None-Exist).
+
+https://hl7.org/fhir/R4B/http.html#create
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.fhir.access import AccessContext
+from server.fhir.http import FhirRequest
+from server.fhir.http import FhirResponse
+from server.fhir.http import version_headers
+from server.fhir.repository import FhirRepository
+from server.fhir.resources import check_type
+from server.fhir.writes import new_id
+from server.fhir.writes import prepare_write
+from server.fhir.writes import write_response
+
+
+def create(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, body: Any = None
+) -> FhirResponse:
+    """Store a new resource under a server-assigned id; 201 with Location."""
+    check_type(type_)
+    resource = req.body if body is None else body
+    write = prepare_write(type_, resource)
+    criteria = req.header("if-none-exist")
+    with repo.transaction():
+        if criteria:
+            from server.fhir.conditional import create_guarded
+
+            existing, stored = create_guarded(repo, ctx, req, type_, write, criteria)
+            if existing is not None:
+                headers = version_headers(existing, req.base_url)
+                return FhirResponse(200, existing.body, headers)
+        else:
+            write.resource.pop("id", None)
+            stored = repo.create_resource(type_, write, new_id())
+    return write_response(req, stored, 201)

@@ -1,0 +1,94 @@
+"""The storage contract the FHIR layer talks to; server.store implements it.
+
+https://hl7.org/fhir/R4B/http.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Protocol
+
+if TYPE_CHECKING:
+    from server.fhir.search.indexer import IndexRows
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One stored version: the served JSON text and its version metadata."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: datetime
+    deleted: bool
+    body: str | None
+    method: str = "PUT"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """What a create or update stores: the validated resource and its derived index data."""
+
+    resource: dict[str, Any]
+    rows: IndexRows | None = None
+    compartments: Sequence[tuple[str, str]] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One page of versions, newest first, with the cursor of the next page."""
+
+    entries: list[StoredResource]
+    next_cursor: int | None
+    total: int | None = None
+
+
+class FhirRepository(Protocol):
+    """Versioned resource storage (Medplum's FhirRepository, HAPI's DAO)."""
+
+    def read_resource(self, type_: str, id_: str) -> StoredResource | None:
+        """Return the current version (a tombstone if deleted), or None."""
+
+    def lock(self, type_: str, id_: str) -> None:
+        """Take the row lock of a resource for the rest of the transaction (no-op if absent)."""
+
+    def read_version(self, type_: str, id_: str, version: int) -> StoredResource | None:
+        """Return one version of a resource, or None."""
+
+    def create_resource(self, type_: str, write: WriteRequest, id_: str) -> StoredResource:
+        """Store version 1 of a new resource with the given id."""
+
+    def update_resource(
+        self, type_: str, id_: str, write: WriteRequest, if_match: int | None = None
+    ) -> tuple[StoredResource, bool]:
+        """Store the next version (or version 1 if absent); return it and whether it was created."""
+
+    def delete_resource(
+        self, type_: str, id_: str, if_match: int | None = None
+    ) -> StoredResource | None:
+        """Write a tombstone version; return it, or None if there was nothing to delete."""
+
+    def read_history(
+        self,
+        type_: str | None,
+        id_: str | None,
+        *,
+        since: datetime | None,
+        at: tuple[datetime, datetime] | None,
+        count: int,
+        cursor: int | None,
+    ) -> HistoryPage:
+        """Return versions newest first, filtered by time, keyset-paged by cursor."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Run the enclosed calls in one database transaction (nested calls join it)."""
+
+    def iter_current(self, type_: str | None = None) -> Iterator[StoredResource]:
+        """Yield every current, non-deleted resource (streaming)."""

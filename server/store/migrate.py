@@ -1,0 +1,28 @@
+"""Run Alembic migrations programmatically (first start, `rehabfhir db upgrade`, tests)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+MIGRATIONS = pathlib.Path(__file__).resolve().parent.parent.parent / "migrations"
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic config pointing at the packaged migrations directory."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    """Upgrade the database behind the engine to `revision`."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)

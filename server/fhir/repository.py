@@ -87,6 +87,9 @@ class FhirRepository(Protocol):
     ) -> HistoryPage:
         """Return versions newest first, filtered by time, keyset-paged by cursor."""
 
+    def search(self, query: Any) -> Any:
+        """Run a compiled search (server.fhir.search.query.SearchQuery) and return its result."""
+
     def transaction(self) -> AbstractContextManager[None]:
         """Run the enclosed calls in one database transaction (nested calls join it)."""
 

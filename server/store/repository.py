@@ -215,6 +215,14 @@ class SqlRepository:
         record.version += 1
         return self._write_version(record, None, "DELETE")
 
+    # -- search -----------------------------------------------------------------------------
+
+    def search(self, query: Any) -> Any:
+        """Run a SearchQuery (see server.store.searching)."""
+        from server.store.searching import search
+
+        return search(self.session, query)
+
     # -- history --------------------------------------------------------------------------
 
     def read_history(

@@ -78,3 +78,7 @@ def db_upgrade(revision: str) -> None:
 def main() -> None:
     """Console-script entry point."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

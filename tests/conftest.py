@@ -1,0 +1,159 @@
+"""Shared fixtures: every database-backed test runs on SQLite and on PostgreSQL.
+
+PostgreSQL comes from TEST_DATABASE_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test);
+each test session works in a fresh database created beside it and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from server import create_app
+from server.settings import Settings
+from server.store.base import Base
+
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+FHIR_JSON = "application/fhir+json"
+
+
+def _pg_admin_url() -> str:
+    return os.environ.get("TEST_DATABASE_URL", PG_DEFAULT)
+
+
+@contextlib.contextmanager
+def fresh_postgres() -> Iterator[str]:
+    """Create a uniquely named database next to TEST_DATABASE_URL; drop it afterwards."""
+    admin = sa.make_url(_pg_admin_url())
+    name = f"rehabfhir_test_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:  # pragma: no cover - depends on the machine
+        engine.dispose()
+        pytest.fail(f"PostgreSQL at {admin.render_as_string()} is not reachable: {exc}")
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        engine.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated-on-first-use database URL, once per backend per session."""
+    if request.param == "sqlite":
+        yield "sqlite:///" + str(tmp_path_factory.mktemp("sqlite") / "test.db")
+    else:
+        with fresh_postgres() as url:
+            yield url
+
+
+@pytest.fixture(scope="session")
+def session_app(database_url: str) -> Any:
+    """One app per backend (migrations run once)."""
+    app = create_app(Settings(database_url=database_url, testing=True, base_url="http://testserver/fhir"))
+    yield app
+    app.extensions["rehabfhir.engine"].dispose()
+
+
+def _truncate(engine: sa.Engine) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY CASCADE")
+        else:
+            for name in tables:
+                conn.exec_driver_sql(f"DELETE FROM {name}")
+
+
+@pytest.fixture
+def app(session_app: Any) -> Any:
+    """The backend's app with empty tables."""
+    _truncate(session_app.extensions["rehabfhir.engine"])
+    return session_app
+
+
+class FhirClient:
+    """Flask test client speaking FHIR JSON."""
+
+    def __init__(self, flask_client: Any) -> None:
+        self.c = flask_client
+
+    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+             content_type: str = FHIR_JSON) -> Any:
+        """Send a request; a dict/list body is JSON-encoded; returns the werkzeug response."""
+        h = {"Accept": FHIR_JSON, **(headers or {})}
+        data = body if isinstance(body, (bytes, str)) or body is None else orjson.dumps(body)
+        if data is not None:
+            h.setdefault("Content-Type", content_type)
+        return self.c.open(path, method=method, data=data, headers=h)
+
+    def create(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """POST a resource and return the stored one."""
+        r = self.call("POST", f"/{resource['resourceType']}", resource)
+        assert r.status_code == 201, r.get_data(as_text=True)
+        return r.get_json(force=True)
+
+
+@pytest.fixture
+def fhir(app: Any) -> FhirClient:
+    """A FHIR client on the test app."""
+    return FhirClient(app.test_client())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(database_url: str, workers: int = 2, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run `rehabfhir serve` (gunicorn) in a subprocess; yield its base URL."""
+    import urllib.request
+
+    port = free_port()
+    environ = dict(os.environ, DATABASE_URL=database_url, **(env or {}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers)],
+        env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError("server exited: " + proc.stdout.read().decode()[-2000:])  # type: ignore[union-attr]
+            try:
+                urllib.request.urlopen(base + "/metadata", timeout=2)
+                break
+            except Exception:
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def live_server(app: Any, database_url: str) -> Iterator[str]:
+    """A real gunicorn server (2 workers) on the backend's (emptied) database."""
+    with running_server(database_url) as base:
+        yield base

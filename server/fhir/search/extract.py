@@ -248,9 +248,20 @@ def _singleton_bool(items: list[Item]) -> bool | None:
 # -- compiler ----------------------------------------------------------------------------
 
 
+def _on_empty(step: Step) -> Step:
+    step.on_empty = True  # type: ignore[attr-defined]  # yields a value for empty input too
+    return step
+
+
 def _chain(steps: list[Step]) -> Step:
     if len(steps) == 1:
         return steps[0]
+    if any(getattr(s, "on_empty", False) for s in steps):
+        def run_all(items: list[Item], env: dict[str, Any]) -> list[Item]:
+            for step in steps:
+                items = step(items, env)
+            return items
+        return run_all
 
     def run(items: list[Item], env: dict[str, Any]) -> list[Item]:
         for step in steps:
@@ -284,7 +295,7 @@ def _steps(node: Node) -> list[Step]:
         return [*_steps(inner), lambda items, env: _boolean(is_a(items[0][0], wanted)) if len(items) == 1 else []]
     if kind == "call":
         return [_function(node[1], node[2])]
-    return [_operator(node)]
+    return [_on_empty(_operator(node))]
 
 
 def _peephole(left: list[Step], right: list[Step], right_node: Node) -> list[Step]:
@@ -329,11 +340,11 @@ def _function(name: str, args: tuple[Node, ...]) -> Step:
         return _filter(lambda item, env: _truthy(run([item], env)))
     if name == "exists" and len(args) <= 1:
         if not args:
-            return lambda items, env: _boolean(bool(items))
+            return _on_empty(lambda items, env: _boolean(bool(items)))
         run = _compile(args[0])
-        return lambda items, env: _boolean(any(_truthy(run([it], env)) for it in items))
+        return _on_empty(lambda items, env: _boolean(any(_truthy(run([it], env)) for it in items)))
     if name == "empty" and not args:
-        return lambda items, env: _boolean(not items)
+        return _on_empty(lambda items, env: _boolean(not items))
     if name == "not" and not args:
         return lambda items, env: [] if _singleton_bool(items) is None else _boolean(not _singleton_bool(items))
     if name == "first" and not args:

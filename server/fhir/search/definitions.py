@@ -60,14 +60,14 @@ def _params(resource_type: str) -> Mapping[str, SearchParam]:
     for scope in ("Resource", "DomainResource", resource_type):
         for row in doc["params"].get(scope, ()):
             name, type_, expression, tix, url = row[:5]
-            components = tuple(tuple(c) for c in row[5]) if len(row) > 5 else ()
+            components = tuple((c[0], c[1], c[2]) for c in row[5]) if len(row) > 5 else ()
             out[name] = SearchParam(
                 name=name,
                 type=type_,
                 expression=expression,
                 targets=tuple(targets[tix]) if tix >= 0 else (),
                 url=url if url.startswith(("http:", "https:", "urn:")) else base + url,
-                components=components,  # type: ignore[arg-type]
+                components=components,
             )
     return MappingProxyType(out)
 

@@ -109,10 +109,9 @@ def element_keys(ctx: str | None, name: str) -> tuple[tuple[str, str | None], ..
     if ctx is None:
         return ((name, None),)
     types = element_types()
+    candidates: tuple[str, ...] = (f"{ctx}.{name}", f"Element.{name}")
     if ctx in _RESOURCE_BASES or is_resource_type(ctx):
         candidates = (f"{ctx}.{name}", f"DomainResource.{name}", f"Resource.{name}")
-    else:
-        candidates = (f"{ctx}.{name}", f"Element.{name}")
     for key in candidates:
         entry = types.get(key)
         if entry is None:
@@ -389,7 +388,8 @@ def _operator(node: Node) -> Step:
             a, b = left(items, env), right(items, env)
             if not a or not b:
                 return []
-            equal = len(a) == len(b) and all(x[1] == y[1] and type(x[1]) is type(y[1]) for x, y in zip(a, b))
+            pairs = zip(a, b, strict=False)
+            equal = len(a) == len(b) and all(x[1] == y[1] and type(x[1]) is type(y[1]) for x, y in pairs)
             return _boolean(equal != negate)
         return compare
     if kind in ("and", "or"):
@@ -397,7 +397,7 @@ def _operator(node: Node) -> Step:
 
         def logic(items: list[Item], env: dict[str, Any]) -> list[Item]:
             a, b = _singleton_bool(left(items, env)), _singleton_bool(right(items, env))
-            stop = kind == "or"  # the value that decides the result on its own
+            stop: bool = kind == "or"  # the value that decides the result on its own
             if a is stop or b is stop:
                 return _boolean(stop)
             return [] if a is None or b is None else _boolean(not stop)
@@ -460,6 +460,6 @@ def compile_expression(expr: str) -> Extractor:
         for type_, _ in items:
             if type_ is None or type_ == "Extension":
                 return _unwrap(items)
-        return items  # type: ignore[return-value]
+        return items
 
     return extract

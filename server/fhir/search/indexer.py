@@ -23,13 +23,13 @@ idx_uri). Encodings the query side relies on:
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
 from decimal import Decimal
 from decimal import InvalidOperation
-import unicodedata
 from functools import cache
 from typing import Any
 
@@ -228,7 +228,7 @@ def _add_string(rows: IndexRows, param: str, type_: str, value: Any, group: int 
         return
     if not isinstance(value, dict):
         return
-    parts = _NAME_PARTS if type_ == "HumanName" else _ADDRESS_PARTS if type_ == "Address" else ()
+    parts: tuple[str, ...] = _NAME_PARTS if type_ == "HumanName" else _ADDRESS_PARTS if type_ == "Address" else ()
     if type_ in ("CodeableConcept", "Coding", "ContactPoint"):
         parts = ("text", "display", "value")
     for part in parts:
@@ -443,7 +443,7 @@ def index_resource(resource: dict[str, Any]) -> IndexRows:
             if not all(parts):
                 continue
             group += 1
-            for i, ((adder, _), items) in enumerate(zip(plan.components, parts)):
+            for i, ((adder, _), items) in enumerate(zip(plan.components, parts, strict=True)):
                 param = composite_param(plan.name, i)
                 for type_, value in items:
                     adder(rows, param, type_, value, group)

@@ -122,13 +122,13 @@ def parse_unit(code: str) -> tuple[float, Dims] | None:
         if term is None:
             return None
         factor *= term[0] ** sign
-        dims = tuple(a + sign * b for a, b in zip(dims, term[1]))
+        dims = tuple(a + sign * b for a, b in zip(dims, term[1], strict=True))
     return factor, dims
 
 
 def dimension_code(dims: Dims) -> str:
     """Spell a dimension vector as a UCUM-style code of base units (``g.m-3``; ``1`` if none)."""
-    parts = [b if e == 1 else f"{b}{e}" for b, e in zip(_BASES, dims) if e]
+    parts = [b if e == 1 else f"{b}{e}" for b, e in zip(_BASES, dims, strict=True) if e]
     return ".".join(parts) or "1"
 
 

@@ -111,7 +111,8 @@ def test_where_equality_filter_and_first_and_index() -> None:
     ]
     assert compile_expression("OrganizationAffiliation.telecom.first()")(org)[0][1]["value"] == "1"
     bundle = {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Composition", "id": "c"}}]}
-    assert compile_expression("Bundle.entry[0].resource")(bundle) == [("Composition", {"resourceType": "Composition", "id": "c"})]
+    composition = {"resourceType": "Composition", "id": "c"}
+    assert compile_expression("Bundle.entry[0].resource")(bundle) == [("Composition", composition)]
 
 
 def test_boolean_expression_and_exists() -> None:

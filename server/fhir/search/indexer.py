@@ -31,6 +31,7 @@ from datetime import datetime
 from decimal import Decimal
 from decimal import InvalidOperation
 from functools import cache
+from functools import lru_cache
 from typing import Any
 
 from server.errors import InvalidRequestError
@@ -175,7 +176,12 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 def _text(value: Any) -> str | None:
-    return normalize_string(value) if isinstance(value, str) and value else None
+    return _cached_normalize(value) if isinstance(value, str) and value else None
+
+
+@lru_cache(maxsize=8192)
+def _cached_normalize(value: str) -> str:
+    return normalize_string(value)  # displays repeat across resources (LOINC, SNOMED CT)
 
 
 def _add_token(rows: IndexRows, param: str, type_: str, value: Any, group: int | None) -> None:
@@ -438,9 +444,8 @@ def index_resource(resource: dict[str, Any]) -> IndexRows:
                 plan.adder(rows, plan.name, type_, value, None)
             continue
         for context in values:
-            # An occurrence lacking one component can never match the composite: skip it.
-            parts = [_typed(run([context], resource)) for _, run in plan.components]
-            if not all(parts):
+            parts = _component_values(plan, context, resource)
+            if parts is None:
                 continue
             group += 1
             for i, ((adder, _), items) in enumerate(zip(plan.components, parts, strict=True)):
@@ -448,6 +453,20 @@ def index_resource(resource: dict[str, Any]) -> IndexRows:
                 for type_, value in items:
                     adder(rows, param, type_, value, group)
     return rows
+
+
+def _component_values(plan: _Plan, context: Any, resource: dict[str, Any]) -> list[list[tuple[str, Any]]] | None:
+    """Return each component's values in one occurrence, or None if one has none."""
+    # An occurrence lacking a component can never match the composite, so it gets no rows;
+    # the value component is the one usually missing, so it is evaluated first.
+    parts: list[list[tuple[str, Any]]] = []
+    for _, run in reversed(plan.components):
+        values = _typed(run([context], resource))
+        if not values:
+            return None
+        parts.append(values)
+    parts.reverse()
+    return parts
 
 
 def _typed(items: list[tuple[Any, Any]]) -> list[tuple[str, Any]]:

@@ -1,0 +1,126 @@
+"""Conditional create (If-None-Exist), conditional update and conditional delete.
+
+https://hl7.org/fhir/R4B/http.html#cond-update
+
+Criteria are parsed strictly (an unknown parameter would match everything). A conditional
+create claims a guard row keyed by the type and the normalised criteria in the same
+transaction as the resource, so two concurrent identical creates cannot both create.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from typing import Any
+from urllib.parse import parse_qsl
+from urllib.parse import urlencode
+
+from server.errors import InvalidRequestError
+from server.errors import MultipleMatchesError
+from server.fhir.access import AccessContext
+from server.fhir.http import FhirRequest
+from server.fhir.http import FhirResponse
+from server.fhir.http import etag
+from server.fhir.http import parse_etag
+from server.fhir.repository import FhirRepository
+from server.fhir.repository import StoredResource
+from server.fhir.repository import WriteRequest
+from server.fhir.resources import check_id
+from server.fhir.resources import check_type
+from server.fhir.search.indexer import compartments_of
+from server.fhir.search.params import RESULT_PARAMS
+from server.fhir.search.params import parse_criteria
+from server.fhir.search.query import GuardedCreate
+from server.fhir.search.query import SearchQuery
+from server.fhir.writes import new_id
+from server.fhir.writes import prepare_write
+from server.fhir.writes import write_response
+
+
+def _pairs(criteria: str | tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    if isinstance(criteria, str):
+        pairs = parse_qsl(criteria.strip().lstrip("?"), keep_blank_values=True)
+    else:
+        pairs = list(criteria)
+    return [(k, v) for k, v in pairs if k.partition(":")[0] not in RESULT_PARAMS]
+
+
+def guard_key(type_: str, criteria: str | tuple[tuple[str, str], ...]) -> str:
+    """Return the hash of the type and the sorted criteria (equal for reordered parameters)."""
+    normal = urlencode(sorted(_pairs(criteria)))
+    return hashlib.sha256(f"{type_}?{normal}".encode()).hexdigest()
+
+
+def _matches(repo: FhirRepository, query: SearchQuery) -> list[Any]:
+    result = repo.search(replace(query, count=2, total="none", includes=(), sort=()))
+    return list(result.matches)
+
+
+def create_guarded(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, write: WriteRequest, criteria: str
+) -> tuple[StoredResource | None, StoredResource | None]:
+    """Return (the existing match, None) or (None, the resource created under the guard)."""
+    query = parse_criteria(req, type_, _pairs(criteria))
+    id_ = new_id()
+    write.resource["id"] = id_  # so the resource's own compartment gets the new id
+    write = replace(write, compartments=tuple(compartments_of(write.resource)))
+    op = GuardedCreate(query=query, key=guard_key(type_, criteria), type=type_, id=id_, write=write)
+    existing, created = repo.search(op)
+    return existing, created
+
+
+def _criteria(req: FhirRequest, type_: str) -> SearchQuery:
+    pairs = [(k, v) for k, v in req.params if k.partition(":")[0] not in ("_format", "_pretty")]
+    return parse_criteria(req, type_, pairs)
+
+
+def conditional_update(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str) -> FhirResponse:
+    """PUT /Type?criteria: create if nothing matches, update the one match, 412 if several."""
+    check_type(type_)
+    query = _criteria(req, type_)
+    resource = req.body
+    body_id = resource.get("id") if isinstance(resource, dict) else None
+    if body_id is not None:
+        check_id(str(body_id))
+    write = prepare_write(type_, resource)
+    if_match = req.header("if-match")
+    version = parse_etag(if_match) if if_match else None
+    with repo.transaction():
+        found = _matches(repo, query)
+        if len(found) > 1:
+            raise MultipleMatchesError(
+                f"The criteria match more than one {type_}; be more specific", message_id="MSG_MULTIPLE_MATCHES"
+            )
+        if found:
+            target = found[0].id
+            if body_id is not None and body_id != target:
+                raise InvalidRequestError(
+                    f"The id {body_id!r} in the body does not match {type_}/{target} found by the criteria",
+                    expression=("id",),
+                    message_id="MSG_ID_MISMATCH",
+                )
+            write.resource["id"] = target
+            stored, created = repo.update_resource(type_, target, write, if_match=version)
+        elif body_id is not None:
+            stored, created = repo.update_resource(type_, str(body_id), write, if_match=version)
+        else:
+            stored, created = repo.create_resource(type_, write, new_id()), True
+    return write_response(req, stored, 201 if created else 200)
+
+
+def conditional_delete(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str) -> FhirResponse:
+    """DELETE /Type?criteria: delete the one match (204 if none), 412 if several."""
+    check_type(type_)
+    query = _criteria(req, type_)
+    with repo.transaction():
+        found = _matches(repo, query)
+        if len(found) > 1:
+            raise MultipleMatchesError(
+                f"The criteria match more than one {type_}; conditional delete deletes one",
+                message_id="MSG_MULTIPLE_MATCHES",
+            )
+        if not found:
+            return FhirResponse(204, None, {})
+        stored = repo.delete_resource(type_, found[0].id)
+    headers = {"ETag": etag(stored.version)} if stored is not None else {}
+    return FhirResponse(204, None, headers)

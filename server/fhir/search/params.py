@@ -1,0 +1,509 @@
+"""Parse search request parameters into a SearchQuery: modifiers, prefixes, chains, _has.
+
+https://hl7.org/fhir/R4B/search.html
+
+Unknown parameters are ignored unless the client sent ``Prefer: handling=strict``, which
+makes them a 400 naming the parameter; malformed values and unsupported modifiers are
+always a 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from collections.abc import Mapping
+from decimal import Decimal
+from decimal import InvalidOperation
+from functools import cache
+from typing import Any
+
+import orjson
+
+from server.errors import InvalidRequestError
+from server.fhir.http import FhirRequest
+from server.fhir.search.definitions import SearchParam
+from server.fhir.search.definitions import is_resource_type
+from server.fhir.search.definitions import params_for
+from server.fhir.search.definitions import resource_types
+from server.fhir.search.indexer import normalize_string
+from server.fhir.search.indexer import parse_date_range
+from server.fhir.search.paging import page_size
+from server.fhir.search.query import ChainTest
+from server.fhir.search.query import Compartment
+from server.fhir.search.query import CompositeValue
+from server.fhir.search.query import Cursor
+from server.fhir.search.query import HasTest
+from server.fhir.search.query import IdTest
+from server.fhir.search.query import Include
+from server.fhir.search.query import LastUpdatedTest
+from server.fhir.search.query import MissingTest
+from server.fhir.search.query import ParamTest
+from server.fhir.search.query import QuantityValue
+from server.fhir.search.query import RangeValue
+from server.fhir.search.query import ReferenceValue
+from server.fhir.search.query import SearchQuery
+from server.fhir.search.query import SortKey
+from server.fhir.search.query import Test
+from server.fhir.search.query import TextValue
+from server.fhir.search.query import TokenValue
+from server.fhir.search.query import UriValue
+from server.fhir.search.query import Value
+from server.fhir.search.ucum import canonical
+
+UCUM = "http://unitsofmeasure.org"
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+# Result and control parameters this server understands (besides search parameters).
+RESULT_PARAMS = frozenset(
+    {"_sort", "_count", "_offset", "_cursor", "_include", "_revinclude", "_summary", "_elements",
+     "_total", "_totalMethod", "_format", "_pretty", "_contained", "_containedType"}
+)
+# Parameters that only steer paging: left out of the self link's search part.
+PAGING_PARAMS = frozenset({"_offset", "_cursor"})
+_MODIFIERS = {
+    "token": frozenset({"not", "text", "of-type", "missing"}),
+    "string": frozenset({"exact", "contains", "missing"}),
+    "date": frozenset({"missing"}),
+    "number": frozenset({"missing"}),
+    "quantity": frozenset({"missing"}),
+    "reference": frozenset({"identifier", "missing"}),
+    "uri": frozenset({"below", "above", "missing"}),
+    "composite": frozenset({"missing"}),
+}
+_SORTABLE = frozenset({"token", "string", "date", "number", "quantity", "reference", "uri"})
+_SUMMARY = frozenset({"true", "false", "text", "data", "count"})
+_TOTAL = frozenset({"none", "estimate", "accurate"})
+_MAX_DEPTH = 4
+
+
+def _bad(message: str, param: str) -> InvalidRequestError:
+    return InvalidRequestError(message, expression=(param,), message_id="MSG_PARAM_INVALID")
+
+
+def split_escaped(value: str, sep: str) -> list[str]:
+    """Split on `sep` not preceded by a backslash, then undo the \\, \\| \\$ \\\\ escapes."""
+    parts, current, i = [], [], 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\" and i + 1 < len(value):
+            current.append(value[i : i + 2])
+            i += 2
+            continue
+        if ch == sep:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _prefix(raw: str) -> tuple[str, str]:
+    if len(raw) > 2 and raw[:2] in PREFIXES and (raw[2].isdigit() or raw[2] in "-+."):
+        return raw[:2], raw[2:]
+    return "eq", raw
+
+
+def parse_number(raw: str, param: str) -> tuple[Decimal, Decimal, Decimal]:
+    """Return the number and its implicit precision range [low, high)."""
+    try:
+        number = Decimal(raw.strip())
+    except InvalidOperation:
+        raise _bad(f"Invalid number {raw!r} for parameter {param}", param) from None
+    if not number.is_finite():
+        raise _bad(f"Invalid number {raw!r} for parameter {param}", param)
+    half = Decimal(5).scaleb(number.as_tuple().exponent - 1)  # type: ignore[operator]
+    return number, number - half, number + half
+
+
+def _date(raw: str, param: str) -> RangeValue:
+    prefix, text = _prefix(raw)
+    try:
+        low, high = parse_date_range(text)
+    except InvalidRequestError:
+        raise _bad(f"Invalid date {raw!r} for parameter {param}", param) from None
+    return RangeValue(prefix, low, high)
+
+
+def _token(raw: str) -> TokenValue:
+    parts = split_escaped(raw, "|")
+    if len(parts) == 1:
+        return TokenValue(None, _unescape(parts[0]))
+    system, code = _unescape(parts[0]), _unescape("|".join(parts[1:]))
+    return TokenValue(system, code or None)
+
+
+def _quantity(raw: str, param: str) -> QuantityValue:
+    parts = split_escaped(raw, "|")
+    if len(parts) > 3:
+        raise _bad(f"Invalid quantity {raw!r} for parameter {param}", param)
+    prefix, text = _prefix(parts[0])
+    number, low, high = parse_number(text, param)
+    system = _unescape(parts[1]) if len(parts) > 1 and parts[1] else None
+    code = _unescape(parts[2]) if len(parts) > 2 and parts[2] else None
+    canon = None
+    if code and system in (None, UCUM):
+        canon = canonical(number, code)
+    if canon is None:
+        return QuantityValue(prefix, number, low, high, system, code)
+    canon_low = canonical(low, code)
+    canon_high = canonical(high, code)
+    return QuantityValue(
+        prefix, number, low, high, system, code, canon[1],
+        canon_low[0] if canon_low else None, canon_high[0] if canon_high else None, canon[0],
+    )
+
+
+class _Parser:
+    """Parses one request's parameters against the searched types."""
+
+    def __init__(self, req: FhirRequest | None, strict: bool) -> None:
+        self.base_url = (req.base_url.rstrip("/") + "/") if req is not None else None
+        self.strict = strict
+        self.ignored: list[str] = []
+
+    def unknown(self, name: str, why: str = "") -> None:
+        self.ignored.append(name)
+        if self.strict:
+            raise InvalidRequestError(
+                f"Unknown search parameter {name!r}{why}",
+                expression=(name,),
+                message_id="MSG_PARAM_UNKNOWN",
+            )
+
+    # -- values ---------------------------------------------------------------------------
+
+    def reference(self, raw: str, sp: SearchParam, modifier: str | None) -> ReferenceValue:
+        text = raw
+        if self.base_url and text.startswith(self.base_url):
+            text = text[len(self.base_url) :]
+        text = text.split("/_history/", 1)[0]
+        if "://" in text or text.startswith("urn:"):
+            return ReferenceValue(None, None, url=raw)
+        if "/" in text:
+            type_, _, id_ = text.rpartition("/")
+            if "/" in type_ or not is_resource_type(type_) or not id_:
+                return ReferenceValue(None, None, url=raw)
+            if modifier and modifier != type_:
+                raise _bad(f"Reference {raw!r} is not a {modifier}", sp.name)
+            return ReferenceValue(type_, id_)
+        if not text:
+            raise _bad(f"Empty reference for parameter {sp.name}", sp.name)
+        type_ = modifier or (sp.targets[0] if len(sp.targets) == 1 else None)
+        return ReferenceValue(type_, text, url=None if modifier else raw)
+
+    def value(self, type_: str, raw: str, sp: SearchParam, modifier: str | None) -> Value:
+        if type_ == "token":
+            if modifier == "text":
+                return TextValue(normalize_string(_unescape(raw)))
+            return _token(raw)
+        if type_ == "string":
+            text = _unescape(raw)
+            return TextValue(text if modifier == "exact" else normalize_string(text))
+        if type_ == "date":
+            return _date(raw, sp.name)
+        if type_ == "number":
+            prefix, text = _prefix(raw)
+            number, low, high = parse_number(text, sp.name)
+            return RangeValue(prefix, low, high, number)
+        if type_ == "quantity":
+            return _quantity(raw, sp.name)
+        if type_ == "reference":
+            return self.reference(_unescape(raw), sp, modifier)
+        if type_ == "uri":
+            return UriValue(_unescape(raw))
+        raise _bad(f"Parameter {sp.name} of type {type_} cannot be searched", sp.name)
+
+    def composite(self, raw: str, sp: SearchParam) -> CompositeValue:
+        pieces = split_escaped(raw, "$")
+        if len(pieces) != len(sp.components):
+            raise _bad(
+                f"Composite parameter {sp.name} needs {len(sp.components)} values separated by $",
+                sp.name,
+            )
+        parts = []
+        for (ctype, _expr, code), piece in zip(sp.components, pieces):
+            parts.append((ctype, code, self.value(ctype, piece, sp, None)))
+        return CompositeValue(tuple(parts))
+
+    # -- one parameter --------------------------------------------------------------------
+
+    def test(self, types: tuple[str, ...], key: str, raw: str, depth: int = 0) -> Test | None:
+        """Parse `key=raw` for the types; None when the parameter is unknown (lenient)."""
+        if depth > _MAX_DEPTH:
+            raise _bad(f"Search parameter {key!r} nests too deep", key)
+        if key.startswith("_has:"):
+            return self.has(types, key, raw, depth)
+        if "." in key:
+            return self.chain(types, key, raw, depth)
+        name, _, modifier = key.partition(":")
+        if name == "_id":
+            if modifier not in ("", "not"):
+                raise _bad(f"Unsupported modifier :{modifier} on _id", key)
+            return IdTest(tuple(_unescape(v) for v in split_escaped(raw, ",") if v), modifier == "not")
+        if name == "_lastUpdated":
+            if modifier:
+                raise _bad(f"Unsupported modifier :{modifier} on _lastUpdated", key)
+            return LastUpdatedTest(tuple(_date(v, name) for v in split_escaped(raw, ",")))
+        sp = lookup(types, name)
+        if sp is None or sp.type not in _MODIFIERS:
+            self.unknown(name, f" for {','.join(types) or 'all types'}")
+            return None
+        return self.param_test(sp, key, modifier or None, raw)
+
+    def param_test(self, sp: SearchParam, key: str, modifier: str | None, raw: str) -> Test:
+        if modifier is not None and modifier not in _MODIFIERS[sp.type]:
+            if not (sp.type == "reference" and is_resource_type(modifier)):
+                raise _bad(f"Unsupported modifier :{modifier} on {sp.type} parameter {sp.name}", key)
+        if modifier == "missing":
+            if raw not in ("true", "false"):
+                raise _bad(f":missing takes true or false, not {raw!r}", key)
+            if sp.type == "composite":  # rows of the first component stand for the element
+                return MissingTest(f"{sp.name}$0", sp.components[0][0], raw == "true")
+            return MissingTest(sp.name, sp.type, raw == "true")
+        raws = [v for v in split_escaped(raw, ",")]
+        if not any(raws):
+            raise _bad(f"Empty value for search parameter {key}", key)
+        if sp.type == "token" and modifier == "of-type":
+            return ParamTest(f"{sp.name}:of-type", "token", tuple(self.of_type(v, key) for v in raws))
+        if sp.type == "reference" and modifier == "identifier":
+            return ParamTest(f"{sp.name}:identifier", "token", tuple(_token(v) for v in raws))
+        if sp.type == "composite":
+            return ParamTest(sp.name, "composite", tuple(self.composite(v, sp) for v in raws))
+        values = tuple(self.value(sp.type, v, sp, modifier) for v in raws if v)
+        return ParamTest(sp.name, sp.type, values, modifier)
+
+    def of_type(self, raw: str, key: str) -> TokenValue:
+        parts = [_unescape(p) for p in split_escaped(raw, "|")]
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise _bad(f":of-type needs system|code|value, not {raw!r}", key)
+        return TokenValue(parts[0] or None, f"{parts[1]}|{parts[2]}")
+
+    def chain(self, types: tuple[str, ...], key: str, raw: str, depth: int) -> Test | None:
+        head, _, rest = key.partition(".")
+        name, _, modifier = head.partition(":")
+        sp = lookup(types, name)
+        if sp is None or sp.type != "reference":
+            self.unknown(name, " (chaining needs a reference parameter)")
+            return None
+        if modifier:
+            if not is_resource_type(modifier):
+                raise _bad(f"Unknown resource type :{modifier} in chain {key}", key)
+            targets: tuple[str, ...] = (modifier,)
+        else:
+            targets = sp.targets or resource_types()
+        rest_name = rest.partition(".")[0].partition(":")[0]
+        if not rest.startswith("_has:") and rest_name not in ("_id", "_lastUpdated"):
+            targets = tuple(t for t in targets if rest_name in params_for(t))
+            if not targets:
+                self.unknown(rest_name, f" on the targets of {name}")
+                return None
+        inner = self.test(targets, rest, raw, depth + 1)
+        return None if inner is None else ChainTest(name, targets, inner)
+
+    def has(self, types: tuple[str, ...], key: str, raw: str, depth: int) -> Test | None:
+        parts = key.split(":", 3)
+        if len(parts) < 4 or not parts[3]:
+            raise _bad(f"_has needs _has:Type:reference:parameter, not {key!r}", key)
+        _, source, ref_name, rest = parts
+        if not is_resource_type(source):
+            raise _bad(f"Unknown resource type {source!r} in {key}", key)
+        sp = params_for(source).get(ref_name)
+        if sp is None or sp.type != "reference":
+            self.unknown(f"{source}:{ref_name}", " (not a reference parameter)")
+            return None
+        inner = self.test((source,), rest, raw, depth + 1)
+        return None if inner is None else HasTest(source, ref_name, inner)
+
+
+@cache
+def _common_params(types: tuple[str, ...]) -> Mapping[str, SearchParam]:
+    names = None
+    for t in types:
+        mine = {n: sp for n, sp in params_for(t).items()}
+        if names is None:
+            names = mine
+        else:
+            names = {n: sp for n, sp in names.items() if n in mine and mine[n].type == sp.type}
+    return names or {}
+
+
+def lookup(types: tuple[str, ...], name: str) -> SearchParam | None:
+    """Return the definition of a parameter shared by all the types (any type if none given)."""
+    if len(types) == 1:
+        return params_for(types[0]).get(name)
+    return _common_params(types or resource_types()).get(name)
+
+
+# -- result parameters --------------------------------------------------------------------
+
+
+def _sort(types: tuple[str, ...], raw: str, parser: _Parser) -> tuple[SortKey, ...]:
+    keys = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        descending = item.startswith("-")
+        name = item.lstrip("-")
+        if name in ("_id", "_lastUpdated"):
+            keys.append(SortKey(name, "special", descending))
+            continue
+        sp = lookup(types, name)
+        if sp is None or sp.type not in _SORTABLE:
+            parser.unknown(name, " for _sort")
+            continue
+        keys.append(SortKey(name, sp.type, descending))
+    return tuple(keys)
+
+
+def _include(raw: str, reverse: bool, iterate: bool, key: str) -> Include:
+    if raw == "*":
+        return Include("*", "*", None, iterate, reverse)
+    parts = raw.split(":")
+    if len(parts) not in (2, 3) or not is_resource_type(parts[0]):
+        raise _bad(f"{key} needs Type:parameter[:TargetType], not {raw!r}", key)
+    source, name = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    if target is not None and not is_resource_type(target):
+        raise _bad(f"Unknown target type {target!r} in {key}", key)
+    if name != "*":
+        sp = params_for(source).get(name)
+        if sp is None or sp.type != "reference":
+            raise _bad(f"{source}:{name} is not a reference parameter ({key})", key)
+    return Include(source, name, target, iterate, reverse)
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """Encode a keyset position as an opaque URL-safe token."""
+    data = orjson.dumps({"v": list(cursor.values), "p": cursor.pk, "b": cursor.before}, default=str)
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> Cursor:
+    """Decode a token made by encode_cursor; 400 if it is not one."""
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        return Cursor(tuple(data["v"]), int(data["p"]), bool(data.get("b")))
+    except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise _bad(f"Invalid paging cursor {token!r}", "_cursor") from None
+
+
+def _nonnegative(raw: str, name: str) -> int:
+    if not raw.isdigit():
+        raise _bad(f"Invalid {name} {raw!r}: expected a non-negative integer", name)
+    return int(raw)
+
+
+def parse_search(
+    req: FhirRequest,
+    types: Iterable[str],
+    *,
+    params: Iterable[tuple[str, str]] | None = None,
+    compartment: Compartment | None = None,
+    strict: bool | None = None,
+    skip: Iterable[str] = (),
+) -> SearchQuery:
+    """Parse the request's parameters (or `params`) into a SearchQuery over `types`."""
+    types = tuple(types)
+    if strict is None:
+        strict = req.prefer.get("handling") == "strict"
+    parser = _Parser(req, strict)
+    skipped = frozenset(skip)
+    tests: list[Test] = []
+    applied: list[tuple[str, str]] = []
+    result: dict[str, Any] = {"sort": (), "includes": [], "elements": ()}
+    count = req.default_count
+    for key, raw in req.params if params is None else params:
+        name = key.partition(":")[0]
+        if key in skipped:
+            continue
+        if name in RESULT_PARAMS:
+            if _result_param(types, key, raw, req, parser, result):
+                if name == "_count":
+                    count = page_size(raw, default=req.default_count, maximum=req.max_count)
+                if name not in PAGING_PARAMS:
+                    applied.append((key, raw))
+            continue
+        test = parser.test(types, key, raw)
+        if test is not None:
+            tests.append(test)
+            applied.append((key, raw))
+    return SearchQuery(
+        types=types,
+        tests=tuple(tests),
+        compartment=compartment,
+        sort=result["sort"],
+        count=count,
+        offset=result.get("offset", 0),
+        cursor=result.get("cursor"),
+        includes=tuple(result["includes"]),
+        total=result.get("total"),
+        summary=result.get("summary"),
+        elements=result["elements"],
+        applied=tuple(applied),
+        ignored=tuple(parser.ignored),
+        max_includes=req.max_count,
+    )
+
+
+def _result_param(
+    types: tuple[str, ...], key: str, raw: str, req: FhirRequest, parser: _Parser, out: dict[str, Any]
+) -> bool:
+    """Record one result parameter in `out`; return whether it shapes the result."""
+    name, _, modifier = key.partition(":")
+    if name == "_sort":
+        out["sort"] = _sort(types, raw, parser)
+    elif name == "_count":
+        page_size(raw, default=req.default_count, maximum=req.max_count)
+    elif name == "_offset":
+        out["offset"] = _nonnegative(raw, "_offset")
+    elif name == "_cursor":
+        out["cursor"] = decode_cursor(raw)
+    elif name in ("_include", "_revinclude"):
+        if modifier not in ("", "iterate", "recurse"):
+            raise _bad(f"Unsupported modifier :{modifier} on {name}", key)
+        for item in raw.split(","):
+            if item:
+                out["includes"].append(_include(item, name == "_revinclude", bool(modifier), key))
+    elif name == "_summary":
+        if raw not in _SUMMARY:
+            raise _bad(f"_summary must be one of true, false, text, data, count; not {raw!r}", key)
+        out["summary"] = None if raw == "false" else raw
+    elif name == "_elements":
+        out["elements"] = tuple(e.strip() for e in raw.split(",") if e.strip())
+    elif name == "_total":
+        if raw not in _TOTAL:
+            raise _bad(f"_total must be none, estimate or accurate; not {raw!r}", key)
+        out["total"] = raw
+    elif name == "_totalMethod":
+        out.setdefault("total", "accurate")
+    else:
+        return False  # _format, _pretty, _contained...: known, no effect on the search
+    return True
+
+
+def parse_criteria(req: FhirRequest, type_: str, criteria: str | Iterable[tuple[str, str]]) -> SearchQuery:
+    """Parse conditional-interaction criteria strictly: an unknown parameter is a 400."""
+    from urllib.parse import parse_qsl
+
+    pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True) if isinstance(criteria, str) else list(criteria)
+    tests = [(k, v) for k, v in pairs if k.partition(":")[0] not in RESULT_PARAMS]
+    if not tests:
+        raise InvalidRequestError(
+            f"Conditional {type_} interaction needs search criteria", message_id="MSG_PARAM_INVALID"
+        )
+    return parse_search(req, (type_,), params=tests, strict=True)

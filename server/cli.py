@@ -75,6 +75,31 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database at {revision}")
 
 
+@db.command("reindex")
+@click.option("--type", "resource_type", default=None, help="only this resource type")
+def db_reindex(resource_type: str | None) -> None:
+    """Rebuild every search index row and compartment membership, with a progress bar."""
+    from server.store.reindex import reindex
+    from server.store.session import make_engine
+    from server.store.session import make_session_factory
+
+    engine = make_engine(Settings.from_env().database_url)
+    with make_session_factory(engine)() as session:
+        bar = None
+
+        def progress(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = click.progressbar(length=total, label="reindexing", show_pos=True)
+                bar.__enter__()
+            bar.update(done - bar.pos)
+
+        done = reindex(session, progress, resource_type=resource_type)
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(f"reindexed {done} resources")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

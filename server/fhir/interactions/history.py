@@ -20,6 +20,7 @@ from server.fhir.repository import FhirRepository
 from server.fhir.repository import StoredResource
 from server.fhir.resources import check_id
 from server.fhir.resources import check_type
+from server.fhir.search.dates import parse_date_range
 from server.fhir.search.paging import page_size
 
 _KNOWN = {"_since", "_at", "_count", "_cursor", "_format", "_pretty", "_list", "_sort"}
@@ -43,13 +44,6 @@ def _entry(base: str, stored: StoredResource) -> Entry:
         },
     }
     return Entry(members, None if stored.deleted else stored.body)
-
-
-def parse_date_range(value: str) -> tuple[datetime, datetime]:
-    """Parse a FHIR date/dateTime into its [low, high) UTC range."""
-    from server.fhir.search.indexer import parse_date_range as parse
-
-    return parse(value)
 
 
 def _since(value: str | None) -> datetime | None:

@@ -8,15 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from server.fhir.repository import WriteRequest
+from server.fhir.search.indexer import compartments_of
+from server.fhir.search.indexer import index_resource
 
 
 def prepare(resource: dict[str, Any]) -> WriteRequest:
     """Return the WriteRequest for a validated resource, with its index rows."""
-    try:
-        from server.fhir.search.indexer import compartments_of
-        from server.fhir.search.indexer import index_resource
-    except ImportError:  # indexer not built yet
-        return WriteRequest(resource=resource)
     return WriteRequest(
         resource=resource, rows=index_resource(resource), compartments=tuple(compartments_of(resource))
     )

@@ -516,7 +516,7 @@ def _guarded_create(session: so.Session, op: GuardedCreate) -> tuple[StoredResou
             with session.begin_nested():
                 created = SqlRepository(session).create_resource(op.type, op.write, op.id)
                 pk = session.scalar(sa.select(R.pk).where(R.type == op.type, R.id == op.id))
-                _claim(session, op.key, pk)
+                _claim(session, op, pk)
             return None, created
         except (sa_exc.IntegrityError, _LostRaceError):
             # The guard row is held by a concurrent create of the same criteria: once it has
@@ -525,15 +525,18 @@ def _guarded_create(session: so.Session, op: GuardedCreate) -> tuple[StoredResou
     raise VersionConflictError(f"Concurrent conditional creates of {op.type}; retry", message_id="MSG_CONFLICT")
 
 
-def _claim(session: so.Session, key: str, pk: Any) -> None:
+def _claim(session: so.Session, op: GuardedCreate, pk: Any) -> None:
     g = ConditionalGuard
-    old = session.scalar(sa.select(g.res_pk).where(g.key == key))
+    old = session.scalar(sa.select(g.res_pk).where(g.key == op.key))
     if old is None:
-        session.execute(sa.insert(g).values(key=key, res_pk=pk))
+        session.execute(sa.insert(g).values(key=op.key, res_pk=pk))
         return
-    # The guarded resource was deleted or no longer matches (the search found nothing):
-    # take the guard over, unless someone else just did.
-    done = session.execute(sa.update(g).where(g.key == key, g.res_pk == old).values(res_pk=pk))
+    # The key is taken. A concurrent create may have committed since our search: if anything
+    # but our own new resource matches now, we lost.
+    if any(m.pk != pk for m in _find(session, op.query)):
+        raise _LostRaceError(op.key)
+    # Otherwise the guarded resource was deleted or no longer matches: take the guard over,
+    # unless someone else just did.
+    done = session.execute(sa.update(g).where(g.key == op.key, g.res_pk == old).values(res_pk=pk))
     if done.rowcount != 1:  # type: ignore[attr-defined]
-        raise _LostRaceError(key)
-
+        raise _LostRaceError(op.key)

@@ -271,8 +271,9 @@ class _Parser:
         if modifier == "missing":
             if raw not in ("true", "false"):
                 raise _bad(f":missing takes true or false, not {raw!r}", key)
-            if sp.type == "composite":  # rows of the first component stand for the element
-                return MissingTest(f"{sp.name}$0", sp.components[0][0], raw == "true")
+            if sp.type == "composite":  # rows of the last component (the value) stand for it
+                last = len(sp.components) - 1
+                return MissingTest(f"{sp.name}${last}", sp.components[last][0], raw == "true")
             return MissingTest(sp.name, sp.type, raw == "true")
         raws = [v for v in split_escaped(raw, ",")]
         if not any(raws):

@@ -8,12 +8,17 @@ from server.api import requests as rq
 from server.api.responses import to_flask
 from server.errors import NotFoundError
 from server.fhir.access import AccessContext
+from server.fhir import conditional
 from server.fhir.interactions import capabilities
+from server.fhir.interactions.bundle import process_bundle
 from server.fhir.interactions.create import create
 from server.fhir.interactions.delete import delete
 from server.fhir.interactions.history import history
 from server.fhir.interactions.patch import patch
 from server.fhir.interactions.read import read
+from server.fhir.interactions.search_compartment import search_compartment
+from server.fhir.interactions.search_system import search_system
+from server.fhir.interactions.search_type import search_type as run_search_type
 from server.fhir.interactions.update import update
 from server.fhir.interactions.vread import vread
 from server.fhir.repository import FhirRepository
@@ -46,30 +51,22 @@ def system_history() -> flask.Response:
 
 @bp.get("/")
 def system_search() -> flask.Response:
-    from server.fhir.interactions.search_system import search_system
-
     return to_flask(search_system(_repo(), _ctx(), rq.fhir_request()))
 
 
 @bp.post("/")
 def bundle() -> flask.Response:
-    from server.fhir.interactions.bundle import process_bundle
-
     body = rq.parse_body()
     return to_flask(process_bundle(_repo(), _ctx(), rq.fhir_request(body)))
 
 
 @bp.get("/<type_>")
 def search_type(type_: str) -> flask.Response:
-    from server.fhir.interactions.search_type import search_type as run
-
-    return to_flask(run(_repo(), _ctx(), rq.fhir_request(), type_))
+    return to_flask(run_search_type(_repo(), _ctx(), rq.fhir_request(), type_))
 
 
 @bp.post("/<type_>/_search")
 def search_post(type_: str) -> flask.Response:
-    from server.fhir.interactions.search_type import search_type as run
-
     body = rq.read_body(rq.settings().max_body_bytes)
     params = list(flask.request.args.items(multi=True))
     if body:
@@ -80,7 +77,7 @@ def search_post(type_: str) -> flask.Response:
         from urllib.parse import parse_qsl
 
         params += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return to_flask(run(_repo(), _ctx(), rq.fhir_request(params=tuple(params)), type_))
+    return to_flask(run_search_type(_repo(), _ctx(), rq.fhir_request(params=tuple(params)), type_))
 
 
 @bp.post("/<type_>")
@@ -90,16 +87,12 @@ def create_route(type_: str) -> flask.Response:
 
 @bp.put("/<type_>")
 def conditional_update(type_: str) -> flask.Response:
-    from server.fhir.conditional import conditional_update as run
-
-    return to_flask(run(_repo(), _ctx(), rq.fhir_request(rq.parse_body()), type_))
+    return to_flask(conditional.conditional_update(_repo(), _ctx(), rq.fhir_request(rq.parse_body()), type_))
 
 
 @bp.delete("/<type_>")
 def conditional_delete(type_: str) -> flask.Response:
-    from server.fhir.conditional import conditional_delete as run
-
-    return to_flask(run(_repo(), _ctx(), rq.fhir_request(), type_))
+    return to_flask(conditional.conditional_delete(_repo(), _ctx(), rq.fhir_request(), type_))
 
 
 @bp.get("/<type_>/_history")
@@ -144,8 +137,6 @@ def vread_route(type_: str, id_: str, vid: str) -> flask.Response:
 def compartment_search(type_: str, id_: str, target: str) -> flask.Response:
     if target.startswith("$"):
         return _operation(type_, id_, target[1:])
-    from server.fhir.interactions.search_compartment import search_compartment
-
     return to_flask(search_compartment(_repo(), _ctx(), rq.fhir_request(), type_, id_, target))
 
 

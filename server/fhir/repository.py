@@ -56,6 +56,9 @@ class FhirRepository(Protocol):
     def read_resource(self, type_: str, id_: str) -> StoredResource | None:
         """Return the current version (a tombstone if deleted), or None."""
 
+    def lock_key(self, key: str) -> None:
+        """Serialise concurrent transactions on a key (e.g. conditional-create criteria) until commit."""
+
     def lock(self, type_: str, id_: str) -> None:
         """Take the row lock of a resource for the rest of the transaction (no-op if absent)."""
 

@@ -65,22 +65,34 @@ class SqlRepository:
     def __init__(self, session: so.Session) -> None:
         self.session = session
         self.is_postgres = session.get_bind().dialect.name == "postgresql"
+        self._depth = 0
 
     # -- transactions -------------------------------------------------------------------
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Run the block in one transaction; nested blocks join the outer one."""
-        if self.session.in_transaction():
-            yield
+        """Run the block in one write transaction; nested blocks join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
             return
+        if self.session.in_transaction():
+            # A read left the session's implicit transaction open: end it, so the write
+            # starts as a write (BEGIN IMMEDIATE on SQLite) and really commits below.
+            self.session.rollback()
         begin_write(self.session)
+        self._depth = 1
         try:
             yield
             self.session.commit()
         except BaseException:
             self.session.rollback()
             raise
+        finally:
+            self._depth = 0
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -91,6 +103,15 @@ class SqlRepository:
             if self.is_postgres:
                 stmt = stmt.with_for_update()
         return self.session.scalars(stmt).one_or_none()
+
+    def lock_key(self, key: str) -> None:
+        """Serialise transactions on a key (a conditional-create criteria hash) until commit.
+
+        PostgreSQL: a transaction-scoped advisory lock. SQLite: writers are serialised already.
+        """
+        if self.is_postgres:
+            number = int.from_bytes(bytes.fromhex(key[:16]), "big", signed=True)
+            self.session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": number})
 
     def lock(self, type_: str, id_: str) -> None:
         """Take the row lock of a resource for the rest of the transaction."""

@@ -19,9 +19,17 @@ from server.fhir.writes import write_response
 
 
 def create(
-    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, body: Any = None
+    repo: FhirRepository,
+    ctx: AccessContext,
+    req: FhirRequest,
+    type_: str,
+    body: Any = None,
+    assigned_id: str | None = None,
 ) -> FhirResponse:
-    """Store a new resource under a server-assigned id; 201 with Location."""
+    """Store a new resource under a server-assigned id; 201 with Location.
+
+    `assigned_id` is the id a transaction chose up front for an entry's urn:uuid.
+    """
     check_type(type_)
     resource = req.body if body is None else body
     write = prepare_write(type_, resource)
@@ -36,5 +44,5 @@ def create(
                 return FhirResponse(200, existing.body, headers)
         else:
             write.resource.pop("id", None)
-            stored = repo.create_resource(type_, write, new_id())
+            stored = repo.create_resource(type_, write, assigned_id or new_id())
     return write_response(req, stored, 201)

@@ -69,6 +69,13 @@ def create_guarded(
     return existing, created
 
 
+def _serialise(repo: FhirRepository, type_: str, req: FhirRequest) -> None:
+    """Make identical conditional writes wait for each other (so both cannot create)."""
+    lock_key = getattr(repo, "lock_key", None)  # optional part of the repository
+    if lock_key is not None:
+        lock_key(guard_key(type_, req.params))
+
+
 def _criteria(req: FhirRequest, type_: str) -> SearchQuery:
     pairs = [(k, v) for k, v in req.params if k.partition(":")[0] not in ("_format", "_pretty")]
     return parse_criteria(req, type_, pairs)
@@ -86,6 +93,7 @@ def conditional_update(repo: FhirRepository, ctx: AccessContext, req: FhirReques
     if_match = req.header("if-match")
     version = parse_etag(if_match) if if_match else None
     with repo.transaction():
+        _serialise(repo, type_, req)
         found = _matches(repo, query)
         if len(found) > 1:
             raise MultipleMatchesError(
@@ -113,6 +121,7 @@ def conditional_delete(repo: FhirRepository, ctx: AccessContext, req: FhirReques
     check_type(type_)
     query = _criteria(req, type_)
     with repo.transaction():
+        _serialise(repo, type_, req)
         found = _matches(repo, query)
         if len(found) > 1:
             raise MultipleMatchesError(

@@ -64,7 +64,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.option("--revision", default="head", show_default=True)
+@click.option("--revision", default="heads", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Run the Alembic migrations on DATABASE_URL."""
     from server.store.migrate import upgrade
@@ -98,6 +98,9 @@ def db_reindex(resource_type: str | None) -> None:
         if bar is not None:
             bar.__exit__(None, None, None)
     click.echo(f"reindexed {done} resources")
+
+
+# Command groups of the other packages, one line each (auth: client/user, audit, bulk load).
 
 
 def main() -> None:

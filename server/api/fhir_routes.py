@@ -21,6 +21,8 @@ from server.fhir.interactions.search_system import search_system
 from server.fhir.interactions.search_type import search_type as run_search_type
 from server.fhir.interactions.update import update
 from server.fhir.interactions.vread import vread
+from server.fhir.operations import catalog  # noqa: F401  (registers the operations)
+from server.fhir.operations import registry
 from server.fhir.repository import FhirRepository
 
 bp = flask.Blueprint("fhir", __name__)
@@ -58,6 +60,11 @@ def system_search() -> flask.Response:
 def bundle() -> flask.Response:
     body = rq.parse_body()
     return to_flask(process_bundle(_repo(), _ctx(), rq.fhir_request(body)))
+
+
+@bp.route("/$<name>", methods=["GET", "POST"])
+def system_operation(name: str) -> flask.Response:
+    return _operation("", None, name)
 
 
 @bp.get("/<type_>")
@@ -151,10 +158,8 @@ def instance_operation_post(type_: str, id_: str, name: str) -> flask.Response:
 
 
 def _operation(type_: str, id_: str | None, name: str) -> flask.Response:
-    from server.fhir.operations import registry
-
     op = registry.find(type_, id_, name)
     if op is None:
         raise NotFoundError(f"Unknown operation ${name} on {type_}")
-    body = rq.parse_body() if flask.request.method == "POST" else None
+    body = rq.parse_body() if flask.request.method == "POST" and flask.request.content_length else None
     return to_flask(op(_repo(), _ctx(), rq.fhir_request(body), type_, id_))

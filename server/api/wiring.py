@@ -38,4 +38,5 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
             session.close()
 
     register_error_handlers(app)
+    # Extensions: each capability wires itself here, one line each (auth, audit, bulk, rehab).
     app.register_blueprint(fhir_bp)

@@ -51,7 +51,7 @@ def dispatch(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, parts: 
         if type_ == "_history" and method == "GET":
             return history(repo, ctx, req)
         if type_.startswith("$"):
-            return _operation(repo, ctx, req, "*", None, type_[1:])
+            return _operation(repo, ctx, req, "", None, type_[1:])
         handlers: dict[str, Handler] = {
             "GET": lambda: search_type(repo, ctx, req, type_),
             "POST": lambda: create(repo, ctx, req, type_, **extra),

@@ -20,8 +20,8 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    """Upgrade the database behind the engine to `revision`."""
+def upgrade(engine: sa.Engine, revision: str = "heads") -> None:
+    """Upgrade the database behind the engine to `revision` (default: every branch head)."""
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn

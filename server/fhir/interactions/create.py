@@ -32,8 +32,11 @@ def create(
     """
     check_type(type_)
     resource = req.body if body is None else body
-    write = prepare_write(type_, resource)
     criteria = req.header("if-none-exist")
+    if isinstance(resource, dict) and not criteria:
+        # The id is part of the index data (a Patient is in its own compartment).
+        resource = {**resource, "id": assigned_id or new_id()}
+    write = prepare_write(type_, resource)
     with repo.transaction():
         if criteria:
             from server.fhir.conditional import create_guarded
@@ -43,6 +46,5 @@ def create(
                 headers = version_headers(existing, req.base_url)
                 return FhirResponse(200, existing.body, headers)
         else:
-            write.resource.pop("id", None)
-            stored = repo.create_resource(type_, write, assigned_id or new_id())
+            stored = repo.create_resource(type_, write, write.resource["id"])
     return write_response(req, stored, 201)

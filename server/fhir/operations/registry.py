@@ -13,7 +13,7 @@ _OPERATIONS: dict[tuple[str, bool, str], Operation] = {}
 
 
 def register(type_: str, name: str, *, instance: bool) -> Callable[[Operation], Operation]:
-    """Register an operation; type_ "*" applies to every resource type."""
+    """Register an operation; type_ "*" applies to every resource type, "" is system level."""
 
     def wrap(func: Operation) -> Operation:
         _OPERATIONS[(type_, instance, name)] = func
@@ -25,7 +25,10 @@ def register(type_: str, name: str, *, instance: bool) -> Callable[[Operation], 
 def find(type_: str, id_: str | None, name: str) -> Operation | None:
     """Return the operation for this type/level/name, or None."""
     instance = id_ is not None
-    return _OPERATIONS.get((type_, instance, name)) or _OPERATIONS.get(("*", instance, name))
+    found = _OPERATIONS.get((type_, instance, name))
+    if found is None and type_:
+        found = _OPERATIONS.get(("*", instance, name))
+    return found
 
 
 def names() -> list[tuple[str, bool, str]]:

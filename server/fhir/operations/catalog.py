@@ -1,0 +1,5 @@
+"""Import every operation module so each registers itself (one import line per operation)."""
+
+from __future__ import annotations
+
+from server.fhir.operations import registry  # noqa: F401

@@ -43,10 +43,15 @@ def _clip(value: object) -> object:
     return value
 
 
-def replace(session: so.Session, res_pk: int, write: WriteRequest | None) -> None:
-    """Delete the resource's old index rows and insert the new ones (none for a delete)."""
-    for table in (*INDEX_TABLES, CompartmentMembership):
-        session.execute(sa.delete(table).where(table.res_pk == res_pk))
+_DELETES = [sa.delete(t.__table__).where(t.__table__.c.res_pk == sa.bindparam("pk"))
+            for t in (*INDEX_TABLES, CompartmentMembership)]
+
+
+def replace(session: so.Session, res_pk: int, write: WriteRequest | None, *, fresh: bool = False) -> None:
+    """Delete the resource's old index rows (unless it is new) and insert the new ones."""
+    if not fresh:
+        for stmt in _DELETES:
+            session.execute(stmt, {"pk": res_pk})
     if write is None:
         return
     if write.rows is not None:
@@ -58,9 +63,9 @@ def replace(session: so.Session, res_pk: int, write: WriteRequest | None) -> Non
                 {("grp" if c == "group" else c): _clip(getattr(r, c)) for c in columns} | {"res_pk": res_pk}
                 for r in rows
             ]
-            session.execute(sa.insert(table), values)
+            session.execute(sa.insert(table.__table__), values)
     if write.compartments:
         session.execute(
-            sa.insert(CompartmentMembership),
+            sa.insert(CompartmentMembership.__table__),
             [{"res_pk": res_pk, "kind": kind, "owner_id": owner} for kind, owner in write.compartments],
         )

@@ -28,6 +28,13 @@ from server.store.models import ResourceRecord
 from server.store.models import ResourceVersion
 from server.store.session import begin_write
 
+_R = ResourceRecord.__table__
+_V = ResourceVersion.__table__
+# Built once: a read by id is the hottest statement.
+_READ = sa.select(_R.c.type, _R.c.id, _R.c.version, _R.c.last_updated, _R.c.deleted, _R.c.body).where(
+    _R.c.type == sa.bindparam("type"), _R.c.id == sa.bindparam("id")
+)
+
 
 def _now() -> datetime:
     # Millisecond precision: what the served meta.lastUpdated shows is what is stored.
@@ -96,13 +103,13 @@ class SqlRepository:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def _current_row(self, type_: str, id_: str, *, lock: bool = False) -> ResourceRecord | None:
-        stmt = sa.select(ResourceRecord).where(ResourceRecord.type == type_, ResourceRecord.id == id_)
-        if lock:
-            stmt = stmt.execution_options(populate_existing=True)
-            if self.is_postgres:
-                stmt = stmt.with_for_update()
-        return self.session.scalars(stmt).one_or_none()
+    def _current_row(self, type_: str, id_: str, *, lock: bool = False) -> sa.Row[Any] | None:
+        stmt = sa.select(_R.c.pk, _R.c.version, _R.c.last_updated, _R.c.deleted, _R.c.body).where(
+            _R.c.type == type_, _R.c.id == id_
+        )
+        if lock and self.is_postgres:
+            stmt = stmt.with_for_update()
+        return self.session.execute(stmt).one_or_none()
 
     def lock_key(self, key: str) -> None:
         """Serialise transactions on a key (a conditional-create criteria hash) until commit.
@@ -119,16 +126,7 @@ class SqlRepository:
 
     def read_resource(self, type_: str, id_: str) -> StoredResource | None:
         """Return the current version (a tombstone if deleted), or None."""
-        row = self.session.execute(
-            sa.select(
-                ResourceRecord.type,
-                ResourceRecord.id,
-                ResourceRecord.version,
-                ResourceRecord.last_updated,
-                ResourceRecord.deleted,
-                ResourceRecord.body,
-            ).where(ResourceRecord.type == type_, ResourceRecord.id == id_)
-        ).one_or_none()
+        row = self.session.execute(_READ, {"type": type_, "id": id_}).one_or_none()
         return None if row is None else StoredResource(*row)
 
     def read_version(self, type_: str, id_: str, version: int) -> StoredResource | None:
@@ -151,43 +149,50 @@ class SqlRepository:
             yield _stored(row)
 
     # -- writes ---------------------------------------------------------------------------
+    # Core statements, not the ORM unit of work: a write is a handful of INSERTs and one
+    # UPDATE, and the ORM's flush bookkeeping cost more than the SQL itself.
 
-    def _write_version(
-        self, record: ResourceRecord, write: WriteRequest | None, method: str
+    def _finish_write(
+        self, pk: int, type_: str, id_: str, version: int, moment: datetime, write: WriteRequest | None,
+        method: str, body: str | None, *, fresh: bool,
     ) -> StoredResource:
-        moment = _now()
-        if record.last_updated is not None and moment <= record.last_updated:
-            moment = record.last_updated  # clocks of several workers: never go backwards
-        record.last_updated = moment
-        if write is None:
-            record.deleted, record.body = True, None
-        else:
-            record.deleted = False
-            record.body = _stamp(write.resource, record.type, record.id, record.version, moment)
-        self.session.add(record)
-        self.session.flush()
-        self.session.add(
-            ResourceVersion(
-                res_pk=record.pk,
-                type=record.type,
-                id=record.id,
-                version=record.version,
-                last_updated=moment,
-                method=method,
-                deleted=record.deleted,
-                body=record.body,
+        self.session.execute(
+            sa.insert(_V).values(
+                res_pk=pk, type=type_, id=id_, version=version, last_updated=moment, method=method,
+                deleted=write is None, body=body,
             )
         )
-        indexes.replace(self.session, record.pk, write)
-        self.session.flush()
-        return _stored(record, method)
+        indexes.replace(self.session, pk, write, fresh=fresh)
+        return StoredResource(type_, id_, version, moment, write is None, body, method)
+
+    def _insert(self, type_: str, id_: str, write: WriteRequest, method: str) -> StoredResource:
+        moment = _now()
+        body = _stamp(write.resource, type_, id_, 1, moment)
+        pk = self.session.execute(
+            sa.insert(_R)
+            .values(type=type_, id=id_, version=1, last_updated=moment, deleted=False, body=body)
+            .returning(_R.c.pk)
+        ).scalar_one()
+        return self._finish_write(pk, type_, id_, 1, moment, write, method, body, fresh=True)
+
+    def _next_version(
+        self, current: sa.Row[Any], type_: str, id_: str, write: WriteRequest | None, method: str
+    ) -> StoredResource:
+        version = current.version + 1
+        # Several workers' clocks: lastUpdated never goes backwards for one resource.
+        moment = max(_now(), current.last_updated)
+        body = None if write is None else _stamp(write.resource, type_, id_, version, moment)
+        self.session.execute(
+            sa.update(_R)
+            .where(_R.c.pk == current.pk)
+            .values(version=version, last_updated=moment, deleted=write is None, body=body)
+        )
+        return self._finish_write(current.pk, type_, id_, version, moment, write, method, body, fresh=False)
 
     def create_resource(self, type_: str, write: WriteRequest, id_: str) -> StoredResource:
         """Store version 1 of a new resource with the given id."""
-        record = ResourceRecord(type=type_, id=id_, version=1, last_updated=None)
         try:
-            with self.session.begin_nested():
-                return self._write_version(record, write, "POST")
+            return self._insert(type_, id_, write, "POST")
         except sa_exc.IntegrityError:
             raise VersionConflictError(f"{type_}/{id_} already exists") from None
 
@@ -195,46 +200,42 @@ class SqlRepository:
         self, type_: str, id_: str, write: WriteRequest, if_match: int | None = None
     ) -> tuple[StoredResource, bool]:
         """Store the next version (or version 1 with this id); return it and whether created."""
-        record = self._current_row(type_, id_, lock=True)
-        if record is None:
+        current = self._current_row(type_, id_, lock=True)
+        if current is None:
             if if_match is not None:
                 raise PreconditionFailedError(
                     f"If-Match {if_match} given but {type_}/{id_} does not exist"
                 )
-            record = ResourceRecord(type=type_, id=id_, version=1, last_updated=None)
             try:
                 with self.session.begin_nested():
-                    return self._write_version(record, write, "PUT"), True
+                    return self._insert(type_, id_, write, "PUT"), True
             except sa_exc.IntegrityError:
                 # A concurrent writer created it first: continue as an update of theirs.
-                record = self._current_row(type_, id_, lock=True)
-                if record is None:
+                current = self._current_row(type_, id_, lock=True)
+                if current is None:
                     raise VersionConflictError(f"Concurrent create of {type_}/{id_}") from None
-        if if_match is not None and if_match != record.version:
+        if if_match is not None and if_match != current.version:
             raise PreconditionFailedError(
-                f"If-Match version {if_match} does not match the current version {record.version}"
+                f"If-Match version {if_match} does not match the current version {current.version}"
                 f" of {type_}/{id_}",
                 message_id="MSG_VERSION_CONFLICT",
             )
-        created = record.deleted
-        record.version += 1
-        return self._write_version(record, write, "PUT"), created
+        return self._next_version(current, type_, id_, write, "PUT"), bool(current.deleted)
 
     def delete_resource(
         self, type_: str, id_: str, if_match: int | None = None
     ) -> StoredResource | None:
         """Write a tombstone version; None if the resource never existed."""
-        record = self._current_row(type_, id_, lock=True)
-        if record is None:
+        current = self._current_row(type_, id_, lock=True)
+        if current is None:
             return None
-        if if_match is not None and if_match != record.version:
+        if if_match is not None and if_match != current.version:
             raise PreconditionFailedError(
-                f"If-Match version {if_match} does not match the current version {record.version}"
+                f"If-Match version {if_match} does not match the current version {current.version}"
             )
-        if record.deleted:
-            return _stored(record)
-        record.version += 1
-        return self._write_version(record, None, "DELETE")
+        if current.deleted:
+            return StoredResource(type_, id_, current.version, current.last_updated, True, None, "DELETE")
+        return self._next_version(current, type_, id_, None, "DELETE")
 
     # -- search -----------------------------------------------------------------------------
 

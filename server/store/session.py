@@ -35,7 +35,8 @@ def make_engine(database_url: str, **kwargs: Any) -> sa.Engine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping (a SELECT 1 round trip per request); stale connections are recycled instead.
+    kwargs.setdefault("pool_recycle", 1800)
     return sa.create_engine(url, **kwargs)
 
 

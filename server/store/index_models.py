@@ -45,7 +45,8 @@ class StringIndex(_IndexMixin, Base):
 
     __tablename__ = "idx_string"
     __table_args__ = (
-        sa.Index("ix_idx_string_param_norm", "param", "norm"),
+        # text_pattern_ops: lets PostgreSQL use the index for prefix LIKE under any collation.
+        sa.Index("ix_idx_string_param_norm", "param", "norm", postgresql_ops={"norm": "text_pattern_ops"}),
         sa.Index("ix_idx_string_res_pk", "res_pk"),
     )
     res_pk: so.Mapped[int] = _res_fk()
@@ -116,7 +117,7 @@ class UriIndex(_IndexMixin, Base):
 
     __tablename__ = "idx_uri"
     __table_args__ = (
-        sa.Index("ix_idx_uri_param_uri", "param", "uri"),
+        sa.Index("ix_idx_uri_param_uri", "param", "uri", postgresql_ops={"uri": "text_pattern_ops"}),
         sa.Index("ix_idx_uri_res_pk", "res_pk"),
     )
     res_pk: so.Mapped[int] = _res_fk()

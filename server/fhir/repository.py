@@ -98,3 +98,11 @@ class FhirRepository(Protocol):
 
     def iter_current(self, type_: str | None = None) -> Iterator[StoredResource]:
         """Yield every current, non-deleted resource (streaming)."""
+
+    def everything(
+        self, patient_id: str, *, since: datetime | None, types: Sequence[str], count: int, cursor: int | None
+    ) -> HistoryPage:
+        """Return a page of the patient's compartment plus the resources it references."""
+
+    def submit_export(self, request: Any) -> str:
+        """Queue a Bulk Data export (server.fhir.operations.export.ExportRequest); return its job id."""

@@ -73,6 +73,7 @@ class SqlRepository:
         self.session = session
         self.is_postgres = session.get_bind().dialect.name == "postgresql"
         self._depth = 0
+        self._pending = indexes.PendingRows()
 
     # -- transactions -------------------------------------------------------------------
 
@@ -94,12 +95,18 @@ class SqlRepository:
         self._depth = 1
         try:
             yield
+            self.flush()
             self.session.commit()
         except BaseException:
+            self._pending.rows.clear()
             self.session.rollback()
             raise
         finally:
             self._depth = 0
+
+    def flush(self) -> None:
+        """Send queued version and index rows (before commit and before any query reads them)."""
+        self._pending.flush(self.session)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -131,6 +138,7 @@ class SqlRepository:
 
     def read_version(self, type_: str, id_: str, version: int) -> StoredResource | None:
         """Return one version of a resource, or None."""
+        self.flush()
         row = self.session.scalars(
             sa.select(ResourceVersion).where(
                 ResourceVersion.type == type_,
@@ -142,6 +150,7 @@ class SqlRepository:
 
     def iter_current(self, type_: str | None = None) -> Iterator[StoredResource]:
         """Yield every current, non-deleted resource, streaming in primary-key order."""
+        self.flush()
         stmt = sa.select(ResourceRecord).where(ResourceRecord.deleted.is_(False))
         if type_:
             stmt = stmt.where(ResourceRecord.type == type_)
@@ -156,13 +165,11 @@ class SqlRepository:
         self, pk: int, type_: str, id_: str, version: int, moment: datetime, write: WriteRequest | None,
         method: str, body: str | None, *, fresh: bool,
     ) -> StoredResource:
-        self.session.execute(
-            sa.insert(_V).values(
-                res_pk=pk, type=type_, id=id_, version=version, last_updated=moment, method=method,
-                deleted=write is None, body=body,
-            )
-        )
-        indexes.replace(self.session, pk, write, fresh=fresh)
+        self._pending.add(_V, [{
+            "res_pk": pk, "type": type_, "id": id_, "version": version, "last_updated": moment,
+            "method": method, "deleted": write is None, "body": body,
+        }])
+        indexes.replace(self.session, pk, write, self._pending, fresh=fresh)
         return StoredResource(type_, id_, version, moment, write is None, body, method)
 
     def _insert(self, type_: str, id_: str, write: WriteRequest, method: str) -> StoredResource:
@@ -241,9 +248,25 @@ class SqlRepository:
 
     def search(self, query: Any) -> Any:
         """Run a SearchQuery (see server.store.searching)."""
+        self.flush()
         from server.store.searching import search
 
         return search(self.session, query)
+
+    def everything(
+        self, patient_id: str, *, since: datetime | None, types: Any, count: int, cursor: int | None
+    ) -> HistoryPage:
+        """Return a page of Patient/$everything (see server.store.everything)."""
+        self.flush()
+        from server.store.everything import everything
+
+        return everything(self.session, patient_id, since=since, types=types, count=count, cursor=cursor)
+
+    def submit_export(self, request: Any) -> str:
+        """Queue a Bulk Data export job (see server.store.jobs)."""
+        from server.store.jobs import submit
+
+        return submit(self.session, request)
 
     # -- history --------------------------------------------------------------------------
 
@@ -258,6 +281,7 @@ class SqlRepository:
         cursor: int | None,
     ) -> HistoryPage:
         """Return versions newest first, filtered by time, keyset-paged by version pk."""
+        self.flush()
         v = ResourceVersion
         stmt = sa.select(v)
         if type_:

@@ -1,0 +1,117 @@
+"""Patient/$everything: the patient's record (compartment plus referenced resources) as a searchset.
+
+https://hl7.org/fhir/R4B/patient-operation-everything.html
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from datetime import datetime
+from server.errors import ForbiddenError
+from server.errors import InvalidRequestError
+from server.errors import NotFoundError
+from server.fhir.access import AccessContext
+from server.fhir.bundles import Entry
+from server.fhir.bundles import bundle_text
+from server.fhir.http import FhirRequest
+from server.fhir.http import FhirResponse
+from server.fhir.interactions.read import current
+from server.fhir.operations.registry import register
+from server.fhir.repository import FhirRepository
+from server.fhir.resources import check_type
+from server.fhir.search.dates import parse_date_range
+from server.fhir.search.paging import page_size
+
+_PRIMITIVES = ("valueString", "valueInstant", "valueDateTime", "valueDate", "valueCode", "valueUri",
+               "valueInteger", "valueUnsignedInt", "valuePositiveInt", "valueBoolean")
+
+
+def operation_params(req: FhirRequest) -> list[tuple[str, str]]:
+    """Return the query parameters plus those of a POSTed Parameters resource."""
+    pairs = list(req.params)
+    body = req.body
+    if body is None:
+        return pairs
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise InvalidRequestError("The operation takes a Parameters resource in the body")
+    for param in body.get("parameter") or []:
+        if not isinstance(param, dict) or not isinstance(param.get("name"), str):
+            raise InvalidRequestError("Every Parameters.parameter needs a name", expression=("Parameters.parameter",))
+        value = next((param[k] for k in _PRIMITIVES if k in param), None)
+        if value is not None:
+            pairs.append((param["name"], str(value).lower() if isinstance(value, bool) else str(value)))
+    return pairs
+
+
+def parse_types(values: list[str]) -> tuple[str, ...]:
+    """Parse `_type` values (comma-separated, possibly repeated) into checked resource types."""
+    types: list[str] = []
+    for value in values:
+        for name in value.split(","):
+            name = name.strip()
+            if not name:
+                continue
+            try:
+                check_type(name)
+            except NotFoundError:
+                raise InvalidRequestError(f"_type: unknown resource type {name!r}", expression=("_type",),
+                                          message_id="MSG_PARAM_INVALID") from None
+            if name not in types:
+                types.append(name)
+    return tuple(types)
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """Parse `_since` (an instant) into a naive-UTC datetime."""
+    if value is None or value == "":
+        return None
+    try:
+        return parse_date_range(value)[0]
+    except InvalidRequestError:
+        raise InvalidRequestError(f"_since {value!r} is not a FHIR instant", expression=("_since",),
+                                  message_id="MSG_DATE_FORMAT") from None
+
+
+def _last(pairs: list[tuple[str, str]], name: str) -> str | None:
+    found = None
+    for key, value in pairs:
+        if key == name:
+            found = value
+    return found
+
+
+def _cursor(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise InvalidRequestError(f"Invalid _cursor {value!r}", expression=("_cursor",), message_id="MSG_PARAM_INVALID")
+    return int(value)
+
+
+@register("Patient", "everything", instance=True)
+def everything(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str) -> FhirResponse:
+    """Answer Patient/{id}/$everything with a paged searchset Bundle."""
+    if not ctx.can("Patient", "r"):
+        raise ForbiddenError("Reading Patient records is not allowed for this client", message_id="MSG_FORBIDDEN")
+    current(repo, "Patient", id_)
+    pairs = operation_params(req)
+    types = parse_types([v for k, v in pairs if k == "_type"])
+    since = parse_since(_last(pairs, "_since"))
+    count = page_size(_last(pairs, "_count"), default=req.default_count, maximum=req.max_count)
+    cursor = _cursor(_last(pairs, "_cursor"))
+    page = repo.everything(id_, since=since, types=types, count=count, cursor=cursor)
+    base = req.base_url.rstrip("/")
+    keep: list[tuple[str, str]] = [("_count", str(count))]
+    if since is not None:
+        keep.append(("_since", _last(pairs, "_since") or ""))
+    if types:
+        keep.append(("_type", ",".join(types)))
+    path = f"{base}/Patient/{id_}/$everything"
+    links = [("self", path + "?" + urllib.parse.urlencode(keep + ([("_cursor", str(cursor))] if cursor else [])))]
+    if page.next_cursor is not None:
+        links.append(("next", path + "?" + urllib.parse.urlencode([*keep, ("_cursor", str(page.next_cursor))])))
+    entries = [
+        Entry({"fullUrl": f"{base}/{s.type}/{s.id}", "search": {"mode": "match"}}, s.body) for s in page.entries
+    ]
+    text = bundle_text("searchset", entries, total=page.total, links=links)
+    return FhirResponse(200, text, {"Content-Type": "application/fhir+json"})

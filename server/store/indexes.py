@@ -47,9 +47,34 @@ _DELETES = [sa.delete(t.__table__).where(t.__table__.c.res_pk == sa.bindparam("p
             for t in (*INDEX_TABLES, CompartmentMembership)]
 
 
-def replace(session: so.Session, res_pk: int, write: WriteRequest | None, *, fresh: bool = False) -> None:
-    """Delete the resource's old index rows (unless it is new) and insert the new ones."""
+class PendingRows:
+    """Rows written in the current transaction but not yet sent, one executemany per table.
+
+    A transaction Bundle of 500 resources then costs one INSERT per resource row plus a few
+    multi-row INSERTs, instead of eight round trips per resource.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[sa.Table, list[dict[str, object]]] = {}
+
+    def add(self, table: sa.Table, values: list[dict[str, object]]) -> None:
+        """Queue rows for a table."""
+        self.rows.setdefault(table, []).extend(values)
+
+    def flush(self, session: so.Session) -> None:
+        """Send every queued row."""
+        for table, values in self.rows.items():
+            if values:
+                session.execute(sa.insert(table), values)
+        self.rows.clear()
+
+
+def replace(
+    session: so.Session, res_pk: int, write: WriteRequest | None, pending: PendingRows, *, fresh: bool = False
+) -> None:
+    """Delete the resource's old index rows (unless it is new) and queue the new ones."""
     if not fresh:
+        pending.flush(session)  # queued rows of an earlier version in this transaction go first
         for stmt in _DELETES:
             session.execute(stmt, {"pk": res_pk})
     if write is None:
@@ -59,13 +84,13 @@ def replace(session: so.Session, res_pk: int, write: WriteRequest | None, *, fre
             rows = getattr(write.rows, attr)
             if not rows:
                 continue
-            values = [
-                {("grp" if c == "group" else c): _clip(getattr(r, c)) for c in columns} | {"res_pk": res_pk}
-                for r in rows
-            ]
-            session.execute(sa.insert(table.__table__), values)
+            pending.add(
+                table.__table__,
+                [{("grp" if c == "group" else c): _clip(getattr(r, c)) for c in columns} | {"res_pk": res_pk}
+                 for r in rows],
+            )
     if write.compartments:
-        session.execute(
-            sa.insert(CompartmentMembership.__table__),
+        pending.add(
+            CompartmentMembership.__table__,
             [{"res_pk": res_pk, "kind": kind, "owner_id": owner} for kind, owner in write.compartments],
         )

@@ -46,8 +46,10 @@ def reindex(
         if not rows:
             session.rollback()
             break
+        pending = indexes.PendingRows()
         for pk, deleted, body in rows:
-            indexes.replace(session, pk, None if deleted or body is None else _write(body))
+            indexes.replace(session, pk, None if deleted or body is None else _write(body), pending)
+        pending.flush(session)
         session.commit()
         done += len(rows)
         last_pk = rows[-1].pk

@@ -514,7 +514,9 @@ def _guarded_create(session: so.Session, op: GuardedCreate) -> tuple[StoredResou
             return _stored(found[0]), None
         try:
             with session.begin_nested():
-                created = SqlRepository(session).create_resource(op.type, op.write, op.id)
+                writer = SqlRepository(session)
+                created = writer.create_resource(op.type, op.write, op.id)
+                writer.flush()  # its queued version and index rows belong in this savepoint
                 pk = session.scalar(sa.select(R.pk).where(R.type == op.type, R.id == op.id))
                 _claim(session, op, pk)
             return None, created

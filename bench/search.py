@@ -116,7 +116,9 @@ def run(db: str, args: argparse.Namespace) -> None:
         ids, rate = load(app, args.patients, args.per_patient)
         print(f"  index build rate: {rate:.0f} resources/s (validate + index + store), peak rss {rss_mb():.0f} MB")
         if db == "postgres":
-            with app.extensions["rehabfhir.engine"].connect() as c:
+            # Fresh planner statistics after a bulk load (autovacuum would do it later);
+            # ANALYZE is transactional, so it must commit.
+            with app.extensions["rehabfhir.engine"].begin() as c:
                 c.exec_driver_sql("ANALYZE")
         client = app.test_client()
         print(f"  {'query':36} {'p50 ms':>8} {'p99 ms':>8}  status")
@@ -136,7 +138,16 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=1000)
     parser.add_argument("--per-patient", type=int, default=100)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--database-url", help="measure queries on an already loaded database (no load)")
     args = parser.parse_args()
+    if args.database_url:
+        app = create_app(Settings(database_url=args.database_url))
+        ids = [f"p{n:05d}" for n in range(args.patients)]
+        client = app.test_client()
+        for label, path in queries(ids):
+            p50, p99, status = measure(client, path, args.runs)
+            print(f"  {label:36} {p50:8.2f} {p99:8.2f}  {status}")
+        return
     for db in ("sqlite", "postgres") if args.db == "both" else (args.db,):
         run(db, args)
 

@@ -5,3 +5,4 @@ from __future__ import annotations
 from server.fhir.operations import registry  # noqa: F401
 from server.fhir.operations import everything  # noqa: F401
 from server.fhir.operations import validate  # noqa: F401
+from server.fhir.operations import export  # noqa: F401

@@ -1,0 +1,1 @@
+"""Bulk data: $export jobs (worker, files, manifest) and the `rehabfhir load` command."""

@@ -1,0 +1,226 @@
+"""The export worker: claims queued jobs, streams each type to an NDJSON file, expires old files.
+
+https://hl7.org/fhir/uv/bulkdata/STU2/export.html
+
+One daemon thread per server process. Jobs are claimed through server.store.jobs (SKIP LOCKED
+on PostgreSQL), so any number of processes share the queue; a job whose worker died is
+claimed again once its heartbeat is stale and starts over. Files are written line by line
+from a streaming query to `<export_dir>/<job id>/<Type>.ndjson`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from sqlalchemy import orm as so
+
+from server.bulk.config import BulkConfig
+from server.errors import FhirError
+from server.fhir.http import FhirRequest
+from server.fhir.outcomes import issue
+from server.fhir.outcomes import operation_outcome
+from server.fhir.search.definitions import compartment_members
+from server.fhir.search.params import parse_criteria
+from server.fhir.search.query import SearchQuery
+from server.store import exporting
+from server.store import jobs
+from server.store.repository import SqlRepository
+
+log = logging.getLogger(__name__)
+ERROR_FILE = "OperationOutcome.error.ndjson"
+_BEAT_SECONDS = 2.0
+
+
+class CancelledError(Exception):
+    """The job was cancelled (or taken over) while it ran."""
+
+
+def job_dir(config: BulkConfig, job_id: str) -> pathlib.Path:
+    """The directory holding one job's files."""
+    return pathlib.Path(config.export_dir) / job_id
+
+
+class _Run:
+    """One claimed job being carried out."""
+
+    def __init__(self, factory: Callable[[], so.Session], config: BulkConfig, job: jobs.JobView, worker: str) -> None:
+        self.factory, self.config, self.job, self.worker = factory, config, job, worker
+        self.directory = job_dir(config, job.id)
+        self.errors: list[dict[str, Any]] = []
+        self.last_beat = time.monotonic()
+
+    def beat(self, progress: str, force: bool = False) -> None:
+        if not force and time.monotonic() - self.last_beat < _BEAT_SECONDS:
+            return
+        with self.factory() as session:
+            if not jobs.beat(session, self.job.id, self.worker, progress):
+                raise CancelledError(self.job.id)
+        self.last_beat = time.monotonic()
+
+    def problem(self, code: str, message: str) -> None:
+        self.errors.append(operation_outcome([issue("error", code, message)]))
+
+    def _group_patients(self, session: so.Session) -> list[str]:
+        stored = SqlRepository(session).read_resource("Group", self.job.group_id or "")
+        if stored is None or stored.deleted or stored.body is None:
+            raise FhirError(f"Group/{self.job.group_id} no longer exists")
+        wanted: list[str] = []
+        for member in orjson.loads(stored.body).get("member") or []:
+            if member.get("inactive"):
+                continue
+            reference = str((member.get("entity") or {}).get("reference") or "")
+            type_, _, id_ = reference.rstrip("/").rpartition("/")
+            if type_.rpartition("/")[2] != "Patient" or not id_:
+                self.problem("not-supported", f"Group member {reference!r} is not a Patient reference; skipped")
+                continue
+            wanted.append(id_)
+        found = exporting.existing_ids(session, "Patient", wanted)
+        for id_ in wanted:
+            if id_ not in found:
+                self.problem("not-found", f"Group member Patient/{id_} does not exist; skipped")
+        return [i for i in wanted if i in found]
+
+    def _filters(self) -> dict[str, list[SearchQuery]]:
+        req = FhirRequest(method="GET", base_url=self.job.base_url)
+        out: dict[str, list[SearchQuery]] = {}
+        for value in self.job.type_filters:
+            type_, _, query = value.partition("?")
+            out.setdefault(type_, []).append(parse_criteria(req, type_, query))
+        return out
+
+    def _types(self, session: so.Session) -> list[str]:
+        if self.job.types:
+            types = list(self.job.types)
+        else:
+            types = exporting.present_types(session)
+        if self.job.level != "system":
+            members = set(compartment_members("Patient"))
+            types = [t for t in types if t in members]
+        return types
+
+    def _write(self, name: str, lines: Iterable[str], progress: str) -> int:
+        path = self.directory / name
+        part = path.with_suffix(".part")
+        count = 0
+        with open(part, "w", encoding="utf-8", buffering=1 << 16) as out:
+            for line in lines:
+                out.write(line)
+                out.write("\n")
+                count += 1
+                if count % 1000 == 0:
+                    self.beat(f"{progress}: {count} written")
+        if count:
+            os.replace(part, path)
+        else:
+            part.unlink()
+        return count
+
+    def run(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)  # a reclaimed job starts over
+        self.directory.mkdir(parents=True)
+        output: list[dict[str, Any]] = []
+        until = self.job.transaction_time or jobs.now()
+        with self.factory() as session:
+            patients = self._group_patients(session) if self.job.level == "group" else None
+            filters = self._filters()
+            types = self._types(session)
+            for n, type_ in enumerate(types, 1):
+                progress = f"{type_} ({n} of {len(types)} types)"
+                self.beat(progress, force=True)
+                bodies = exporting.stream_bodies(
+                    session, type_, until=until, since=self.job.since, patient_level=self.job.level != "system",
+                    patients=patients, filters=filters.get(type_, ()),
+                )
+                count = self._write(f"{type_}.ndjson", bodies, progress)
+                if count:
+                    output.append({"type": type_, "file": f"{type_}.ndjson", "count": count})
+        errors = []
+        if self.errors:
+            count = self._write(ERROR_FILE, (orjson.dumps(e).decode() for e in self.errors), "errors")
+            errors.append({"type": "OperationOutcome", "file": ERROR_FILE, "count": count})
+        with self.factory() as session:
+            if not jobs.complete(session, self.job.id, self.worker, output, errors, self.config.ttl):
+                raise CancelledError(self.job.id)
+
+
+def run_job(factory: Callable[[], so.Session], config: BulkConfig, job: jobs.JobView, worker: str) -> None:
+    """Carry out one claimed job; failures are recorded on the job, cancellation removes its files."""
+    run = _Run(factory, config, job, worker)
+    try:
+        run.run()
+    except CancelledError:
+        shutil.rmtree(run.directory, ignore_errors=True)
+    except Exception as exc:  # recorded on the job, answered by the status URL
+        log.exception("export job %s failed", job.id)
+        message = exc.diagnostics if isinstance(exc, FhirError) else f"{type(exc).__name__}: {exc}"
+        with factory() as session:
+            jobs.fail(session, job.id, worker, message, config.ttl)
+        shutil.rmtree(run.directory, ignore_errors=True)
+
+
+class ExportWorker:
+    """A daemon thread that runs export jobs and removes expired ones."""
+
+    def __init__(self, factory: Callable[[], so.Session], config: BulkConfig) -> None:
+        self.factory, self.config = factory, config
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="rehabfhir-export", daemon=True)
+            self._thread.start()
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask the thread to finish after its current job."""
+        self._stop.set()
+        self._wake.set()
+
+    def run_once(self) -> bool:
+        """Claim and run one job; return whether there was one."""
+        with self.factory() as session:
+            job = jobs.claim(session, self.id, self.config.stale_after)
+        if job is None:
+            return False
+        run_job(self.factory, self.config, job, self.id)
+        return True
+
+    def cleanup(self) -> list[str]:
+        """Remove the files and rows of expired jobs; return their ids."""
+        with self.factory() as session:
+            ids = jobs.expired(session, jobs.now())
+            for job_id in ids:
+                shutil.rmtree(job_dir(self.config, job_id), ignore_errors=True)
+            jobs.forget(session, ids)
+        return ids
+
+    def _loop(self) -> None:
+        last_cleanup = 0.0
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() - last_cleanup >= self.config.cleanup_seconds:
+                    last_cleanup = time.monotonic()
+                    self.cleanup()
+                while not self._stop.is_set() and self.run_once():
+                    pass
+            except Exception as exc:  # the database may be away for a moment: keep polling
+                log.warning("export worker %s: poll failed: %s", self.id, exc)
+            self._wake.wait(self.config.poll_seconds)
+            self._wake.clear()

@@ -101,6 +101,7 @@ def db_reindex(resource_type: str | None) -> None:
 
 
 # Command groups of the other packages, one line each (auth: client/user, audit, bulk load).
+from server.bulk.load import load_command as _load; cli.add_command(_load)  # noqa: E402,E702
 
 
 def main() -> None:

@@ -170,3 +170,23 @@ def test_concurrent_identical_conditional_transactions(live_server: str) -> None
     assert statuses == [200] * 8
     found = requests.get(live_server + "/Patient?identifier=urn:c|1", timeout=30).json()
     assert found["total"] == 1
+
+
+def test_concurrent_identical_conditional_plain_creates(live_server: str) -> None:
+    barrier = threading.Barrier(16)
+    statuses: list[int] = []
+    headers = {"Content-Type": "application/fhir+json", "If-None-Exist": "identifier=urn:plain|16"}
+
+    def creator() -> None:
+        body = {"resourceType": "Patient", "identifier": [{"system": "urn:plain", "value": "16"}]}
+        barrier.wait()
+        statuses.append(requests.post(live_server + "/Patient", json=body, headers=headers, timeout=60).status_code)
+
+    threads = [threading.Thread(target=creator) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200] * 15 + [201]
+    found = requests.get(live_server + "/Patient?identifier=urn:plain|16", timeout=30).json()
+    assert found["total"] == 1

@@ -60,7 +60,7 @@ def kick_off(fhir: FhirClient, path: str) -> str:
 def wait(fhir: FhirClient, status_path: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        r = fhir.c.get(status_path, headers={"Accept": "application/json"})
+        r = fhir.call("GET", status_path, headers={"Accept": "application/json"})
         if r.status_code != 202:
             assert r.status_code == 200, r.get_data(as_text=True)
             assert r.headers["Content-Type"].startswith("application/json")
@@ -71,7 +71,7 @@ def wait(fhir: FhirClient, status_path: str, timeout: float = 60) -> dict[str, A
 
 
 def download(fhir: FhirClient, url: str) -> list[str]:
-    r = fhir.c.get(local(url), headers={"Accept": "application/fhir+ndjson"})
+    r = fhir.call("GET", local(url), headers={"Accept": "application/fhir+ndjson"})
     assert r.status_code == 200, r.get_data(as_text=True)
     assert r.headers["Content-Type"].startswith("application/fhir+ndjson")
     return r.get_data(as_text=True).splitlines()
@@ -173,7 +173,7 @@ def test_kick_off_errors(fhir: FhirClient, path: str, headers: dict[str, str], s
 
 
 def test_accept_must_be_json(fhir: FhirClient) -> None:
-    r = fhir.c.get("/$export", headers={**ASYNC, "Accept": "application/xml"})
+    r = fhir.call("GET", "/$export", headers={**ASYNC, "Accept": "application/xml"})
     assert r.status_code == 406
 
 
@@ -181,12 +181,12 @@ def test_progress_then_cancel(app: Any, fhir: FhirClient, export_dir: Any) -> No
     fhir.create({"resourceType": "Patient"})
     with paused_worker(app):
         status = kick_off(fhir, "/$export")
-        r = fhir.c.get(status)
+        r = fhir.call("GET", status)
         assert r.status_code == 202 and r.headers["X-Progress"] == "queued" and r.headers["Retry-After"] == "1"
         assert r.get_data() == b""
-        assert fhir.c.delete(status).status_code == 202
-        assert fhir.c.get(status).status_code == 404
-        assert fhir.c.delete(status).status_code == 404
+        assert fhir.call("DELETE", status).status_code == 202
+        assert fhir.call("GET", status).status_code == 404
+        assert fhir.call("DELETE", status).status_code == 404
     # The fresh worker must not run the cancelled job.
     time.sleep(0.5)
     assert not export_dir.exists() or not any(export_dir.iterdir())
@@ -198,9 +198,9 @@ def test_cancel_completed_removes_files(fhir: FhirClient, export_dir: Any) -> No
     out = wait(fhir, status)
     job_id = status.rsplit("/", 1)[1]
     assert (export_dir / job_id / "Patient.ndjson").is_file()
-    assert fhir.c.delete(status).status_code == 202
+    assert fhir.call("DELETE", status).status_code == 202
     assert not (export_dir / job_id).exists()
-    r = fhir.c.get(local(out["output"][0]["url"]))
+    r = fhir.call("GET", local(out["output"][0]["url"]))
     assert r.status_code == 404 and r.get_json()["resourceType"] == "OperationOutcome"
 
 
@@ -211,10 +211,10 @@ def test_files_only_for_the_client_that_asked(app: Any, fhir: FhirClient) -> Non
     engine = app.extensions["rehabfhir.engine"]
     with engine.begin() as conn:
         conn.execute(sa.update(jobs.ExportJob).values(client_id="someone-else"))
-    r = fhir.c.get(local(out["output"][0]["url"]))
+    r = fhir.call("GET", local(out["output"][0]["url"]))
     assert r.status_code == 403 and r.get_json()["issue"][0]["code"] == "forbidden"
-    assert fhir.c.get(status).status_code == 403
-    assert fhir.c.get(local(out["output"][0]["url"]).replace("Patient.ndjson", "../../x")).status_code == 404
+    assert fhir.call("GET", status).status_code == 403
+    assert fhir.call("GET", local(out["output"][0]["url"]).replace("Patient.ndjson", "../../x")).status_code == 404
 
 
 def test_expired_files_are_cleaned(app: Any, fhir: FhirClient, export_dir: Any) -> None:
@@ -226,7 +226,7 @@ def test_expired_files_are_cleaned(app: Any, fhir: FhirClient, export_dir: Any) 
         conn.execute(sa.update(jobs.ExportJob).values(expires=jobs.now() - timedelta(seconds=1)))
     assert job_id in app.extensions["rehabfhir.export_worker"].cleanup()
     assert not (export_dir / job_id).exists()
-    assert fhir.c.get(status).status_code == 404
+    assert fhir.call("GET", status).status_code == 404
 
 
 def test_failed_job_answers_an_outcome(app: Any, fhir: FhirClient) -> None:
@@ -235,7 +235,7 @@ def test_failed_job_answers_an_outcome(app: Any, fhir: FhirClient) -> None:
         status = kick_off(fhir, f"/Group/{group['id']}/$export")
         fhir.call("DELETE", f"/Group/{group['id']}")
     deadline = time.monotonic() + 30
-    while (r := fhir.c.get(status)).status_code == 202 and time.monotonic() < deadline:
+    while (r := fhir.call("GET", status)).status_code == 202 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert r.status_code == 500
     assert "no longer exists" in r.get_json()["issue"][0]["diagnostics"]
@@ -267,9 +267,14 @@ def test_stale_job_is_reclaimed_and_skip_locked(app: Any, fhir: FhirClient) -> N
 
 
 def test_job_survives_a_restart(app: Any, database_url: str, tmp_path: Any) -> None:
+    with paused_worker(app):  # only the servers' workers may run the job
+        _restart_flow(database_url, tmp_path)
+
+
+def _restart_flow(database_url: str, tmp_path: Any) -> None:
     headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
     env = {"REHABFHIR_EXPORT_DIR": str(tmp_path / "files"), "REHABFHIR_EXPORT_WORKER": "0"}
-    with paused_worker(app), running_server(database_url, workers=1, env=env) as base:
+    with running_server(database_url, workers=1, env=env) as base:
         for i in range(30):
             r = requests.post(f"{base}/Patient", json={"resourceType": "Patient", "name": [{"family": f"R{i}"}]},
                               headers=headers, timeout=30)
@@ -280,7 +285,7 @@ def test_job_survives_a_restart(app: Any, database_url: str, tmp_path: Any) -> N
         r = requests.get(base + status_path, timeout=30)
         assert r.status_code == 202 and r.headers["X-Progress"] == "queued"
     env["REHABFHIR_EXPORT_WORKER"] = "1"
-    with paused_worker(app), running_server(database_url, workers=2, env=env) as base:
+    with running_server(database_url, workers=2, env=env) as base:
         deadline = time.monotonic() + 60
         while (r := requests.get(base + status_path, timeout=30)).status_code == 202:
             assert time.monotonic() < deadline

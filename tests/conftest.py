@@ -70,8 +70,12 @@ def session_app(database_url: str) -> Any:
     app.extensions["rehabfhir.engine"].dispose()
 
 
+# Kept between tests: the server's signing keys (tokens of a test stay verifiable).
+_KEEP = {"auth_signing_key"}
+
+
 def _truncate(engine: sa.Engine) -> None:
-    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name not in _KEEP]
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY CASCADE")
@@ -84,19 +88,28 @@ def _truncate(engine: sa.Engine) -> None:
 def app(session_app: Any) -> Any:
     """The backend's app with empty tables."""
     _truncate(session_app.extensions["rehabfhir.engine"])
+    auth = session_app.extensions.get("rehabfhir.auth")
+    if auth is not None:
+        auth.login_limiter.reset()
+        auth.token_limiter.reset()
     return session_app
 
 
 class FhirClient:
-    """Flask test client speaking FHIR JSON."""
+    """Flask test client speaking FHIR JSON, with a system/*.cruds bearer token unless token="" is given."""
 
-    def __init__(self, flask_client: Any) -> None:
+    def __init__(self, flask_client: Any, token: str | None = None) -> None:
         self.c = flask_client
+        self.token = token
 
     def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
              content_type: str = FHIR_JSON) -> Any:
         """Send a request; a dict/list body is JSON-encoded; returns the werkzeug response."""
         h = {"Accept": FHIR_JSON, **(headers or {})}
+        if self.token is None:  # no token given: get a system/*.cruds one ("" means: send none)
+            self.token = client_credentials_token(self.c.application)
+        if self.token and "Authorization" not in h:
+            h["Authorization"] = "Bearer " + self.token
         data = body if isinstance(body, (bytes, str)) or body is None else orjson.dumps(body)
         if data is not None:
             h.setdefault("Content-Type", content_type)
@@ -109,10 +122,48 @@ class FhirClient:
         return r.get_json(force=True)
 
 
+def client_credentials_token(app: Any, scope: str = "system/*.cruds") -> str:
+    """Register a confidential client and get a token by client_credentials at /auth/token (the real flow)."""
+    import base64
+
+    client, secret = app.extensions["rehabfhir.auth"].store.add_client("tests", scope, "symmetric")
+    basic = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
+    r = app.test_client().post("/auth/token", data={"grant_type": "client_credentials", "scope": scope},
+                               headers={"Authorization": "Basic " + basic})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    return str(r.get_json()["access_token"])
+
+
 @pytest.fixture
 def fhir(app: Any) -> FhirClient:
-    """A FHIR client on the test app."""
-    return FhirClient(app.test_client())
+    """A FHIR client on the test app, carrying a system/*.cruds bearer token."""
+    return FhirClient(app.test_client(), client_credentials_token(app))
+
+
+def register_client(database_url: str, scope: str = "system/*.cruds") -> tuple[str, str]:
+    """Register a confidential (client_secret_basic) client in a database; return (client_id, secret)."""
+    from auth.store import AuthStore
+    from server.store.session import make_engine
+    from server.store.session import make_session_factory
+
+    engine = make_engine(database_url)
+    try:
+        client, secret = AuthStore(make_session_factory(engine)).add_client("live-tests", scope, "symmetric")
+    finally:
+        engine.dispose()
+    return client.client_id, secret or ""
+
+
+def token_for(base_url: str, database_url: str, scope: str = "system/*.cruds",
+              client: tuple[str, str] | None = None) -> str:
+    """Get a token by client_credentials from a running server (registering a client unless one is given)."""
+    import requests
+
+    client = client or register_client(database_url, scope)
+    r = requests.post(base_url + "/auth/token", data={"grant_type": "client_credentials", "scope": scope},
+                      auth=client, timeout=30)
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])
 
 
 def free_port() -> int:
@@ -150,6 +201,12 @@ def running_server(database_url: str, workers: int = 2, env: dict[str, str] | No
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def live_bearer(live_server: str, database_url: str) -> dict[str, str]:
+    """An Authorization header (system/*.cruds) for requests to `live_server`."""
+    return {"Authorization": "Bearer " + token_for(live_server, database_url)}
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ from urllib.parse import urlencode
 from server.errors import InvalidRequestError
 from server.errors import MultipleMatchesError
 from server.fhir.access import AccessContext
+from server.fhir.access import check_write
+from server.fhir.access import restrict_query
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import etag
@@ -60,7 +62,7 @@ def create_guarded(
     repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, write: WriteRequest, criteria: str
 ) -> tuple[StoredResource | None, StoredResource | None]:
     """Return (the existing match, None) or (None, the resource created under the guard)."""
-    query = parse_criteria(req, type_, _pairs(criteria))
+    query = restrict_query(ctx, parse_criteria(req, type_, _pairs(criteria)), "c")
     id_ = new_id()
     write.resource["id"] = id_  # so the resource's own compartment gets the new id
     write = replace(write, compartments=tuple(compartments_of(write.resource)))
@@ -84,12 +86,13 @@ def _criteria(req: FhirRequest, type_: str) -> SearchQuery:
 def conditional_update(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str) -> FhirResponse:
     """PUT /Type?criteria: create if nothing matches, update the one match, 412 if several."""
     check_type(type_)
-    query = _criteria(req, type_)
+    query = restrict_query(ctx, _criteria(req, type_), "u")
     resource = req.body
     body_id = resource.get("id") if isinstance(resource, dict) else None
     if body_id is not None:
         check_id(str(body_id))
     write = prepare_write(type_, resource)
+    check_write(ctx, type_, "u", write.compartments)
     if_match = req.header("if-match")
     version = parse_etag(if_match) if if_match else None
     with repo.transaction():
@@ -112,6 +115,7 @@ def conditional_update(repo: FhirRepository, ctx: AccessContext, req: FhirReques
         elif body_id is not None:
             stored, created = repo.update_resource(type_, str(body_id), write, if_match=version)
         else:
+            ctx.require(type_, "c")
             stored, created = repo.create_resource(type_, write, new_id()), True
     return write_response(req, stored, 201 if created else 200)
 
@@ -119,7 +123,7 @@ def conditional_update(repo: FhirRepository, ctx: AccessContext, req: FhirReques
 def conditional_delete(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str) -> FhirResponse:
     """DELETE /Type?criteria: delete the one match (204 if none), 412 if several."""
     check_type(type_)
-    query = _criteria(req, type_)
+    query = restrict_query(ctx, _criteria(req, type_), "d")
     with repo.transaction():
         _serialise(repo, type_, req)
         found = _matches(repo, query)

@@ -150,7 +150,7 @@ def test_bundle_errors(app, fhir: FhirClient) -> None:  # type: ignore[no-untype
     assert r.status_code == 413 and r.get_json()["issue"][0]["code"] == "too-costly"
 
 
-def test_concurrent_identical_conditional_transactions(live_server: str) -> None:
+def test_concurrent_identical_conditional_transactions(live_server: str, live_bearer: dict[str, str]) -> None:
     bundle = tx(post("urn:uuid:p", {"resourceType": "Patient", "identifier": [{"system": "urn:c", "value": "1"}]},
                      ifNoneExist="identifier=urn:c|1"))
     barrier = threading.Barrier(8)
@@ -159,7 +159,7 @@ def test_concurrent_identical_conditional_transactions(live_server: str) -> None
     def send() -> None:
         barrier.wait()
         r = requests.post(live_server + "/", json=bundle, timeout=60,
-                          headers={"Content-Type": "application/fhir+json"})
+                          headers={"Content-Type": "application/fhir+json", **live_bearer})
         statuses.append(r.status_code)
 
     threads = [threading.Thread(target=send) for _ in range(8)]
@@ -168,14 +168,14 @@ def test_concurrent_identical_conditional_transactions(live_server: str) -> None
     for t in threads:
         t.join()
     assert statuses == [200] * 8
-    found = requests.get(live_server + "/Patient?identifier=urn:c|1", timeout=30).json()
+    found = requests.get(live_server + "/Patient?identifier=urn:c|1", headers=live_bearer, timeout=30).json()
     assert found["total"] == 1
 
 
-def test_concurrent_identical_conditional_plain_creates(live_server: str) -> None:
+def test_concurrent_identical_conditional_plain_creates(live_server: str, live_bearer: dict[str, str]) -> None:
     barrier = threading.Barrier(16)
     statuses: list[int] = []
-    headers = {"Content-Type": "application/fhir+json", "If-None-Exist": "identifier=urn:plain|16"}
+    headers = {"Content-Type": "application/fhir+json", "If-None-Exist": "identifier=urn:plain|16", **live_bearer}
 
     def creator() -> None:
         body = {"resourceType": "Patient", "identifier": [{"system": "urn:plain", "value": "16"}]}
@@ -188,5 +188,5 @@ def test_concurrent_identical_conditional_plain_creates(live_server: str) -> Non
     for t in threads:
         t.join()
     assert sorted(statuses) == [200] * 15 + [201]
-    found = requests.get(live_server + "/Patient?identifier=urn:plain|16", timeout=30).json()
+    found = requests.get(live_server + "/Patient?identifier=urn:plain|16", headers=live_bearer, timeout=30).json()
     assert found["total"] == 1

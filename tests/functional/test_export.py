@@ -16,7 +16,9 @@ import sqlalchemy as sa
 from server.bulk.worker import ExportWorker
 from server.store import jobs
 from tests.conftest import FhirClient
+from tests.conftest import register_client
 from tests.conftest import running_server
+from tests.conftest import token_for
 
 BASE = "http://testserver/fhir"
 ASYNC = {"Prefer": "respond-async"}
@@ -274,7 +276,9 @@ def test_job_survives_a_restart(app: Any, database_url: str, tmp_path: Any) -> N
 def _restart_flow(database_url: str, tmp_path: Any) -> None:
     headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
     env = {"REHABFHIR_EXPORT_DIR": str(tmp_path / "files"), "REHABFHIR_EXPORT_WORKER": "0"}
+    client = register_client(database_url)
     with running_server(database_url, workers=1, env=env) as base:
+        headers["Authorization"] = "Bearer " + token_for(base, database_url, client=client)
         for i in range(30):
             r = requests.post(f"{base}/Patient", json={"resourceType": "Patient", "name": [{"family": f"R{i}"}]},
                               headers=headers, timeout=30)
@@ -282,19 +286,33 @@ def _restart_flow(database_url: str, tmp_path: Any) -> None:
         r = requests.get(f"{base}/Patient/$export?_type=Patient", headers={**headers, **ASYNC}, timeout=30)
         assert r.status_code == 202
         status_path = r.headers["Content-Location"][len(base):]
-        r = requests.get(base + status_path, timeout=30)
+        r = requests.get(base + status_path, headers=headers, timeout=30)
         assert r.status_code == 202 and r.headers["X-Progress"] == "queued"
     env["REHABFHIR_EXPORT_WORKER"] = "1"
     with running_server(database_url, workers=2, env=env) as base:
+        headers["Authorization"] = "Bearer " + token_for(base, database_url, client=client)
         deadline = time.monotonic() + 60
-        while (r := requests.get(base + status_path, timeout=30)).status_code == 202:
+        while (r := requests.get(base + status_path, headers=headers, timeout=30)).status_code == 202:
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert r.status_code == 200, r.text
         out = r.json()
         assert out["output"][0]["count"] == 30
-        f = requests.get(out["output"][0]["url"], headers={"Accept": "application/fhir+ndjson"}, timeout=30)
+        f = requests.get(out["output"][0]["url"], timeout=30,
+                         headers={"Accept": "application/fhir+ndjson", "Authorization": headers["Authorization"]})
         assert f.status_code == 200 and f.headers["Content-Type"].startswith("application/fhir+ndjson")
         assert sorted(orjson.loads(x)["name"][0]["family"] for x in f.text.splitlines()) == \
             sorted(f"R{i}" for i in range(30))
-        assert requests.delete(base + status_path, timeout=30).status_code == 202
+        assert requests.delete(base + status_path, headers=headers, timeout=30).status_code == 202
+
+
+def test_capability_statement_declares_the_operations(fhir: FhirClient) -> None:
+    statement = fhir.call("GET", "/metadata").get_json()
+    assert "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data" in statement["instantiates"]
+    rest = statement["rest"][0]
+    assert {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"} \
+        in rest["operation"]
+    ops = {e["type"]: {o["name"] for o in e.get("operation", [])} for e in rest["resource"]}
+    assert {"export", "everything", "validate"} <= ops["Patient"]
+    assert {"export", "validate"} <= ops["Group"]
+    assert ops["Observation"] >= {"validate"} and "export" not in ops["Observation"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.fhir.access import AccessContext
+from server.fhir.access import check_write
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import version_headers
@@ -31,12 +32,14 @@ def create(
     `assigned_id` is the id a transaction chose up front for an entry's urn:uuid.
     """
     check_type(type_)
+    ctx.require(type_, "c")
     resource = req.body if body is None else body
     criteria = req.header("if-none-exist")
     if isinstance(resource, dict) and not criteria:
         # The id is part of the index data (a Patient is in its own compartment).
         resource = {**resource, "id": assigned_id or new_id()}
     write = prepare_write(type_, resource)
+    check_write(ctx, type_, "c", write.compartments)
     with repo.transaction():
         if criteria:
             from server.fhir.conditional import create_guarded

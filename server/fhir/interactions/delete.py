@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from server.errors import NotFoundError
 from server.fhir.access import AccessContext
+from server.fhir.access import check_visible
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import etag
@@ -20,6 +21,7 @@ def delete(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: st
     """Delete a resource; deleting an already deleted one is a no-op (204)."""
     check_type(type_)
     check_id(id_)
+    check_visible(repo, ctx, type_, id_, "d")
     if_match = req.header("if-match")
     with repo.transaction():
         stored = repo.delete_resource(type_, id_, if_match=parse_etag(if_match) if if_match else None)

@@ -10,6 +10,8 @@ from datetime import datetime
 
 from server.errors import InvalidRequestError
 from server.fhir.access import AccessContext
+from server.fhir.access import check_visible
+from server.fhir.access import visible_versions
 from server.fhir.bundles import Entry
 from server.fhir.bundles import bundle_text
 from server.fhir.http import FhirRequest
@@ -65,6 +67,9 @@ def history(
         check_type(type_)
     if id_ is not None:
         check_id(id_)
+        check_visible(repo, ctx, type_ or "", id_)
+    elif type_ is not None:
+        ctx.require(type_, "s")
     count = page_size(req.param("_count"), default=req.default_count, maximum=req.max_count)
     cursor_text = req.param("_cursor")
     if cursor_text is not None and not cursor_text.isdigit():
@@ -86,7 +91,10 @@ def history(
         query = urllib.parse.urlencode([*kept, ("_count", str(count)), ("_cursor", str(page.next_cursor))])
         links.append(("next", f"{here}?{query}"))
     text = bundle_text(
-        "history", (_entry(req.base_url, s) for s in page.entries), total=page.total, links=links
+        "history",
+        (_entry(req.base_url, s) for s in visible_versions(repo, ctx, page.entries)),
+        total=page.total,
+        links=links,
     )
     return FhirResponse(200, text)
 

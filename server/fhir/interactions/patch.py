@@ -15,6 +15,8 @@ from server.errors import InvalidRequestError
 from server.errors import PreconditionFailedError
 from server.errors import UnprocessableError
 from server.fhir.access import AccessContext
+from server.fhir.access import check_visible
+from server.fhir.access import check_write
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import parse_etag
@@ -43,6 +45,7 @@ def patch(
     """Apply a JSON Patch to the current version under the row lock and store the result."""
     operations = req.body if body is None else body
     if_match = req.header("if-match")
+    check_visible(repo, ctx, type_, id_, "u")
     with repo.transaction():
         repo.lock(type_, id_)
         stored = current(repo, type_, id_)
@@ -54,5 +57,6 @@ def patch(
         if patched.get("id") != id_ or patched.get("resourceType") != type_:
             raise UnprocessableError("JSON Patch must not change resourceType or id")
         write = prepare_write(type_, patched)
+        check_write(ctx, type_, "u", write.compartments)
         new, _ = repo.update_resource(type_, id_, write, if_match=stored.version)
     return write_response(req, new, 200)

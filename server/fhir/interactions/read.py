@@ -10,6 +10,7 @@ import email.utils
 from server.errors import GoneError
 from server.errors import NotFoundError
 from server.fhir.access import AccessContext
+from server.fhir.access import check_visible
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import etag
@@ -54,6 +55,8 @@ def not_modified(req: FhirRequest, stored: StoredResource) -> bool:
 
 def read(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str) -> FhirResponse:
     """Return the current version of a resource (304 if the client's copy is current)."""
+    check_type(type_)
+    check_visible(repo, ctx, type_, id_)
     stored = current(repo, type_, id_)
     headers = {"ETag": etag(stored.version), "Last-Modified": http_date(stored.last_updated)}
     if not_modified(req, stored):

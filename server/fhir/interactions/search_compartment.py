@@ -40,4 +40,4 @@ def search_compartment(
         types = (target,)
     check_search_access(ctx, types)
     query = parse_search(req, types, compartment=Compartment(type_, id_))
-    return run_search(repo, req, query, f"{type_}/{id_}/{target}")
+    return run_search(repo, req, query, f"{type_}/{id_}/{target}", ctx)

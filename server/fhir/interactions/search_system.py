@@ -38,4 +38,4 @@ def search_system(repo: FhirRepository, ctx: AccessContext, req: FhirRequest) ->
     query = parse_search(req, types, skip=("_type",))
     if types:
         query = dataclasses.replace(query, applied=(("_type", ",".join(types)), *query.applied))
-    return run_search(repo, req, query, "")
+    return run_search(repo, req, query, "", ctx)

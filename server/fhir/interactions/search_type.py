@@ -9,6 +9,8 @@ from typing import Any
 
 from server.errors import ForbiddenError
 from server.fhir.access import AccessContext
+from server.fhir.access import filter_visible
+from server.fhir.access import restrict_query
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.interactions.capabilities import contribute
@@ -39,9 +41,16 @@ def check_search_access(ctx: AccessContext, types: tuple[str, ...]) -> None:
             raise ForbiddenError(f"Searching {type_} is not allowed for this client", message_id="MSG_FORBIDDEN")
 
 
-def run_search(repo: FhirRepository, req: FhirRequest, query: SearchQuery, path: str) -> FhirResponse:
-    """Run a parsed search and answer with its searchset Bundle."""
+def run_search(
+    repo: FhirRepository, req: FhirRequest, query: SearchQuery, path: str, ctx: AccessContext | None = None
+) -> FhirResponse:
+    """Run a parsed search (confined to what `ctx` may see) and answer with its searchset Bundle."""
+    if ctx is not None:
+        query = restrict_query(ctx, query)
     result = repo.search(query)
+    if ctx is not None and result.included:
+        # _include / _revinclude may reach other patients' data or types outside the scopes.
+        result.included = filter_visible(repo, ctx, result.included)
     headers = {"Content-Type": "application/fhir+json"}
     return FhirResponse(200, searchset(req.base_url.rstrip("/"), path, query, result), headers)
 
@@ -50,7 +59,7 @@ def search_type(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type
     """Answer a type-level search with a searchset Bundle."""
     check_type(type_)
     check_search_access(ctx, (type_,))
-    return run_search(repo, req, parse_search(req, (type_,)), type_)
+    return run_search(repo, req, parse_search(req, (type_,)), type_, ctx)
 
 
 def _search_params(type_: str) -> list[dict[str, Any]]:

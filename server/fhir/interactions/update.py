@@ -9,6 +9,8 @@ from typing import Any
 
 from server.errors import InvalidRequestError
 from server.fhir.access import AccessContext
+from server.fhir.access import check_visible
+from server.fhir.access import check_write
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import parse_etag
@@ -46,6 +48,8 @@ def update(
     if isinstance(resource, dict) and resource.get("resourceType") == type_:
         check_body_id(resource, id_)
     write = prepare_write(type_, resource)
+    check_visible(repo, ctx, type_, id_, "u")
+    check_write(ctx, type_, "u", write.compartments)
     if_match = req.header("if-match")
     version = parse_etag(if_match) if if_match else None
     with repo.transaction():

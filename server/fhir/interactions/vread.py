@@ -8,6 +8,7 @@ from __future__ import annotations
 from server.errors import GoneError
 from server.errors import NotFoundError
 from server.fhir.access import AccessContext
+from server.fhir.access import check_visible
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import etag
@@ -23,6 +24,7 @@ def vread(
     """Return one version of a resource; a deleted version answers 410."""
     check_type(type_)
     check_id(id_)
+    check_visible(repo, ctx, type_, id_)
     if not vid.isdigit():
         raise NotFoundError(f"{type_}/{id_} has no version {vid!r}", message_id="MSG_NO_VERSION")
     stored = repo.read_version(type_, id_, int(vid))

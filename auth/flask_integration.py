@@ -1,0 +1,69 @@
+"""Wire the authorization server into the app: blueprint, token check before every protected request.
+
+https://hl7.org/fhir/smart-app-launch/app-launch.html#step-6-app-accesses-clinical-data-via-fhir-api
+
+Only /metadata, the /.well-known documents and the /auth endpoints answer without a token;
+every other endpoint (the FHIR API and whatever blueprints join later) needs a valid bearer
+token, and the FHIR layer then enforces its scopes through `flask.g.access`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import flask
+
+from auth import discovery  # noqa: F401  (contributes the CapabilityStatement security block)
+from auth.keys import KeyStore
+from auth.ratelimit import FailureLimiter
+from auth.server import AuthServer
+from auth.server import Urls
+from auth.store import AuthStore
+from auth.validators import access_context
+from auth.views import bp
+from server.api.requests import base_url
+from server.settings import Settings
+
+OPEN_ENDPOINTS = frozenset({"fhir.metadata", "static"})
+# Blueprints that answer without a token: the auth endpoints themselves and the static
+# pages of the "app" blueprint (a SMART public client that signs in through /auth/authorize).
+OPEN_BLUEPRINTS = frozenset({"auth", "app"})
+
+
+@dataclass
+class AuthExtension:
+    """What the auth views need, kept in app.extensions["rehabfhir.auth"]."""
+
+    store: AuthStore
+    keys: KeyStore
+    server: AuthServer
+    login_limiter: FailureLimiter
+    token_limiter: FailureLimiter
+
+
+def build(sessions: object, settings: Settings) -> AuthExtension:
+    """Build the auth services on a session factory."""
+    store = AuthStore(sessions)  # type: ignore[arg-type]
+    keys = KeyStore(sessions, settings.secret_key)  # type: ignore[arg-type]
+    return AuthExtension(
+        store, keys, AuthServer(store, keys), FailureLimiter(5, 60.0), FailureLimiter(20, 60.0)
+    )
+
+
+def _protect() -> None:
+    endpoint = flask.request.endpoint
+    if endpoint is None or endpoint in OPEN_ENDPOINTS or flask.request.blueprint in OPEN_BLUEPRINTS:
+        return
+    if flask.request.method == "OPTIONS":
+        return
+    ext: AuthExtension = flask.current_app.extensions["rehabfhir.auth"]
+    flask.g.access = access_context(
+        ext.server, flask.request.headers.get("Authorization"), Urls(base_url()), flask.request.remote_addr
+    )
+
+
+def init_app(app: flask.Flask, settings: Settings) -> None:
+    """Register the auth blueprint and require a bearer token on every other endpoint."""
+    app.extensions["rehabfhir.auth"] = build(app.extensions["rehabfhir.sessions"], settings)
+    app.register_blueprint(bp)
+    app.before_request(_protect)

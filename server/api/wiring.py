@@ -41,4 +41,5 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
     # Extensions: each capability wires itself here, one line each (auth, audit, bulk, rehab).
     from auth import flask_integration; flask_integration.init_app(app, settings)  # noqa: E702
     from server.api import bulk_routes; bulk_routes.init_app(app, settings)  # noqa: E702
+    from server.api import app_routes; app_routes.init_app(app, settings)  # noqa: E702
     app.register_blueprint(fhir_bp)

@@ -1,0 +1,65 @@
+// Safe DOM helpers: text only ever goes in through text nodes or setAttribute, never as markup.
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function append(node, children) {
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function setAttrs(node, attrs) {
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on") && typeof value === "function") node.addEventListener(name.slice(2), value);
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  return node;
+}
+
+/** Build an HTML element: h("td", {class: "num"}, "42"). */
+export function h(tag, attrs, ...children) {
+  return append(setAttrs(document.createElement(tag), attrs), children);
+}
+
+/** Build an SVG element. */
+export function s(tag, attrs, ...children) {
+  return append(setAttrs(document.createElementNS(SVG_NS, tag), attrs), children);
+}
+
+/** Replace a container's children. */
+export function replace(node, ...children) {
+  node.replaceChildren();
+  return append(node, children);
+}
+
+/** Show a designed state message (info, empty, error) in a status element. */
+export function state(node, kind, message, ...extra) {
+  node.hidden = false;
+  node.className = "state " + kind;
+  replace(node, h("p", null, message), ...extra);
+  return node;
+}
+
+export function fmtDate(value) {
+  if (!value) return "";
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) return String(value);
+  return value.length <= 10 ? d.toISOString().slice(0, 10) : d.toISOString().slice(0, 16).replace("T", " ");
+}
+
+export function fmtNum(value, digits = 1) {
+  if (value === null || value === undefined || value === "") return "";
+  const n = Number(value);
+  if (!Number.isFinite(n)) return String(value);
+  return Number.isInteger(n) ? String(n) : n.toFixed(digits);
+}
+
+export function humanName(patient) {
+  const name = (patient && patient.name && patient.name[0]) || null;
+  if (!name) return "(no name)";
+  if (name.text) return name.text;
+  return [...(name.given || []), name.family || ""].join(" ").trim() || "(no name)";
+}

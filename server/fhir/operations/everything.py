@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import urllib.parse
 from datetime import datetime
+from typing import Any
 from server.errors import ForbiddenError
 from server.errors import InvalidRequestError
 from server.errors import NotFoundError
@@ -15,6 +16,7 @@ from server.fhir.bundles import Entry
 from server.fhir.bundles import bundle_text
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
+from server.fhir.interactions.capabilities import contribute
 from server.fhir.interactions.read import current
 from server.fhir.operations.registry import register
 from server.fhir.repository import FhirRepository
@@ -115,3 +117,12 @@ def everything(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_
     ]
     text = bundle_text("searchset", entries, total=page.total, links=links)
     return FhirResponse(200, text, {"Content-Type": "application/fhir+json"})
+
+
+@contribute
+def _capabilities(statement: dict[str, Any], req: FhirRequest) -> None:
+    """Declare Patient/$everything."""
+    for entry in statement["rest"][0]["resource"]:
+        if entry["type"] == "Patient":
+            entry.setdefault("operation", []).append(
+                {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})

@@ -11,12 +11,14 @@ from __future__ import annotations
 import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from server.errors import ForbiddenError
 from server.errors import InvalidRequestError
 from server.fhir.access import AccessContext
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
+from server.fhir.interactions.capabilities import contribute
 from server.fhir.interactions.read import current
 from server.fhir.operations.everything import operation_params
 from server.fhir.operations.everything import parse_since
@@ -25,6 +27,7 @@ from server.fhir.operations.registry import register
 from server.fhir.outcomes import information
 from server.fhir.repository import FhirRepository
 from server.fhir.resources import check_type
+from server.fhir.resources import resource_types
 from server.fhir.search.params import parse_criteria
 
 OUTPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
@@ -77,6 +80,23 @@ def _check_params(req: FhirRequest, pairs: list[tuple[str, str]]) -> None:
                                       " to have it ignored)", expression=(key,), message_id="MSG_PARAM_UNKNOWN")
 
 
+def _allowed_types(ctx: AccessContext, types: tuple[str, ...]) -> tuple[str, ...]:
+    """Refuse types the client may not read; without _type, narrow "everything" to what it may read."""
+    if ctx.patient is not None:
+        raise ForbiddenError("Bulk export needs a system-level token, not one bound to a patient",
+                             message_id="MSG_FORBIDDEN")
+    for type_ in types:
+        if not ctx.can(type_, "r"):
+            raise ForbiddenError(f"Exporting {type_} is not allowed for this client", message_id="MSG_FORBIDDEN")
+    if types:
+        return types
+    every = resource_types()
+    allowed = tuple(t for t in every if ctx.can(t, "r"))
+    if not allowed:
+        raise ForbiddenError("This client may not read any resource type", message_id="MSG_FORBIDDEN")
+    return () if len(allowed) == len(every) else allowed
+
+
 def kick_off(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, level: str,
              group_id: str | None = None) -> FhirResponse:
     """Check the request, queue the job and answer 202 with the status URL in Content-Location."""
@@ -88,10 +108,7 @@ def kick_off(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, level: 
     if output_format not in OUTPUT_FORMATS:
         raise InvalidRequestError(f"_outputFormat {output_format!r}: only application/fhir+ndjson is produced",
                                   expression=("_outputFormat",))
-    types = parse_types([v for k, v in pairs if k == "_type"])
-    for type_ in types or ("Patient",):
-        if not ctx.can(type_, "r"):
-            raise ForbiddenError(f"Exporting {type_} is not allowed for this client", message_id="MSG_FORBIDDEN")
+    types = _allowed_types(ctx, parse_types([v for k, v in pairs if k == "_type"]))
     filters = _filters(req, [v for k, v in pairs if k == "_typeFilter"], types)
     since = parse_since(next((v for k, v in reversed(pairs) if k == "_since"), None))
     if group_id is not None:
@@ -124,3 +141,16 @@ def export_patients(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, 
 def export_group(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str) -> FhirResponse:
     """GET [base]/Group/{id}/$export: the Patient compartments of the group's members."""
     return kick_off(repo, ctx, req, "group", id_)
+
+
+@contribute
+def _capabilities(statement: dict[str, Any], req: FhirRequest) -> None:
+    """Declare Bulk Data export at system, Patient and Group level."""
+    statement.setdefault("instantiates", []).append("http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data")
+    definition = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+    rest = statement["rest"][0]
+    rest.setdefault("operation", []).append({"name": "export", "definition": definition + "export"})
+    for entry in rest["resource"]:
+        if entry["type"] in ("Patient", "Group"):
+            name = entry["type"].lower()
+            entry.setdefault("operation", []).append({"name": "export", "definition": f"{definition}{name}-export"})

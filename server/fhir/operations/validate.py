@@ -14,6 +14,7 @@ from server.errors import InvalidRequestError
 from server.fhir.access import AccessContext
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
+from server.fhir.interactions.capabilities import contribute
 from server.fhir.interactions.read import current
 from server.fhir.operations.registry import register
 from server.fhir.outcomes import issue
@@ -116,3 +117,11 @@ def validate_type(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, ty
 def validate_instance(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str) -> FhirResponse:
     """POST [type]/[id]/$validate."""
     return validate_resource(repo, ctx, req, type_, id_)
+
+
+@contribute
+def _capabilities(statement: dict[str, Any], req: FhirRequest) -> None:
+    """Declare $validate on every resource type."""
+    for entry in statement["rest"][0]["resource"]:
+        entry.setdefault("operation", []).append(
+            {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"})

@@ -1,0 +1,217 @@
+"""Ingestion and Bulk $export benchmark: transaction bundles in, NDJSON out, peak memory.
+
+    python bench/ingest_export.py [--db sqlite|postgres|both] [--sizes 20000,50000,100000] [--procs 4]
+
+For each database (a fresh SQLite file and a fresh PostgreSQL database, dropped afterwards):
+1. ingestion: `--procs` processes each post 100-entry transaction Bundles of realistic PT data
+   (10 Patients + 90 Observations with LOINC/UCUM values, urn:uuid references) through the
+   server's own transaction path (server.fhir.interactions.bundle.process_bundle on a
+   SqlRepository: validation, indexing, one database transaction per Bundle). No HTTP: this
+   is the server's work per Bundle, as each gunicorn worker does it.
+2. export: at each size, a fresh process queues a system-level $export job and runs it with
+   the export worker (streaming query, NDJSON written line by line), and reports resources/s
+   and its peak RSS (ru_maxrss). Flat RSS across sizes = memory does not grow with the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import pt_data  # noqa: E402
+
+PG_ADMIN_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+BUNDLE = 100
+PATIENTS_PER_BUNDLE = 10
+GOAL_INGEST_PG = 1000.0
+GOAL_EXPORT = 10_000.0
+
+
+def bundle(rng: random.Random, seq: int) -> dict[str, Any]:
+    """One transaction of 10 Patients and 90 Observations referencing them by urn:uuid."""
+    entries = []
+    per = BUNDLE // PATIENTS_PER_BUNDLE - 1
+    for p in range(PATIENTS_PER_BUNDLE):
+        urn = f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128))}"
+        patient = pt_data.patient(rng, seq * PATIENTS_PER_BUNDLE + p)
+        patient.pop("id", None)
+        entries.append({"fullUrl": urn, "resource": patient, "request": {"method": "POST", "url": "Patient"}})
+        for _ in range(per):
+            obs = pt_data.observation(rng, "x")
+            obs["subject"] = {"reference": urn}
+            entries.append({"resource": obs, "request": {"method": "POST", "url": "Observation"}})
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def _ingest_worker(args: tuple[str, int, int]) -> tuple[int, float]:
+    url, first, count = args
+    from server.fhir.access import OPEN
+    from server.fhir.http import FhirRequest
+    from server.fhir.interactions.bundle import process_bundle
+    from server.store.repository import SqlRepository
+    from server.store.session import make_engine
+    from server.store.session import make_session_factory
+
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    stored = 0
+    busy = 0.0
+    for seq in range(first, first + count):
+        body = bundle(random.Random(seq), seq)
+        req = FhirRequest(method="POST", base_url="http://bench", body=body, headers={"prefer": "return=minimal"})
+        start = time.perf_counter()
+        with factory() as session:
+            resp = process_bundle(SqlRepository(session), OPEN, req)
+        busy += time.perf_counter() - start
+        assert resp.status == 200
+        stored += len(body["entry"])
+    engine.dispose()
+    return stored, busy
+
+
+def ingest(url: str, first_bundle: int, bundles: int, procs: int) -> tuple[int, float]:
+    """Ingest `bundles` bundles from `procs` processes; return (resources, seconds of the busiest process).
+
+    Process start-up and imports are left out: the clock is each process's time in process_bundle.
+    """
+    share = [bundles // procs + (1 if i < bundles % procs else 0) for i in range(procs)]
+    jobs, start = [], first_bundle
+    for n in share:
+        jobs.append((url, start, n))
+        start += n
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        results = pool.map(_ingest_worker, jobs)
+    return sum(r[0] for r in results), max(r[1] for r in results)
+
+
+def _export_child(url: str, export_dir: str, queue: Any) -> None:
+    from server.bulk.config import BulkConfig
+    from server.bulk.worker import ExportWorker
+    from server.fhir.operations.export import ExportRequest
+    from server.store import jobs
+    from server.store.session import make_engine
+    from server.store.session import make_session_factory
+
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    request = ExportRequest(level="system", types=("Patient", "Observation"), type_filters=(), since=None,
+                            output_format="application/fhir+ndjson", request_url="http://bench/$export",
+                            base_url="http://bench", client_id=None)
+    with factory() as session:
+        job_id = jobs.submit(session, request)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    worker = ExportWorker(factory, BulkConfig(export_dir=export_dir, worker=False))
+    t0 = time.perf_counter()
+    assert worker.run_once()
+    elapsed = time.perf_counter() - t0
+    with factory() as session:
+        job = jobs.get(session, job_id)
+    assert job is not None and job.status == jobs.COMPLETED, job
+    count = sum(o["count"] for o in job.output)
+    size = sum(f.stat().st_size for f in (Path(export_dir) / job_id).iterdir())
+    queue.put((count, elapsed, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, size))
+    engine.dispose()
+
+
+def export(url: str, export_dir: str) -> tuple[int, float, int, int, int]:
+    """Run one system export in a fresh process: (resources, seconds, RSS before, peak RSS KiB, bytes)."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_export_child, args=(url, export_dir, queue))
+    proc.start()
+    result = queue.get(timeout=3600)
+    proc.join()
+    return result  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def database(kind: str, workdir: Path, admin_url: str) -> Iterator[str]:
+    """A fresh, migrated database URL, dropped afterwards."""
+    import sqlalchemy as sa
+
+    from server.store.migrate import upgrade
+    from server.store.session import make_engine
+
+    if kind == "sqlite":
+        url = f"sqlite:///{workdir / 'bench.db'}"
+    else:
+        name = f"rehabfhir_bench_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        url = sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        if kind != "sqlite":
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.dispose()
+
+
+def run(kind: str, sizes: list[int], procs: int, admin_url: str) -> list[str]:
+    """Benchmark one database; return the table lines."""
+    lines = []
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+    try:
+        with database(kind, workdir, admin_url) as url:
+            done_bundles, total = 0, 0
+            for size in sizes:
+                want = size // BUNDLE - done_bundles
+                stored, seconds = ingest(url, done_bundles, want, procs)
+                done_bundles += want
+                total += stored
+                lines.append(f"{kind:8} ingest  {total:>7} total  +{stored:>6} in {seconds:6.1f}s "
+                             f"= {stored / seconds:7.0f} resources/s  ({procs} processes, {BUNDLE}-entry transactions)")
+                print(lines[-1], flush=True)
+                count, secs, before, peak, size_bytes = export(url, str(workdir / "export"))
+                shutil.rmtree(workdir / "export", ignore_errors=True)
+                lines.append(f"{kind:8} export  {count:>7} resources in {secs:6.1f}s = {count / secs:7.0f} resources/s, "
+                             f"{size_bytes / 1e6:6.1f} MB NDJSON, peak RSS {peak / 1024:6.1f} MiB "
+                             f"(before the export {before / 1024:.1f} MiB)")
+                print(lines[-1], flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--sizes", default="20000,50000,100000", help="cumulative resource counts to export at")
+    parser.add_argument("--procs", type=int, default=max(2, os.cpu_count() or 2))
+    parser.add_argument("--pg-admin", default=os.environ.get("BENCH_PG_ADMIN", PG_ADMIN_DEFAULT))
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    kinds = ("sqlite", "postgres") if args.db == "both" else (args.db,)
+    print(f"cpus={os.cpu_count()} sizes={sizes} procs={args.procs}")
+    lines = []
+    for kind in kinds:
+        lines += run(kind, sizes, args.procs, args.pg_admin)
+    print("\nsummary")
+    print("\n".join(lines))
+    print(f"goals: ingestion >= {GOAL_INGEST_PG:.0f} resources/s on PostgreSQL, export >= {GOAL_EXPORT:.0f} resources/s,"
+          " peak RSS flat across sizes")
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,7 @@ from server.store.session import make_session_factory
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
+PT = "https://rehabfhir.org/fhir/CodeSystem/pt-measures"
 XSS_NAME = "<script>alert(1)</script>"
 DATES = ("2026-01-05", "2026-01-19", "2026-02-02", "2026-02-16")
 GRIP_LEFT = (18.0, 21.5, 24.0, 27.5)
@@ -55,7 +56,9 @@ def resources() -> list[dict[str, Any]]:
         "resourceType": "Goal", "id": "goal-tug", "lifecycleStatus": "active",
         "description": {"text": "Timed Up and Go under 10 seconds"},
         "subject": {"reference": "Patient/ada"},
-        "target": [{"measure": {"coding": [{"system": LOINC, "code": "89423-8"}]},
+        # as POST /rehab/plans writes it: the standard code, then ours (the catalog key)
+        "target": [{"measure": {"coding": [{"system": LOINC, "code": "89423-8"},
+                                           {"system": PT, "code": "tug_time"}]},
                     "detailQuantity": {"value": 10, "unit": "s", "system": UCUM, "code": "s"},
                     "dueDate": "2026-04-01"}],
     })
@@ -72,8 +75,15 @@ def resources() -> list[dict[str, Any]]:
     out.append({
         "resourceType": "Encounter", "id": "visit-1", "status": "finished",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-        "subject": {"reference": "Patient/ada"}, "period": {"start": "2026-02-16T09:00:00Z"},
+        "subject": {"reference": "Patient/ada"},
+        "period": {"start": "2026-02-16T09:00:00Z", "end": "2026-02-16T09:45:00Z"},
     })
+    pains = (("pain-before", "2026-02-16T09:00:00Z", 6), ("pain-after", "2026-02-16T09:45:00Z", 3))
+    for oid, when, value in pains:
+        pain = _obs("ada", oid, "72514-3", "Pain severity 0-10 [Score] - Reported", when, value, "{score}",
+                    "{score}", category="survey")
+        pain["encounter"] = {"reference": "Encounter/visit-1"}
+        out.append(pain)
     out.append({
         "resourceType": "Procedure", "id": "proc-1", "status": "completed",
         "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "97112",

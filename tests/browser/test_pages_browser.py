@@ -14,7 +14,9 @@ from tests.browser.conftest import Site
 from tests.browser.conftest import failed_requests
 from tests.browser.conftest import shot
 from tests.browser.conftest import sign_in
+from tests.browser.seed import DATES
 from tests.browser.seed import GRIP_LEFT
+from tests.browser.seed import GRIP_RIGHT
 from tests.browser.seed import TUG
 from tests.browser.seed import XSS_NAME
 
@@ -74,9 +76,12 @@ def test_patient_view_charts_seeded_series(page: Any, site: Site) -> None:
     assert grip.locator("figure.measure").count() == 2  # left and right side by side
     left = grip.locator("figure.measure[data-side=left]")
     assert left.locator("svg.chart circle.point").count() == len(GRIP_LEFT)
+    # Robinson symmetry index on the latest values: |27.5 - 32| / 29.75 x 100 = 15.1 %
+    assert "Asymmetry index 15.1 %" in grip.locator("h3").inner_text()
     assert "Bridges" in page.inner_text("#program")
     assert "Timed Up and Go under 10 seconds" in page.inner_text("#goals")
     assert "Neuromuscular reeducation" in page.inner_text("#sessions")
+    assert page.locator("#session-table tbody tr").first.locator("td.num").all_inner_texts() == ["6", "3"]
     shot(page, "03-patient-progress")
     assert page.console_errors == []
     assert failed_requests(page, site) == []
@@ -126,3 +131,46 @@ def test_audit_console_filters_sorts_and_exports(page: Any, site: Site) -> None:
     page.locator("#audit-table tbody tr").first.click()
     assert '"resourceType": "AuditEvent"' in page.inner_text("#event-json")
     shot(page, "07-audit-event-json")
+
+
+def _progress_payload() -> dict[str, Any]:
+    """A progress answer shaped like GET /rehab/patients/{id}/progress, with hand-picked MCIDs."""
+    def measure(key: str, display: str, unit: str, values: tuple[float, ...], side: str | None,
+                mcid: float, direction: str) -> dict[str, Any]:
+        series = [{"date": d, "value": v, "observation": f"Observation/{key}-{i}"}
+                  for i, (d, v) in enumerate(zip(DATES, values, strict=True))]
+        change = round(values[-1] - values[0], 4)
+        improvement = change if direction == "higher" else -change
+        return {"measure": key, "display": display, "unit": unit, "side": side, "body_site": None,
+                "direction": direction, "series": series, "baseline": values[0], "latest": values[-1],
+                "change": change, "percent_change": round(change / values[0] * 100, 2), "mcid": mcid,
+                "mcid_kind": "absolute", "mcid_reached": improvement >= mcid,
+                "trend": "improving" if improvement > 0 else "worsening", "asymmetry_index": None}
+    grip_l = measure("grip_strength", "Grip strength", "kg", GRIP_LEFT, "left", 6.5, "higher")
+    grip_r = measure("grip_strength", "Grip strength", "kg", GRIP_RIGHT, "right", 6.5, "higher")
+    grip_l["asymmetry_index"] = grip_r["asymmetry_index"] = 15.13
+    return {"patient": "Patient/ada", "measures": [
+        measure("tug_time", "Timed Up and Go", "s", TUG, None, 3.4, "lower"), grip_l, grip_r]}
+
+
+def test_patient_view_draws_every_part_of_a_progress_answer(page: Any, site: Site) -> None:
+    payload = _progress_payload()
+    page.route("**/rehab/patients/ada/progress", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps(payload)))
+    sign_in(page, site, "/app/patients/ada", site.clinician)
+    page.locator("figure.measure").first.wait_for()
+    tug = page.locator("figure.measure", has_text="Timed Up and Go")
+    assert tug.locator("svg.chart circle.point").count() == len(TUG)
+    assert tug.locator("svg.chart line.target").count() == 1, page.failed  # the goal's 10 s target
+    assert tug.locator("svg.chart rect.mcid-band").count() == 1
+    assert tug.locator("table tbody td.num").all_inner_texts()[::2] == [f"{v:.1f}" for v in TUG]
+    assert "MCID 3.4 reached" in tug.locator(".summary").inner_text()
+    grip = page.locator(".sided", has_text="Grip strength")
+    assert grip.locator("figure.measure").count() == 2
+    assert grip.locator("figure.measure").first.get_attribute("data-side") == "left"
+    assert "Asymmetry index 15.1 %" in grip.locator("h3").inner_text()
+    assert "Timed Up and Go under 10 seconds" in page.inner_text("#goals")
+    pain = page.locator("#session-table tbody tr").first.locator("td.num").all_inner_texts()
+    assert pain == ["6", "3"]  # before, after
+    shot(page, "03b-patient-progress-charts")
+    assert page.console_errors == []

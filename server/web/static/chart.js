@@ -3,7 +3,7 @@ import { fmtDate, fmtNum, s } from "./dom.js";
 
 const W = 440;
 const H = 220;
-const PAD = { left: 48, right: 16, top: 16, bottom: 36 };
+const PAD = { left: 48, right: 22, top: 18, bottom: 36 };
 
 function niceTicks(lo, hi, count = 5) {
   const span = hi - lo || 1;
@@ -72,11 +72,12 @@ export function lineChart(opts) {
   }
   // x axis: first, middle and last dates
   const xDates = [...new Set([t0, (t0 + t1) / 2, t1])];
+  const sameDay = t1 - t0 < 2 * 86400000; // within two days the time of day tells the points apart
   svg.append(s("line", { x1: plotLeft, x2: plotRight, y1: H - PAD.bottom, y2: H - PAD.bottom, class: "axis" }));
   xDates.forEach((t, i) => svg.append(s("text", {
     x: x(t), y: H - PAD.bottom + 16, class: "tick",
     "text-anchor": i === 0 ? "start" : i === xDates.length - 1 ? "end" : "middle",
-  }, fmtDate(new Date(t).toISOString().slice(0, 10)))));
+  }, fmtDate(new Date(t).toISOString().slice(0, sameDay ? 16 : 10)))));
   if (unit) svg.append(s("text", { x: 4, y: PAD.top - 4, class: "tick unit" }, unit));
   if (points.length > 1) {
     svg.append(s("polyline", {

@@ -57,6 +57,11 @@ export function fmtNum(value, digits = 1) {
   return Number.isInteger(n) ? String(n) : n.toFixed(digits);
 }
 
+/** A UCUM unit for people: annotations lose their braces ({score} -> score). */
+export function unitLabel(unit) {
+  return String(unit || "").replace(/\{([^}]*)\}/g, "$1");
+}
+
 export function humanName(patient) {
   const name = (patient && patient.name && patient.name[0]) || null;
   if (!name) return "(no name)";

@@ -1,7 +1,7 @@
 // Clinician view: per measure a chart with baseline, goal target and MCID band (left/right side by side),
 // the active exercise program, goals and recent sessions; every chart has a table beside it.
 import { domainOf, lineChart, mcidEdge } from "./chart.js";
-import { fmtDate, fmtNum, h, humanName, replace, state } from "./dom.js";
+import { fmtDate, fmtNum, h, humanName, replace, state, unitLabel } from "./dom.js";
 import { api, ApiError } from "./smart.js";
 
 const pick = (obj, ...names) => { for (const n of names) if (obj && obj[n] !== undefined && obj[n] !== null) return obj[n]; return undefined; };
@@ -30,7 +30,7 @@ export function normaliseMeasure(m) {
     raw: m,
     keys: codeKeys(m),
     label: pick(m, "display", "label", "name", "text", "measure") || "Measure",
-    unit: pick(m, "unit", "ucum", "units") || "",
+    unit: unitLabel(pick(m, "unit", "ucum", "units") || ""),
     side: (pick(m, "side", "laterality") || "").toString().toLowerCase() || null,
     group: pick(m, "group", "measure", "key", "code") || pick(m, "display", "label"),
     series,
@@ -97,8 +97,14 @@ function measureFigure(m, goals, domain) {
   return h("figure", { class: "measure", "data-measure": m.label, "data-side": m.side || "" },
     h("figcaption", null, h("strong", null, m.label + (m.side ? " — " + m.side : "")), h("span", { class: "summary" }, summaryLine(m))),
     h("div", { class: "chart-and-table" },
-      lineChart({ label: m.label + (m.side ? " " + m.side : ""), unit: m.unit, points: m.series, baseline: m.baseline,
-        target, mcid: m.mcid, direction: m.direction, domain }),
+      h("div", { class: "chart-box" },
+        lineChart({ label: m.label + (m.side ? " " + m.side : ""), unit: m.unit, points: m.series, baseline: m.baseline,
+          target, mcid: m.mcid, direction: m.direction, domain }),
+        h("ul", { class: "legend", "aria-hidden": "true" },
+          h("li", { class: "series" }, "measured"),
+          Number.isFinite(m.baseline) ? h("li", { class: "baseline" }, "baseline") : null,
+          Number.isFinite(target) ? h("li", { class: "target" }, "goal target") : null,
+          Number.isFinite(m.mcid) && Number.isFinite(m.baseline) ? h("li", { class: "band" }, "within MCID of baseline") : null)),
       dataTable(m, target)));
 }
 
@@ -127,19 +133,29 @@ function renderMeasures(measures, goals) {
   }));
 }
 
-function dosing(activity) {
+const extOf = (node, suffix) => ((node && node.extension) || []).find((x) => x.url && x.url.endsWith("/" + suffix));
+const qty = (q) => (q ? `${fmtNum(q.value)} ${q.unit || q.code || ""}`.trim() : "");
+const PERIODS = { s: "second", min: "minute", h: "hour", d: "day", wk: "week", mo: "month", a: "year" };
+
+/** Dosing of one CarePlan activity: sets × reps, hold, load, frequency (our exercise-* extensions + Timing). */
+export function dosing(activity) {
   const d = activity.detail || {};
   const parts = [];
-  const ext = (url) => (d.extension || []).concat(activity.extension || []).find((e) => e.url && e.url.endsWith(url));
-  const val = (e) => e && (e.valueInteger ?? e.valueDecimal ?? (e.valueQuantity && `${fmtNum(e.valueQuantity.value)} ${e.valueQuantity.unit || e.valueQuantity.code || ""}`.trim()) ?? e.valueString);
-  for (const name of ["sets", "repetitions", "reps", "hold", "load", "progression"]) {
-    const e = ext(name);
-    if (e) parts.push(`${name} ${val(e)}`);
-  }
-  if (d.quantity) parts.push(`${fmtNum(d.quantity.value)} ${d.quantity.unit || ""}`.trim());
-  if (d.dailyAmount) parts.push(`daily ${fmtNum(d.dailyAmount.value)} ${d.dailyAmount.unit || ""}`.trim());
+  const sets = extOf(d, "exercise-sets");
+  const reps = extOf(d, "exercise-repetitions");
+  if (sets || reps) parts.push(`${sets ? sets.valueInteger : 1} × ${reps ? reps.valueInteger : "?"}`);
+  const hold = extOf(d, "exercise-hold");
+  if (hold) parts.push("hold " + qty(hold.valueQuantity));
+  const load = extOf(d, "exercise-load");
+  if (load) parts.push("load " + qty(load.valueQuantity));
+  if (d.quantity) parts.push(qty(d.quantity));
+  if (d.dailyAmount) parts.push(qty(d.dailyAmount) + " daily");
   const rep = d.scheduledTiming && d.scheduledTiming.repeat;
-  if (rep) parts.push(`${rep.frequency || 1}× per ${rep.period || 1} ${rep.periodUnit || ""}`.trim());
+  if (rep) {
+    const unit = PERIODS[rep.periodUnit] || rep.periodUnit || "";
+    const per = Number(rep.period || 1) === 1 ? unit : `${fmtNum(rep.period)} ${unit}s`;
+    parts.push(`${rep.frequency || 1}× per ${per}`);
+  }
   if (d.scheduledString) parts.push(d.scheduledString);
   return parts.join(", ");
 }
@@ -153,12 +169,13 @@ function renderProgram(plans) {
   }
   replace(box, h("table", { class: "data", id: "program-table" },
     h("caption", { class: "visually-hidden" }, "Active exercise program"),
-    h("thead", null, h("tr", null, ["Exercise", "Dosing", "Instructions", "Status"].map((t) => h("th", { scope: "col" }, t)))),
+    h("thead", null, h("tr", null, ["Exercise", "Dosing", "Instructions", "Progression", "Status"].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody", null, activities.map(({ a }) => {
       const d = a.detail || {};
       const name = (d.code && (d.code.text || (d.code.coding || [])[0]?.display)) || d.description || "(exercise)";
+      const progression = extOf(d, "exercise-progression");
       return h("tr", null, h("td", null, name), h("td", null, dosing(a)), h("td", null, d.description && d.description !== name ? d.description : ""),
-        h("td", null, d.status || ""));
+        h("td", null, progression ? progression.valueString : ""), h("td", null, d.status || ""));
     }))));
 }
 
@@ -193,18 +210,42 @@ function renderGoals(goals, measures) {
     }))));
 }
 
-function painOf(observations, encounterRef) {
-  const out = { before: "", after: "" };
-  for (const o of observations) {
-    if (!o.encounter || o.encounter.reference !== encounterRef) continue;
-    const text = JSON.stringify(o.code || {}).toLowerCase();
-    if (!text.includes("pain")) continue;
-    const value = o.valueQuantity ? o.valueQuantity.value : o.valueInteger;
-    const when = JSON.stringify(o).toLowerCase();
-    if (when.includes("after") || when.includes("post")) out.after = fmtNum(value);
-    else out.before = fmtNum(value);
+const isPain = (o) => ((o.code && o.code.coding) || []).some((c) => c.code === "72514-3" || /pain/i.test(c.code || "")) ||
+  /pain/i.test((o.code && o.code.text) || "");
+const obsValue = (o) => (o.valueQuantity ? o.valueQuantity.value : o.valueInteger);
+
+/** Pain before/after of a session: pain Observations of the Encounter, at its start and at its end. */
+export function painOf(observations, encounter) {
+  const ref = "Encounter/" + encounter.id;
+  const start = encounter.period && encounter.period.start;
+  const end = encounter.period && encounter.period.end;
+  const pains = observations.filter((o) => o.encounter && o.encounter.reference === ref && isPain(o))
+    .sort((a, b) => new Date(a.effectiveDateTime) - new Date(b.effectiveDateTime));
+  const at = (when) => pains.find((o) => when && new Date(o.effectiveDateTime).getTime() === new Date(when).getTime());
+  let before = at(start);
+  let after = at(end);
+  if (!before && !after && pains.length) {
+    before = pains[0];
+    after = pains.length > 1 ? pains[pains.length - 1] : null;
   }
-  return out;
+  return { before: before ? fmtNum(obsValue(before)) : "", after: after ? fmtNum(obsValue(after)) : "" };
+}
+
+function interventionText(p) {
+  const coding = (p.code && p.code.coding) || [];
+  const cpt = coding.find((c) => /cpt/i.test(c.system || ""));
+  const name = (p.code && p.code.text) || (coding[0] && (coding[0].display || coding[0].code)) || "(intervention)";
+  const params = (p.extension || []).filter((e) => e.url && e.url.endsWith("/procedure-parameter")).map((e) => {
+    const parts = e.extension || [];
+    const param = parts.find((x) => x.url === "parameter");
+    const value = parts.find((x) => x.url === "value");
+    const label = param && param.valueCoding ? (param.valueCoding.display || String(param.valueCoding.code || "").replace(/^param-/, "")) : "";
+    return `${label} ${qty(value && value.valueQuantity)}`.trim();
+  });
+  const minutes = p.performedPeriod && p.performedPeriod.start && p.performedPeriod.end
+    ? Math.round((new Date(p.performedPeriod.end) - new Date(p.performedPeriod.start)) / 60000) : null;
+  return [name + (cpt ? ` (CPT ${cpt.code})` : ""), minutes ? `${minutes} min` : null, params.length ? params.join(", ") : null]
+    .filter(Boolean).join(" — ");
 }
 
 function renderSessions(encounters, procedures, observations) {
@@ -219,11 +260,10 @@ function renderSessions(encounters, procedures, observations) {
     h("tbody", null, encounters.map((e) => {
       const ref = "Encounter/" + e.id;
       const procs = procedures.filter((p) => p.encounter && p.encounter.reference === ref);
-      const pain = painOf(observations, ref);
+      const pain = painOf(observations, e);
       return h("tr", null,
         h("td", null, fmtDate((e.period && e.period.start) || (e.meta && e.meta.lastUpdated))),
-        h("td", null, procs.length ? h("ul", { class: "plain" }, procs.map((p) => h("li", null,
-          (p.code && (p.code.text || (p.code.coding || [])[0]?.display || (p.code.coding || [])[0]?.code)) || "(procedure)"))) : "—"),
+        h("td", null, procs.length ? h("ul", { class: "plain" }, procs.map((p) => h("li", null, interventionText(p)))) : "—"),
         h("td", { class: "num" }, pain.before), h("td", { class: "num" }, pain.after));
     }))));
 }
@@ -260,26 +300,37 @@ export async function start() {
     .filter(Boolean).join(" · ");
   const q = encodeURIComponent(id);
   const none = () => ({ entry: [] });
-  const [progress, plans, goals, encounters, procedures, observations] = await Promise.all([
-    optional(api(`/rehab/patients/${q}/progress`), (err) => { throw err; }),
-    optional(api(`/CarePlan?patient=${q}&status=active&_count=50`), none),
-    optional(api(`/Goal?patient=${q}&_count=50`), none),
-    optional(api(`/Encounter?patient=${q}&_sort=-date&_count=5`), none),
-    optional(api(`/Procedure?patient=${q}&_count=200`), none),
-    optional(api(`/Observation?patient=${q}&_count=200&_sort=-date`), none),
-  ].map((p) => p.then((v) => ({ ok: v }), (err) => ({ err })))).then((results) => results);
+  const settle = (p) => p.then((ok) => ({ ok }), (err) => ({ err }));
+  const [progress, plans, goals, encounters] = await Promise.all([
+    settle(api(`/rehab/patients/${q}/progress`)),
+    settle(optional(api(`/CarePlan?patient=${q}&status=active&_count=50`), none)),
+    settle(optional(api(`/Goal?patient=${q}&_count=50`), none)),
+    settle(optional(api(`/Encounter?patient=${q}&_sort=-date&_count=5`), none)),
+  ]);
   if (progress.err) {
     const why = progress.err.status === 404 && /requested URL was not found/.test(progress.err.message)
       ? "this server does not offer the /rehab progress service." : progress.err.message;
     replace(document.getElementById("measures"), h("p", { class: "state error" }, "Progress could not be loaded: " + why));
   }
-  const firstError = [plans, goals, encounters, procedures, observations].find((r) => r.err);
+  const firstError = [plans, goals, encounters].find((r) => r.err);
   if (firstError) throw firstError.err;
+  const encounterList = resources(encounters.ok, "Encounter");
+  let procedures = [];
+  let observations = [];
+  if (encounterList.length) {
+    const refs = encodeURIComponent(encounterList.map((x) => "Encounter/" + x.id).join(","));
+    const [procs, obs] = await Promise.all([
+      optional(api(`/Procedure?encounter=${refs}&_count=200`), none),
+      optional(api(`/Observation?encounter=${refs}&_count=200`), none),
+    ]);
+    procedures = resources(procs, "Procedure");
+    observations = resources(obs, "Observation");
+  }
   const goalList = resources(goals.ok, "Goal");
   const measures = progress.ok ? measuresOf(progress.ok) : [];
   if (progress.ok) renderMeasures(measures, goalList);
   renderProgram(resources(plans.ok, "CarePlan"));
   renderGoals(goalList, measures);
-  renderSessions(resources(encounters.ok, "Encounter"), resources(procedures.ok, "Procedure"), resources(observations.ok, "Observation"));
+  renderSessions(encounterList, procedures, observations);
   status.hidden = true;
 }

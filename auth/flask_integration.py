@@ -22,6 +22,8 @@ from auth.store import AuthStore
 from auth.validators import access_context
 from auth.views import bp
 from server.api.requests import base_url
+from server.fhir.access import AccessContext
+from server.fhir.access import check_visible
 from server.settings import Settings
 
 OPEN_ENDPOINTS = frozenset({"fhir.metadata", "static"})
@@ -57,9 +59,20 @@ def _protect() -> None:
     if flask.request.method == "OPTIONS":
         return
     ext: AuthExtension = flask.current_app.extensions["rehabfhir.auth"]
-    flask.g.access = access_context(
+    ctx = access_context(
         ext.server, flask.request.headers.get("Authorization"), Urls(base_url()), flask.request.remote_addr
     )
+    flask.g.access = ctx
+    _check_instance_operation(ctx)
+
+
+def _check_instance_operation(ctx: AccessContext) -> None:
+    """An operation on one resource (Patient/1/$everything) needs that resource to be visible (else 404)."""
+    args = flask.request.view_args or {}
+    type_, id_ = args.get("type_"), args.get("id_")
+    name = str(args.get("target") or "")
+    if type_ and id_ and not id_.startswith("$") and (name.startswith("$") or "name" in args):
+        check_visible(flask.g.repo, ctx, type_, id_, "r")
 
 
 def init_app(app: flask.Flask, settings: Settings) -> None:

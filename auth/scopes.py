@@ -57,7 +57,7 @@ def parse_rule(scope: str) -> ScopeRule | None:
     if letters is None:
         return None
     params = tuple(parse_qsl(query, keep_blank_values=False)) if query else ()
-    if query and not params:
+    if query is not None and not params:
         return None
     return ScopeRule(context, type_, frozenset(letters), params)
 

@@ -6,10 +6,12 @@ browser here: it launches /usr/bin/chromium.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -62,13 +64,43 @@ def _status(url: str) -> int:
         return err.code
 
 
+@contextlib.contextmanager
+def _drained(log_path: pathlib.Path) -> Iterator[None]:
+    """Copy the server's output to a file while it runs.
+
+    running_server pipes gunicorn's stdout (the access log) and never reads it: after ~300
+    requests the pipe is full and the server blocks. A page session makes that many requests,
+    so keep the pipe empty here (until running_server sends its output somewhere else).
+    """
+    real_popen = subprocess.Popen
+
+    def pump(stream: Any) -> None:
+        with open(log_path, "ab") as out:
+            for line in iter(stream.readline, b""):
+                out.write(line)
+
+    class _Popen(real_popen):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            subprocess.Popen = real_popen  # type: ignore[misc]  # only the server's own start
+            super().__init__(*args, **kwargs)
+            if self.stdout is not None:
+                threading.Thread(target=pump, args=(self.stdout,), daemon=True).start()
+
+    subprocess.Popen = _Popen  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        subprocess.Popen = real_popen  # type: ignore[misc]
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """A gunicorn server on a fresh SQLite database, seeded, with a clinician and an auditor account."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver")
     url = "sqlite:///" + str(tmp_path_factory.mktemp("pages") / "pages.db")
-    with running_server(url, workers=1) as base:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with _drained(ARTIFACTS / "server.log"), running_server(url, workers=1) as base:
         seed(url, base)
         auth = _status(base + "/.well-known/smart-configuration") == 200
         # The route answers 401 (or 200 on an open server) once /rehab is wired; 404 until then.

@@ -264,3 +264,20 @@ def test_rejected_token_shows_sign_in_again(page: Any, site: Site) -> None:
     page.reload()
     expect(page.locator("#status")).to_contain_text("Your sign-in has expired or was revoked")
     shot(page, "09-token-rejected")
+
+
+def test_pkce_sha256_fallback_matches_webcrypto(page: Any, site: Site) -> None:
+    page.goto(site.base + "/app/")
+    result = page.evaluate("""async () => {
+        const { sha256 } = await import('/app/static/sha256.js');
+        const hex = (b) => Array.from(new Uint8Array(b), (x) => x.toString(16).padStart(2, '0')).join('');
+        const out = [];
+        for (const text of ['', 'abc', 'x'.repeat(55), 'y'.repeat(64), 'verifier-' + 'z'.repeat(120)]) {
+            const data = new TextEncoder().encode(text);
+            out.push([hex(sha256(data)), hex(await crypto.subtle.digest('SHA-256', data))]);
+        }
+        return out;
+    }""")
+    abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2 example
+    assert result[1][0] == abc
+    assert all(ours == webcrypto for ours, webcrypto in result)

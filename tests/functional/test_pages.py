@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 from typing import Any
 
 import pytest
 
+from server.api.app_routes import register_client
 from server.web import STATIC
 from server.web import TEMPLATES
 
@@ -83,7 +85,7 @@ def test_session_cookie_is_hardened(app: Any) -> None:
     assert app.config["SESSION_COOKIE_SAMESITE"] in ("Lax", "Strict")
 
 
-def test_https_base_makes_the_session_cookie_secure(tmp_path: pathlib.Path) -> None:
+def test_https_base_makes_the_session_cookie_secure_and_registers_the_client(tmp_path: pathlib.Path) -> None:
     from server import create_app
     from server.settings import Settings
 
@@ -93,6 +95,11 @@ def test_https_base_makes_the_session_cookie_secure(tmp_path: pathlib.Path) -> N
         assert app.config["SESSION_COOKIE_SECURE"] is True
         r = app.test_client().get("/app/", base_url="https://clinic.example")
         assert r.headers["Strict-Transport-Security"].startswith("max-age=")
+        # the pages registered themselves as a public client for the configured origin only
+        client = app.extensions["rehabfhir.auth"].store.client("rehabfhir-web")
+        assert client.client_type == "public"
+        assert json.loads(client.redirect_uris) == ["https://clinic.example/app/callback"]
+        assert register_client(app, app.config["REHABFHIR_SETTINGS"]) is None  # idempotent
     finally:
         app.extensions["rehabfhir.engine"].dispose()
 

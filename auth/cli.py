@@ -137,3 +137,20 @@ def launch() -> None:
 def launch_add(patient: str | None, encounter: str | None) -> None:
     """Register an EHR launch context and print its `launch` value."""
     click.echo(json.dumps({"launch": _store().add_launch(patient, encounter)}))
+
+
+@click.group("keys")
+def keys() -> None:
+    """The server's token signing keys."""
+
+
+@keys.command("rotate")
+@click.option("--retire-old", is_flag=True, help="stop accepting tokens signed by the older keys at once")
+def keys_rotate(retire_old: bool) -> None:
+    """Create a new signing key; older keys keep verifying (JWKS) unless --retire-old."""
+    from auth.keys import KeyStore
+    from server.settings import Settings
+
+    settings = Settings.from_env()
+    kid = KeyStore(_store().sessions, settings.secret_key).rotate(retire_old=retire_old)
+    click.echo(json.dumps({"kid": kid, "retired_old": retire_old}))

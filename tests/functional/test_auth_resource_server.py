@@ -258,3 +258,22 @@ def test_revocation_and_introspection(app: Any) -> None:
         == 200
     )
     assert c.post("/auth/introspect", data={"token": token}).status_code == 401
+
+
+def test_key_rotation_keeps_old_tokens_until_retired(app: Any) -> None:
+    keys = ext(app).keys
+    before = client_credentials_token(app)
+    old_kid = keys.signing_key().kid
+    new_kid = keys.rotate()
+    try:
+        assert new_kid != old_kid
+        published = {k["kid"] for k in app.test_client().get("/.well-known/jwks.json").get_json()["keys"]}
+        assert {old_kid, new_kid} <= published
+        after = client_credentials_token(app)
+        assert jwt.decode(after, keys.key_set(new_kid), algorithms=["RS256"]).header["kid"] == new_kid
+        assert app.test_client().get("/Patient", headers=bearer(before)).status_code == 200
+        keys.rotate(retire_old=True)
+        r = app.test_client().get("/Patient", headers=bearer(before))
+        assert r.status_code == 401 and "signature" in r.get_json()["issue"][0]["diagnostics"]
+    finally:
+        keys.keys(refresh=True)

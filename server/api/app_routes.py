@@ -28,11 +28,15 @@ bp = flask.Blueprint(
     static_folder=str(STATIC), static_url_path="/static",
 )
 
-# Scopes the pages ask for; the authorization server grants what the user's role allows.
-REQUESTED_SCOPES = (
+# Least privilege per console: a sign-in from the clinician pages asks for clinical reads only,
+# one from the audit console for AuditEvent (and Patient, to name whom an event is about).
+CLINICAL_SCOPES = (
     "openid fhirUser user/Patient.rs user/Observation.rs user/Goal.rs user/CarePlan.rs "
-    "user/Encounter.rs user/Procedure.rs user/QuestionnaireResponse.rs user/AuditEvent.rs"
+    "user/Encounter.rs user/Procedure.rs user/QuestionnaireResponse.rs"
 )
+AUDIT_SCOPES = "openid fhirUser user/AuditEvent.rs user/Patient.rs"
+REQUESTED_SCOPES = " ".join(dict.fromkeys((CLINICAL_SCOPES + " " + AUDIT_SCOPES).split()))
+"""Everything the client may ask for (its registration)."""
 
 CSP = "; ".join((
     "default-src 'none'",
@@ -111,7 +115,8 @@ def config() -> flask.Response:
     return flask.jsonify({
         "client_id": CLIENT_NAME,
         "fhir_base": base_url(),
-        "scope": REQUESTED_SCOPES,
+        "scope": CLINICAL_SCOPES,
+        "audit_scope": AUDIT_SCOPES,
         "auth": _has_auth(),
     })
 

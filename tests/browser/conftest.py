@@ -159,7 +159,7 @@ def failed_requests(page: Any, site: Site) -> list[str]:
     return [f for f in page.failed if site.rehab or "/rehab/" not in f]
 
 
-def sign_in(page: Any, site: Site, path: str, username: str) -> None:
+def sign_in(page: Any, site: Site, path: str, username: str, screenshots: bool = False) -> None:
     """Open a page, press Sign in, log in and approve through the server's own pages, land back on it."""
     page.goto(site.base + path)
     page.locator("#sign-in-main").click()
@@ -167,7 +167,12 @@ def sign_in(page: Any, site: Site, path: str, username: str) -> None:
         page.wait_for_url("**/auth/**")
         page.fill("input[name=username]", username)
         page.fill("input[name=password]", site.password)
+        if screenshots:
+            shot(page, "01b-auth-login")
         page.locator("form button[type=submit], form input[type=submit]").first.click()
+        if screenshots:
+            page.locator("button[name=decision][value=approve]").wait_for()
+            shot(page, "01c-auth-consent")
         page.locator("button[name=decision][value=approve]").click()
     page.wait_for_url(site.base + path)
     page.locator("#sign-out").wait_for()

@@ -40,7 +40,7 @@ def test_patient_pages_need_sign_in(page: Any, site: Site) -> None:
 
 
 def test_picker_lists_patients_and_escapes_names(page: Any, site: Site) -> None:
-    sign_in(page, site, "/app/patients", site.clinician)
+    sign_in(page, site, "/app/patients", site.clinician, screenshots=True)
     page.locator("#patient-list tbody tr").first.wait_for()
     rows = page.locator("#patient-list tbody tr")
     assert rows.count() == 3
@@ -281,3 +281,13 @@ def test_pkce_sha256_fallback_matches_webcrypto(page: Any, site: Site) -> None:
     abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2 example
     assert result[1][0] == abc
     assert all(ours == webcrypto for ours, webcrypto in result)
+
+
+def test_clinician_sign_in_carries_no_audit_access(page: Any, site: Site) -> None:
+    sign_in(page, site, "/app/patients", site.clinician)
+    stored = json.loads(page.evaluate("sessionStorage.getItem('rehabfhir.session')"))
+    assert "AuditEvent" not in stored["scope"]
+    page.goto(site.base + "/app/audit")
+    expect(page.locator("#status")).to_contain_text("carries no audit access")
+    assert page.locator("#audit-table").is_hidden()
+    assert not [f for f in page.failed if "/AuditEvent" in f]

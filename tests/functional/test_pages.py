@@ -60,7 +60,9 @@ def test_config_names_client_audience_and_scopes(app: Any) -> None:
     body = r.get_json()
     assert body["client_id"] == "rehabfhir-web"
     assert body["fhir_base"] == "http://testserver/fhir"  # the token audience: the configured FHIR base
-    assert {"openid", "fhirUser", "user/Patient.rs", "user/AuditEvent.rs"} <= set(body["scope"].split())
+    assert {"openid", "fhirUser", "user/Patient.rs", "user/Observation.rs"} <= set(body["scope"].split())
+    assert "user/AuditEvent.rs" not in body["scope"]  # least privilege: clinical sign-ins never ask for audit
+    assert set(body["audit_scope"].split()) == {"openid", "fhirUser", "user/AuditEvent.rs", "user/Patient.rs"}
     assert r.headers["Cache-Control"] == "no-store"
 
 

@@ -1,6 +1,6 @@
 // Entry point: sign-in state in the top bar, then the page's own module.
 import { h, replace, state } from "./dom.js";
-import { completeSignIn, session, signIn, signOut } from "./smart.js";
+import { canRead, completeSignIn, session, signIn, signOut } from "./smart.js";
 
 const PAGES = {
   patients: () => import("./patients.js"),
@@ -48,6 +48,15 @@ async function run() {
   if (!session()) {
     for (const node of document.querySelectorAll("main > :not(h1):not(.crumbs):not(#status)")) node.hidden = true;
     signInPrompt(status);
+    return;
+  }
+  const needs = { patients: "Patient", patient: "Observation", audit: "AuditEvent" }[page];
+  if (!canRead(needs)) {
+    for (const node of document.querySelectorAll("main > :not(h1):not(.crumbs):not(#status)")) node.hidden = true;
+    state(status, "info", page === "audit"
+      ? "This sign-in was for the clinician pages and carries no audit access. Sign in again for the audit console."
+      : "This sign-in was for the audit console and carries no clinical access. Sign in again for the patient pages.",
+    h("button", { type: "button", class: "primary", id: "sign-in-main", onclick: () => signIn() }, "Sign in again"));
     return;
   }
   const mod = await PAGES[page]();

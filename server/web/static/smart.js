@@ -97,8 +97,9 @@ export async function signIn(returnTo = location.pathname + location.search) {
   const state = randomString(24);
   sessionStorage.setItem(PENDING_KEY, JSON.stringify({ state, verifier, returnTo }));
   const url = new URL(meta.authorization_endpoint, location.origin);
+  const scope = returnTo.startsWith("/app/audit") ? cfg.audit_scope : cfg.scope;
   const params = {
-    response_type: "code", client_id: cfg.client_id, redirect_uri: redirectUri(), scope: cfg.scope,
+    response_type: "code", client_id: cfg.client_id, redirect_uri: redirectUri(), scope,
     state, aud: cfg.fhir_base, code_challenge: await challengeFor(verifier), code_challenge_method: "S256",
   };
   for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);

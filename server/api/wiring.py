@@ -42,4 +42,5 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
     from auth import flask_integration; flask_integration.init_app(app, settings)  # noqa: E702
     from server.api import bulk_routes; bulk_routes.init_app(app, settings)  # noqa: E702
     from server.api import app_routes; app_routes.init_app(app, settings)  # noqa: E702
+    from server.api import rehab_routes; rehab_routes.init_app(app, settings)  # noqa: E702
     app.register_blueprint(fhir_bp)

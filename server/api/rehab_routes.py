@@ -1,0 +1,199 @@
+"""Blueprint "rehab": clinic payloads in, one FHIR transaction each, the clinic view and references out.
+
+Every POST validates with the fhir_mapping schema (400 naming the field, nothing stored),
+builds one transaction Bundle and runs it through the FHIR transaction interaction, so it is
+atomic and passes the same scope checks and auditing as POST / of a Bundle. Progress reads
+Observations through the repository search, confined to what the token may see.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import flask
+import orjson
+from marshmallow import Schema
+
+from fhir_mapping import analytics
+from fhir_mapping import assessments
+from fhir_mapping import catalog
+from fhir_mapping import outcomes
+from fhir_mapping import plans
+from fhir_mapping import schemas
+from fhir_mapping import sensors
+from fhir_mapping import sessions
+from fhir_mapping import transaction
+from server.api import requests as rq
+from server.errors import InvalidRequestError
+from server.errors import NotFoundError
+from server.fhir.access import OPEN
+from server.fhir.access import AccessContext
+from server.fhir.access import restrict_query
+from server.fhir.http import FhirRequest
+from server.fhir.interactions.bundle import process_bundle
+from server.fhir.interactions.search_type import check_search_access
+from server.fhir.operations import terminology
+from server.fhir.repository import FhirRepository
+from server.fhir.search.params import parse_search
+from server.settings import Settings
+
+log = logging.getLogger("rehabfhir.rehab")
+bp = flask.Blueprint("rehab", __name__, url_prefix="/rehab")
+_PAGE = 1000
+
+Build = Callable[[dict[str, Any]], list[transaction.Entry]]
+Read = Callable[[list[transaction.Entry]], dict[str, Any]]
+
+
+def _repo() -> FhirRepository:
+    return flask.g.repo  # type: ignore[no-any-return]
+
+
+def _ctx() -> AccessContext:
+    return flask.g.access  # type: ignore[no-any-return]
+
+
+def _json(body: Any, status: int = 200) -> flask.Response:
+    return flask.Response(orjson.dumps(body), status=status, mimetype="application/json")
+
+
+def _check_patient(patient: str, error: type[InvalidRequestError] | type[NotFoundError]) -> None:
+    stored = _repo().read_resource("Patient", patient)
+    if stored is None or stored.deleted:
+        raise error(f"Patient/{patient} does not exist", expression=("patient",))
+
+
+def _submit(
+    schema: Schema,
+    build: Build,
+    read: Read,
+    extra: Callable[[list[transaction.Entry]], dict[str, Any]] | None = None,
+) -> flask.Response:
+    payload = schemas.load(schema, rq.parse_body())
+    _check_patient(payload["patient"], InvalidRequestError)
+    entries = build(payload)
+    answer = process_bundle(_repo(), _ctx(), rq.fhir_request(transaction.bundle(entries)))
+    body = answer.body if isinstance(answer.body, dict) else orjson.loads(answer.body or "{}")
+    view = read(entries)
+    if extra is not None:
+        view.update(extra(entries))
+    view["references"] = transaction.references(entries, body)
+    return _json(view, 201)
+
+
+@bp.post("/assessments")
+def post_assessment() -> flask.Response:
+    return _submit(schemas.AssessmentSchema(), assessments.build_assessment, assessments.read_assessment)
+
+
+@bp.post("/plans")
+def post_plan() -> flask.Response:
+    return _submit(schemas.PlanSchema(), plans.build_plan, plans.read_plan)
+
+
+@bp.post("/sessions")
+def post_session() -> flask.Response:
+    return _submit(sessions.SessionSchema(), sessions.build_session, sessions.read_session)
+
+
+@bp.post("/outcomes")
+def post_outcome() -> flask.Response:
+    return _submit(
+        outcomes.OutcomeSchema(),
+        outcomes.build_outcome,
+        outcomes.read_outcome,
+        lambda entries: {"score": outcomes.read_score(entries)},
+    )
+
+
+@bp.post("/sensor-series")
+def post_sensor_series() -> flask.Response:
+    return _submit(
+        sensors.SensorSeriesSchema(),
+        sensors.build_series,
+        sensors.read_series,
+        lambda entries: {"summaries": sensors.read_summaries(entries)},
+    )
+
+
+@bp.get("/patients/<id_>/progress")
+def get_progress(id_: str) -> flask.Response:
+    ctx, repo = _ctx(), _repo()
+    check_search_access(ctx, ("Observation",))
+    _check_patient(id_, NotFoundError)
+    req = rq.fhir_request(params=())
+    found: list[tuple[str, dict[str, Any]]] = []
+    while True:
+        params = [("subject", f"Patient/{id_}"), ("_count", str(_PAGE)), ("_offset", str(len(found)))]
+        query = restrict_query(ctx, parse_search(req, ("Observation",), params=params))
+        result = repo.search(query)
+        found += [(f"Observation/{m.id}", orjson.loads(m.body)) for m in result.matches]
+        if not result.has_next or not result.matches:
+            break
+    return _json({"patient": f"Patient/{id_}", "measures": analytics.progress(found)})
+
+
+@bp.get("/catalog")
+def get_catalog() -> flask.Response:
+    return _json({"measures": [catalog_entry(m) for m in catalog.MEASURES]})
+
+
+def catalog_entry(m: catalog.Measure) -> dict[str, Any]:
+    """Return the public description of one measure."""
+    return {
+        "measure": m.key,
+        "display": m.display,
+        "category": m.category,
+        "value_type": m.value_type,
+        "unit": m.unit,
+        "input_units": list(m.input_units),
+        "range": [m.low, m.high],
+        "grades": [g.code for g in m.grades],
+        "laterality": m.laterality,
+        "body_site": m.site,
+        "method": m.method,
+        "mcid": m.mcid,
+        "mcid_kind": m.mcid_kind if m.mcid else None,
+        "direction": m.direction,
+        "status": m.status,
+        "codes": [
+            {
+                "system": c.system,
+                "code": c.code,
+                "display": c.display,
+                "status": c.status,
+                "sent": c.sent,
+                "source": c.source,
+                "side": c.side,
+                "protocol": c.protocol,
+            }
+            for c in m.codes
+        ],
+        "source": m.source,
+        "note": m.note,
+    }
+
+
+def seed_terminology(app: flask.Flask, settings: Settings) -> list[str]:
+    """Store our CodeSystems, ValueSets and ConceptMap (missing or changed ones) as the system."""
+    from server.store.repository import SqlRepository
+
+    session = app.extensions["rehabfhir.sessions"]()
+    try:
+        req = FhirRequest(method="PUT", base_url=settings.base_url or "http://localhost")
+        return terminology.seed(SqlRepository(session), OPEN, req)
+    finally:
+        session.close()
+
+
+def init_app(app: flask.Flask, settings: Settings) -> None:
+    """Register the /rehab blueprint and seed the terminology resources."""
+    app.register_blueprint(bp)
+    try:
+        written = seed_terminology(app, settings)
+        if written:
+            log.info("seeded terminology: %s", ", ".join(written))
+    except Exception:  # a server without its tables yet still starts; $lookup/$translate need no seed
+        log.warning("could not seed the terminology resources", exc_info=True)

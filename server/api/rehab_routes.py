@@ -122,6 +122,9 @@ def post_sensor_series() -> flask.Response:
 def get_progress(id_: str) -> flask.Response:
     ctx, repo = _ctx(), _repo()
     check_search_access(ctx, ("Observation",))
+    confined = ctx.compartment_patient("Observation", "s")
+    if confined is not None and confined != id_:
+        raise NotFoundError(f"Patient/{id_} is not known", expression=("patient",))
     _check_patient(id_, NotFoundError)
     req = rq.fhir_request(params=())
     found: list[tuple[str, dict[str, Any]]] = []

@@ -9,8 +9,13 @@ from typing import Any
 import pytest
 
 from fhir_mapping import codes
+from fhir_mapping import outcomes
+from fhir_mapping import schemas
+from fhir_mapping import sensors
+from fhir_mapping import sessions
 from server.api.rehab_routes import seed_terminology
 from tests.conftest import FhirClient
+from tests.conftest import client_credentials_token
 
 JSON = "application/json"
 
@@ -98,6 +103,15 @@ SERIES = {
 }
 
 
+SCHEMAS = {
+    "/rehab/assessments": schemas.AssessmentSchema(),
+    "/rehab/plans": schemas.PlanSchema(),
+    "/rehab/sessions": sessions.SessionSchema(),
+    "/rehab/outcomes": outcomes.OutcomeSchema(),
+    "/rehab/sensor-series": sensors.SensorSeriesSchema(),
+}
+
+
 def _patient(fhir: FhirClient) -> str:
     return str(fhir.create({"resourceType": "Patient", "name": [{"family": "Rehab"}]})["id"])
 
@@ -130,6 +144,9 @@ def test_post_stores_one_transaction_and_answers_view(
     body = r.get_json()
     assert body["patient"] == patient
     assert {k: len(v) for k, v in body["references"].items()} == roles
+    # the view is the payload in canonical form (the reverse mapping of what was stored)
+    view = {k: v for k, v in body.items() if k not in ("references", "score", "summaries")}
+    assert view == schemas.load(SCHEMAS[path], {"patient": patient, **payload})
     for refs in body["references"].values():
         for ref in refs:
             read = fhir.call("GET", f"/{ref}")
@@ -378,3 +395,29 @@ def test_terminology_resources_lookup_and_translate(app: Any, fhir: FhirClient) 
     assert parts[1]["valueCoding"]["code"] == "grip_strength" and parts[0]["valueCode"] == "wider"
     r = fhir.call("GET", f"/ConceptMap/$translate?system={codes.PT}&code=mmt_grade")
     assert r.get_json()["parameter"][0] == {"name": "result", "valueBoolean": False}
+
+
+def test_progress_needs_observation_search_and_respects_scope_restrictions(
+    app: Any, fhir: FhirClient
+) -> None:
+    a, b = _patient(fhir), _patient(fhir)
+    for patient in (a, b):
+        assert _post(fhir, "/rehab/assessments", {"patient": patient, **ASSESSMENT}).status_code == 201
+    no_obs = FhirClient(app.test_client(), client_credentials_token(app, "system/Patient.rs"))
+    r = no_obs.call("GET", f"/rehab/patients/{a}/progress")
+    assert r.status_code == 403 and r.get_json()["issue"][0]["code"] == "forbidden"
+    only_a = FhirClient(
+        app.test_client(), client_credentials_token(app, f"system/Observation.rs?subject=Patient/{a}")
+    )
+    r = only_a.call("GET", f"/rehab/patients/{a}/progress")
+    assert r.status_code == 200 and len(r.get_json()["measures"]) == 5
+    r = only_a.call("GET", f"/rehab/patients/{b}/progress")
+    assert r.status_code == 200 and r.get_json()["measures"] == []
+
+
+def test_write_needs_the_scopes_of_every_resource(app: Any, fhir: FhirClient) -> None:
+    patient = _patient(fhir)
+    obs_only = FhirClient(app.test_client(), client_credentials_token(app, "system/Observation.cruds"))
+    r = obs_only.call("POST", "/rehab/assessments", {"patient": patient, **ASSESSMENT}, content_type=JSON)
+    assert r.status_code == 403  # the Encounter of the assessment is outside the scopes
+    assert _count(fhir, "Observation") == 0

@@ -101,6 +101,7 @@ def db_reindex(resource_type: str | None) -> None:
 
 
 # Command groups of the other packages, one line each (auth: client/user, audit, bulk load).
+from server.audit.cli import audit as _audit_group; cli.add_command(_audit_group)  # noqa: E402,E702
 from auth.cli import client as _client_group; cli.add_command(_client_group)  # noqa: E402,E702
 from auth.cli import user as _user_group; cli.add_command(_user_group)  # noqa: E402,E702
 from auth.cli import launch as _launch_group; cli.add_command(_launch_group)  # noqa: E402,E702

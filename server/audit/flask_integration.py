@@ -1,0 +1,393 @@
+"""Flask wiring of the audit trail: audit every FHIR request, serve AuditEvent read-only.
+
+- before_request wraps flask.g.repo in an AuditedRepository: writes are audited inside
+  their own transaction, before it commits.
+- after_request audits everything else (reads, searches, history, operations, each bundle
+  entry, failures and denials) in a transaction of its own, before the response is sent;
+  if that fails the response becomes a 500 OperationOutcome (fail closed).
+- Blueprint "audit" (registered before "fhir") serves GET /AuditEvent (search), /AuditEvent/<id>,
+  /AuditEvent/$export-ndjson and refuses every write with 405.
+https://profiles.ihe.net/ITI/BALP/
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import flask
+import orjson
+
+from server.api import requests as rq
+from server.api.responses import to_flask
+from server.audit import chain
+from server.audit import store
+from server.audit.events import AuditFacts
+from server.audit.events import outcome_for_status
+from server.audit.hook import AuditedRepository
+from server.audit.hook import Interaction
+from server.audit.hook import Write
+from server.audit.hook import classify
+from server.audit.hook import patients_of_text
+from server.errors import ForbiddenError
+from server.errors import InvalidRequestError
+from server.errors import MethodNotAllowedError
+from server.errors import NotFoundError
+from server.fhir.access import OPEN
+from server.fhir.access import AccessContext
+from server.fhir.http import FhirResponse
+from server.fhir.outcomes import issue
+from server.fhir.outcomes import operation_outcome
+from server.settings import Settings
+
+log = logging.getLogger("rehabfhir.audit")
+EXTENSION = "rehabfhir.audit"
+NDJSON = "application/fhir+ndjson"
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Audit configuration: on by default; the key signs checkpoints."""
+
+    enabled: bool
+    key: bytes
+    checkpoint_every: int
+
+    @classmethod
+    def from_env(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> AuditSettings:
+        """REHABFHIR_AUDIT (benchmark-only "off"), REHABFHIR_AUDIT_KEY, REHABFHIR_AUDIT_CHECKPOINT_EVERY."""
+        env = os.environ if environ is None else environ
+        enabled = env.get("REHABFHIR_AUDIT", "on").strip().lower() not in ("off", "0", "false", "no")
+        key = (env.get("REHABFHIR_AUDIT_KEY") or settings.secret_key).encode()
+        every = int(env.get("REHABFHIR_AUDIT_CHECKPOINT_EVERY") or 100)
+        return cls(enabled, key, max(1, every))
+
+
+def audit_settings(app: flask.Flask | None = None) -> AuditSettings:
+    """The app's AuditSettings."""
+    return (app or flask.current_app).extensions[EXTENSION]  # type: ignore[no-any-return]
+
+
+def _ctx() -> AccessContext:
+    return getattr(flask.g, "access", None) or OPEN
+
+
+def _facts(
+    interaction: Interaction,
+    status: int,
+    *,
+    resource: str | None = None,
+    query: str | None = None,
+    patient: str | None = None,
+    description: str | None = None,
+    subtype: str | None = None,
+) -> AuditFacts:
+    ctx = _ctx()
+    return AuditFacts(
+        subtype=subtype or interaction.subtype,
+        outcome=outcome_for_status(status),
+        recorded=chain.now(),
+        server=rq.base_url(),
+        user=getattr(ctx, "fhir_user", None) or ctx.user,
+        client_id=ctx.client_id,
+        address=ctx.remote_addr or flask.request.remote_addr,
+        resource=resource,
+        query=query,
+        patient=patient,
+        description=description,
+    )
+
+
+def _raw_request(method: str | None = None, path: str | None = None, query: str | None = None) -> str:
+    req = flask.request
+    path = req.path if path is None else path
+    query = req.query_string.decode("latin-1") if query is None else query
+    return f"{method or req.method} {path}" + (f"?{query}" if query else "")
+
+
+def _per_patient(base: AuditFacts, patients: tuple[str, ...]) -> list[AuditFacts]:
+    from dataclasses import replace
+
+    if not patients:
+        return [base]
+    return [replace(base, patient=p) for p in patients]
+
+
+# -- writes: inside the write's transaction ------------------------------------------------
+
+
+def _is_patch(write: Write) -> bool:
+    if flask.request.method == "PATCH":
+        return True
+    target = f"{write.stored.type}/{write.stored.id}"
+    return target in getattr(flask.g, "audit_patched", ())
+
+
+def _write_facts(write: Write, subtype: str | None = None) -> list[AuditFacts]:
+    stored = write.stored
+    if subtype is None:
+        subtype = (
+            "delete"
+            if stored.deleted
+            else "create"
+            if stored.method == "POST"
+            else ("patch" if _is_patch(write) else "update")
+        )
+    base = _facts(Interaction(subtype), 200, resource=f"{stored.type}/{stored.id}/_history/{stored.version}")
+    return _per_patient(base, write.patients)
+
+
+def _provenance(inner: Any, writes: list[Write]) -> list[Write]:
+    """Store an X-Provenance header as a Provenance targeting the versions just written."""
+    header = flask.request.headers.get("X-Provenance")
+    targets = [w.stored for w in writes if not w.stored.deleted and w.stored.type != "Provenance"]
+    if not header or not targets:
+        return []
+    from server.audit.hook import _patients
+    from server.fhir.writes import new_id
+    from server.fhir.writes import prepare_write
+
+    try:
+        provenance = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"X-Provenance is not JSON: {exc}", message_id="MSG_PROVENANCE") from None
+    if not isinstance(provenance, dict) or provenance.get("resourceType") != "Provenance":
+        raise InvalidRequestError("X-Provenance must hold a Provenance resource", message_id="MSG_PROVENANCE")
+    id_ = new_id()
+    provenance = {
+        **provenance,
+        "id": id_,
+        "target": [{"reference": f"{s.type}/{s.id}/_history/{s.version}"} for s in targets],
+    }
+    provenance.setdefault("recorded", chain.now().isoformat(timespec="milliseconds") + "Z")
+    write = prepare_write("Provenance", provenance)
+    stored = inner.create_resource("Provenance", write, id_)
+    return [Write(stored, _patients("Provenance", id_, write))]
+
+
+def _on_commit(inner: Any, writes: list[Write]) -> None:
+    """Append the writes' AuditEvents (and any X-Provenance) before the transaction commits."""
+    writes = writes + _provenance(inner, writes)
+    facts = [f for w in writes for f in _write_facts(w)]
+    cfg = audit_settings()
+    chain.append(inner.session, facts, cfg.key, cfg.checkpoint_every)
+
+
+# -- everything else: after the view, before the response is sent -------------------------
+
+
+def _response_text(response: flask.Response) -> bytes | None:
+    if response.is_streamed or not (response.mimetype or "").endswith("json"):
+        return None
+    return response.get_data()
+
+
+def _request_facts(response: flask.Response) -> list[AuditFacts]:
+    status = response.status_code
+    parts = [urllib.parse.unquote(p) for p in flask.request.path.strip("/").split("/") if p]
+    interaction = classify(flask.request.method, parts)
+    repo = flask.g.get("repo")
+    audited = getattr(repo, "audited", 0)
+    if interaction.subtype == "transaction":
+        return _bundle_facts(response)
+    if interaction.is_write and status < 400 and audited:
+        return []  # already in the write's transaction
+    return _interaction_facts(
+        interaction,
+        status,
+        _raw_request(),
+        lambda: _response_text(response),
+        response.headers.get("ETag"),
+        response.headers.get("Location"),
+    )
+
+
+def _version_of(etag: str | None) -> str | None:
+    return etag.strip().removeprefix("W/").strip('"') if etag else None
+
+
+def _interaction_facts(
+    interaction: Interaction, status: int, raw: str, body: Any, etag: str | None, location: str | None
+) -> list[AuditFacts]:
+    """The events of one request or bundle entry that was not a successful, audited write."""
+    patients: tuple[str, ...] = ()
+    resource = interaction.reference()
+    if interaction.subtype in ("read", "vread") and status < 300 and interaction.version is None:
+        resource = f"{resource}/_history/{_version_of(etag)}" if etag and resource else resource
+    if location and "/_history/" in location and interaction.is_write:
+        resource = "/".join(location.split("/")[-4:])
+    if status < 300 and interaction.type != "AuditEvent":
+        kind = interaction.type if interaction.subtype in ("read", "vread") else None
+        patients = patients_of_text(body(), kind)
+    if interaction.type == "Patient" and interaction.id and not patients:
+        patients = (f"Patient/{interaction.id}",)
+    query = raw if interaction.is_query or interaction.subtype == "operation" else None
+    base = _facts(interaction, status, resource=resource, query=query)
+    return _per_patient(base, patients)
+
+
+def _capture_bundle() -> None:
+    """Keep the raw body of POST / so each entry can be audited (the view reads it again)."""
+    req = flask.request
+    length = req.content_length
+    if req.method != "POST" or req.path.strip("/") or not length or length > rq.settings().max_body_bytes:
+        return
+    raw = req.environ["wsgi.input"].read(length)
+    req.environ["wsgi.input"] = io.BytesIO(raw)
+    flask.g.audit_bundle = raw
+    try:
+        entries = orjson.loads(raw).get("entry") or []
+        flask.g.audit_patched = {
+            "/".join(_entry_parts(e)[0][:2]) for e in entries if _entry_method(e) == "PATCH"
+        }
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        flask.g.audit_patched = set()
+
+
+def _entry_method(entry: Any) -> str:
+    return str((entry.get("request") or {}).get("method", "")).upper() if isinstance(entry, dict) else ""
+
+
+def _entry_parts(entry: Any) -> tuple[list[str], str]:
+    url = str((entry.get("request") or {}).get("url", "")) if isinstance(entry, dict) else ""
+    base = rq.base_url()
+    if url.startswith(base + "/"):
+        url = url[len(base) + 1 :]
+    path, _, query = url.partition("?")
+    return [p for p in path.split("/") if p], query
+
+
+def _bundle_facts(response: flask.Response) -> list[AuditFacts]:
+    """One event per entry that was not a successful write (those are audited in the transaction)."""
+    status = response.status_code
+    try:
+        request = orjson.loads(flask.g.get("audit_bundle") or b"{}")
+        answer = orjson.loads(response.get_data()) if status < 400 else {}
+    except orjson.JSONDecodeError:
+        request, answer = {}, {}
+    kind = request.get("type") if isinstance(request, dict) else None
+    subtype = kind if kind in ("batch", "transaction") else "transaction"
+    if status >= 400 or not isinstance(request, dict):
+        return [_facts(Interaction(subtype), status, query=_raw_request())]
+    facts: list[AuditFacts] = []
+    answers = answer.get("entry") or []
+    for index, entry in enumerate(request.get("entry") or []):
+        method = _entry_method(entry)
+        parts, query = _entry_parts(entry)
+        reply = answers[index] if index < len(answers) and isinstance(answers[index], dict) else {}
+        meta = reply.get("response") or {}
+        code = int(str(meta.get("status", "500")).split()[0] or 500)
+        interaction = classify(method, parts)
+        if interaction.is_write and code < 400:
+            continue
+        resource = reply.get("resource")
+        text = orjson.dumps(resource) if resource is not None else None
+        facts += _interaction_facts(
+            interaction,
+            code,
+            f"{method} /{'/'.join(parts)}" + (f"?{query}" if query else ""),
+            lambda t=text: t,
+            meta.get("etag"),
+            meta.get("location"),
+        )
+    return facts
+
+
+def _audit_response(response: flask.Response) -> flask.Response:
+    if flask.request.blueprint not in ("fhir", "audit") or flask.request.endpoint == "fhir.metadata":
+        return response
+    try:
+        facts = _request_facts(response)
+        if facts:
+            cfg = audit_settings()
+            store.write_events(flask.g.session, facts, cfg.key, cfg.checkpoint_every)
+    except Exception:
+        log.exception("audit write failed: refusing the response (fail closed)")
+        outcome = operation_outcome([issue("fatal", "exception", "The audit record could not be written")])
+        return to_flask(FhirResponse(500, outcome))
+    return response
+
+
+def record_auth_event(
+    session: Any,
+    kind: str,
+    outcome: int,
+    ctx: AccessContext | None,
+    detail: str | None = None,
+    *,
+    server: str | None = None,
+) -> None:
+    """Append an authentication event (login, login-failure, token-issue, token-refresh, token-revoke).
+
+    Runs in its own transaction on `session` and raises if it cannot be written (fail closed).
+    """
+    from server.audit.events import auth_facts
+
+    cfg = audit_settings()
+    ctx = ctx or OPEN
+    address = ctx.remote_addr or (flask.request.remote_addr if flask.has_request_context() else None)
+    facts = auth_facts(
+        kind,
+        outcome,
+        server=server or (rq.base_url() if flask.has_request_context() else ""),
+        recorded=chain.now(),
+        user=getattr(ctx, "fhir_user", None) or ctx.user,
+        client_id=ctx.client_id,
+        address=address,
+        detail=detail,
+    )
+    store.write_events(session, [facts], cfg.key, cfg.checkpoint_every)
+
+
+def init_app(app: flask.Flask, settings: Settings) -> None:
+    """Register the audit hooks and the AuditEvent blueprint (before the fhir blueprint)."""
+    cfg = AuditSettings.from_env(settings)
+    app.extensions[EXTENSION] = cfg
+    from server.audit.routes import bp
+
+    app.register_blueprint(bp)
+    if not cfg.enabled:
+        log.warning("REHABFHIR_AUDIT=off: the audit trail is NOT written (benchmarks only)")
+        return
+
+    @app.before_request
+    def _wrap_repository() -> None:
+        repo = flask.g.get("repo")
+        if repo is not None and not isinstance(repo, AuditedRepository):
+            audited = AuditedRepository(repo, _on_commit)
+            audited.verify_audit = lambda: _verify(repo.session)  # type: ignore[attr-defined]
+            flask.g.repo = audited
+        _capture_bundle()
+
+    app.after_request(_audit_response)
+
+
+def _verify(session: Any) -> dict[str, Any]:
+    from server.audit.verify import verify
+
+    return verify(session, audit_settings().key).as_dict()
+
+
+def forbid_writes() -> None:
+    """AuditEvent is written by the server only."""
+    raise MethodNotAllowedError(
+        "AuditEvent is read-only: the server writes the audit trail itself", headers={"Allow": "GET"}
+    )
+
+
+def require_auditor(ctx: AccessContext, interaction: str) -> None:
+    """403 unless the token may read AuditEvent (auditor, or a patient reading their own)."""
+    if not ctx.can("AuditEvent", interaction):
+        raise ForbiddenError(
+            "Reading the audit trail needs an auditor scope (AuditEvent.rs)", message_id="MSG_FORBIDDEN"
+        )
+
+
+def not_found(id_: str) -> NotFoundError:
+    """404 for an unknown (or invisible) AuditEvent."""
+    return NotFoundError(f"AuditEvent/{id_} is not known", message_id="MSG_NO_EXIST")

@@ -1,0 +1,225 @@
+"""Where audit records come from: a repository wrapper for writes, a classifier for requests.
+
+AuditedRepository wraps the request's repository. It notes every create, update and delete
+and, when the outermost transaction() block ends, hands them to a callback that appends
+their AuditEvents inside that same transaction, before the commit: a write and its audit
+record commit together or not at all. Reads, searches, operations and failures are audited
+per request (see flask_integration). https://profiles.ihe.net/ITI/BALP/
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from server.errors import MethodNotAllowedError
+from server.fhir.repository import StoredResource
+from server.fhir.repository import WriteRequest
+
+AUDIT_TYPE = "AuditEvent"
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One stored version and the patients whose compartment it is in."""
+
+    stored: StoredResource
+    patients: tuple[str, ...]
+
+
+def _patients(type_: str, id_: str, write: WriteRequest | None) -> tuple[str, ...]:
+    found = [f"Patient/{owner}" for kind, owner in (write.compartments if write else ()) if kind == "Patient"]
+    if type_ == "Patient" and f"Patient/{id_}" not in found:
+        found.insert(0, f"Patient/{id_}")
+    return tuple(dict.fromkeys(found))
+
+
+class AuditedRepository:
+    """A FhirRepository that records its writes and audits them before its transactions commit."""
+
+    def __init__(self, inner: Any, on_commit: Callable[[Any, list[Write]], None]) -> None:
+        self.inner = inner
+        self._on_commit = on_commit
+        self._depth = 0
+        self._writes: list[Write] = []
+        self.audited = 0  # write events appended (and committed) so far in this request
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Join or open a write transaction; audit its writes before the commit."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._writes = []
+        with self.inner.transaction():
+            self._depth = 1
+            try:
+                yield
+                writes, self._writes = self._writes, []
+                if writes:
+                    self._on_commit(self.inner, writes)
+                    self.audited += len(writes)
+            finally:
+                self._depth = 0
+                self._writes = []
+
+    def _record(self, stored: StoredResource, patients: tuple[str, ...]) -> StoredResource:
+        self._writes.append(Write(stored, patients))
+        return stored
+
+    @staticmethod
+    def _refuse(type_: str) -> None:
+        if type_ == AUDIT_TYPE:
+            raise MethodNotAllowedError("AuditEvent is read-only: the server writes the audit trail itself")
+
+    def create_resource(self, type_: str, write: WriteRequest, id_: str) -> StoredResource:
+        """Create, noting the new version."""
+        self._refuse(type_)
+        with self.transaction():
+            stored = self.inner.create_resource(type_, write, id_)
+            return self._record(stored, _patients(type_, id_, write))
+
+    def update_resource(
+        self, type_: str, id_: str, write: WriteRequest, if_match: int | None = None
+    ) -> tuple[StoredResource, bool]:
+        """Update, noting the new version."""
+        self._refuse(type_)
+        with self.transaction():
+            stored, created = self.inner.update_resource(type_, id_, write, if_match)
+            self._record(stored, _patients(type_, id_, write))
+            return stored, created
+
+    def delete_resource(self, type_: str, id_: str, if_match: int | None = None) -> StoredResource | None:
+        """Delete, noting the tombstone and the patients the last live version belonged to."""
+        self._refuse(type_)
+        with self.transaction():
+            before = self.inner.read_resource(type_, id_)
+            stored = self.inner.delete_resource(type_, id_, if_match)
+            if stored is not None and before is not None and not before.deleted:
+                self._record(stored, patients_of_text(before.body, type_))
+            return stored
+
+
+# -- request classification (framework-free) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """What a request (or bundle entry) was: restful-interaction code and its target."""
+
+    subtype: str
+    type: str | None = None
+    id: str | None = None
+    version: str | None = None
+
+    @property
+    def is_write(self) -> bool:
+        """Whether the interaction stores data (audited in the write's transaction)."""
+        return self.subtype in ("create", "update", "patch", "delete")
+
+    @property
+    def is_query(self) -> bool:
+        """Whether the interaction returns a set (one event per patient in it)."""
+        return self.subtype.startswith(("search", "history"))
+
+    def reference(self) -> str | None:
+        """Type/id[/_history/v] of the target, if there is one."""
+        if not (self.type and self.id):
+            return self.type if self.type and self.subtype == "operation" else None
+        return f"{self.type}/{self.id}" + (f"/_history/{self.version}" if self.version else "")
+
+
+_BY_METHOD = {
+    "GET": "read",
+    "HEAD": "read",
+    "POST": "create",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
+
+
+def classify(method: str, parts: list[str]) -> Interaction:
+    """Name the interaction a method and path (split on "/") ask for."""
+    method, n = method.upper(), len(parts)
+    if n == 0:
+        return Interaction("search-system" if method == "GET" else "transaction")
+    if parts[-1].startswith("$"):
+        return Interaction("operation", parts[0] if n > 1 else None, parts[1] if n > 2 else None)
+    type_ = parts[0]
+    if n == 1:
+        if type_ == "_history":
+            return Interaction("history-system")
+        return Interaction(
+            "search-type" if method in ("GET", "HEAD") else _BY_METHOD.get(method, "operation"), type_
+        )
+    if n == 2:
+        if parts[1] == "_history":
+            return Interaction("history-type", type_)
+        if parts[1] == "_search":
+            return Interaction("search-type", type_)
+        return Interaction(_BY_METHOD.get(method, "operation"), type_, parts[1])
+    if n == 3:
+        if parts[2] == "_history":
+            return Interaction("history-instance", type_, parts[1])
+        return Interaction("search-type", parts[2])
+    if n == 4 and parts[2] == "_history":
+        return Interaction("vread", type_, parts[1], parts[3])
+    return Interaction(_BY_METHOD.get(method, "operation"), type_, parts[1])
+
+
+# -- patients whose data a body carries -----------------------------------------------------
+
+
+def patients_of(resource: Any, depth: int = 0) -> tuple[str, ...]:
+    """Patient references whose compartment holds the resource (for a Bundle: its entries)."""
+    if not isinstance(resource, dict):
+        return ()
+    rtype = resource.get("resourceType")
+    if rtype == "Bundle" and depth < 2:
+        found: dict[str, None] = {}
+        for entry in resource.get("entry") or ():
+            if isinstance(entry, dict):
+                for patient in patients_of(entry.get("resource"), depth + 1):
+                    found[patient] = None
+        return tuple(found)
+    if rtype == "Patient":
+        return (f"Patient/{resource.get('id')}",) if resource.get("id") else ()
+    if not isinstance(rtype, str) or not in_patient_compartment(rtype):
+        return ()
+    from server.fhir.search.indexer import compartments_of
+
+    try:
+        pairs = compartments_of(resource)
+    except Exception:  # an unknown type or odd shape must not stop the audit
+        return ()
+    return tuple(f"Patient/{owner}" for kind, owner in pairs if kind == "Patient")
+
+
+def in_patient_compartment(type_: str) -> bool:
+    """Whether resources of the type can belong to a Patient compartment."""
+    from server.fhir.search.definitions import compartment_params
+
+    return type_ == "Patient" or bool(compartment_params("Patient", type_))
+
+
+def patients_of_text(text: str | bytes | None, type_: str | None = None) -> tuple[str, ...]:
+    """patients_of on JSON text, parsing it only when the type can hold patient data."""
+    if not text or (type_ is not None and type_ != "Bundle" and not in_patient_compartment(type_)):
+        return ()
+    try:
+        return patients_of(orjson.loads(text))
+    except orjson.JSONDecodeError:
+        return ()

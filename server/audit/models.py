@@ -1,0 +1,56 @@
+"""Audit tables: the append-only event chain and its signed checkpoints.
+
+They sit on server.store.base.Base so one Alembic history migrates them, but nothing in the
+clinical store joins them: to move them to their own database, point a second engine at them
+(see README.md, "Own database"). https://profiles.ihe.net/ITI/BALP/
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy import orm as so
+
+from server.store.base import Base
+
+BigIntPk = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class AuditRecord(Base):
+    """One AuditEvent: searchable columns, the served JSON, and its link in the hash chain."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        sa.Index("ix_audit_event_recorded", "recorded"),
+        sa.Index("ix_audit_event_patient_recorded", "patient", "recorded"),
+        sa.Index("ix_audit_event_actor_recorded", "actor", "recorded"),
+        sa.Index("ix_audit_event_resource", "resource"),
+    )
+
+    pk: so.Mapped[int] = so.mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    recorded: so.Mapped[datetime] = so.mapped_column(sa.DateTime)
+    actor: so.Mapped[str | None] = so.mapped_column(sa.String(256), nullable=True)
+    client: so.Mapped[str | None] = so.mapped_column(sa.String(256), nullable=True)
+    patient: so.Mapped[str | None] = so.mapped_column(sa.String(128), nullable=True)
+    action: so.Mapped[str] = so.mapped_column(sa.String(1))
+    outcome: so.Mapped[int] = so.mapped_column(sa.Integer)
+    type: so.Mapped[str] = so.mapped_column(sa.String(64))
+    subtype: so.Mapped[str] = so.mapped_column(sa.String(64))
+    resource: so.Mapped[str | None] = so.mapped_column(sa.String(256), nullable=True)
+    query: so.Mapped[str | None] = so.mapped_column(sa.Text, nullable=True)
+    prev_hash: so.Mapped[str] = so.mapped_column(sa.String(64))
+    hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    body: so.Mapped[str] = so.mapped_column(sa.Text)
+
+
+class AuditCheckpoint(Base):
+    """A signed chain head: the hash of event `event_pk`, HMAC-SHA256 with the server key."""
+
+    __tablename__ = "audit_checkpoint"
+
+    pk: so.Mapped[int] = so.mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    created: so.Mapped[datetime] = so.mapped_column(sa.DateTime)
+    event_pk: so.Mapped[int] = so.mapped_column(sa.BigInteger)
+    head_hash: so.Mapped[str] = so.mapped_column(sa.String(64))
+    signature: so.Mapped[str] = so.mapped_column(sa.String(64))

@@ -1,0 +1,144 @@
+"""Blueprint "audit": AuditEvent over FHIR, read-only, served from the audit table.
+
+GET /AuditEvent?date=ge..&agent=..&entity=..&patient=..&type=..&subtype=..&action=..&outcome=..
+&source=..&_sort=..&_count=..&_offset=..; GET /AuditEvent/<id>; GET /AuditEvent/$export-ndjson
+(the same filters, NDJSON oldest first); GET /AuditEvent/$verify (via the operation registry).
+Writes answer 405. https://hl7.org/fhir/R4B/auditevent.html
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import flask
+
+from server.api import requests as rq
+from server.api.responses import to_flask
+from server.audit import flask_integration as fi
+from server.audit import store
+from server.errors import InvalidRequestError
+from server.errors import NotFoundError
+from server.fhir.access import AccessContext
+from server.fhir.bundles import Entry
+from server.fhir.bundles import bundle_text
+from server.fhir.http import FhirResponse
+
+bp = flask.Blueprint("audit", __name__)
+_WRITES = ["POST", "PUT", "PATCH", "DELETE"]
+_RESULT = {"_count", "_offset", "_sort", "_format", "_pretty", "_total", "_summary", "_elements"}
+
+
+def _ctx() -> AccessContext:
+    return fi._ctx()
+
+
+@bp.before_request
+def _negotiate() -> None:
+    rq.check_accept()
+
+
+def _query(params: list[tuple[str, str]], patient: str | None) -> store.AuditQuery:
+    s = rq.settings()
+    filters, sort, count, offset = [], [], s.default_page_size, 0
+    strict = "strict" in (flask.request.headers.get("Prefer") or "")
+    for name, value in params:
+        if name == "_count":
+            if not value.isdigit():
+                raise InvalidRequestError(f"_count {value!r} is not a non-negative integer")
+            count = min(int(value), s.max_page_size)
+        elif name == "_offset":
+            if not value.isdigit():
+                raise InvalidRequestError(f"_offset {value!r} is not a non-negative integer")
+            offset = int(value)
+        elif name == "_sort":
+            for key in value.split(","):
+                desc = key.startswith("-")
+                if key.lstrip("-") not in store.SORTS:
+                    raise InvalidRequestError(
+                        f"_sort {key!r}: AuditEvent sorts by {', '.join(sorted(store.SORTS))}"
+                    )
+                sort.append((key.lstrip("-"), desc))
+        elif name in store.SORTS and value:
+            filters.append((name, value))
+        elif strict and name not in _RESULT:
+            raise InvalidRequestError(f"Unknown AuditEvent search parameter {name!r}")
+    return store.AuditQuery(tuple(filters), tuple(sort), count, offset, patient)
+
+
+def _link(params: list[tuple[str, str]], offset: int | None) -> str:
+    kept = [(k, v) for k, v in params if k != "_offset"]
+    if offset:
+        kept.append(("_offset", str(offset)))
+    return f"{rq.base_url()}/AuditEvent" + ("?" + urllib.parse.urlencode(kept) if kept else "")
+
+
+@bp.get("/AuditEvent")
+def search() -> flask.Response:
+    """Search the audit trail (auditors; a patient sees events about their own record)."""
+    ctx = _ctx()
+    fi.require_auditor(ctx, "s")
+    params = list(flask.request.args.items(multi=True))
+    query = _query(params, ctx.patient)
+    rows, total = store.search(flask.g.session, query, rq.base_url())
+    base = rq.base_url()
+    entries = [
+        Entry(
+            {"fullUrl": f"{base}/AuditEvent/{r.pk}", "search": {"mode": "match"}},
+            store.served_body(r.pk, r.recorded, r.body),
+        )
+        for r in rows
+    ]
+    links = [("self", _link(params, query.offset))]
+    if query.offset + query.count < total and query.count:
+        links.append(("next", _link(params, query.offset + query.count)))
+    if query.offset:
+        links.append(("previous", _link(params, max(0, query.offset - query.count))))
+    return to_flask(FhirResponse(200, bundle_text("searchset", entries, total=total, links=links)))
+
+
+@bp.get("/AuditEvent/$export-ndjson")
+def export_ndjson() -> flask.Response:
+    """Stream the events of a time range (the same filters as search) as NDJSON."""
+    ctx = _ctx()
+    fi.require_auditor(ctx, "s")
+    query = _query(list(flask.request.args.items(multi=True)), ctx.patient)
+    lines = store.export(flask.g.session, query, rq.base_url())
+    return flask.Response(flask.stream_with_context(lines), status=200, content_type=fi.NDJSON)
+
+
+@bp.get("/AuditEvent/<id_>")
+def read(id_: str) -> flask.Response:
+    """Read one AuditEvent (or run an AuditEvent operation such as $verify)."""
+    if id_.startswith("$"):
+        return _operation(id_[1:])
+    ctx = _ctx()
+    fi.require_auditor(ctx, "r")
+    row = store.read(flask.g.session, int(id_), ctx.patient) if id_.isdigit() else None
+    if row is None:
+        raise fi.not_found(id_)
+    headers = {"ETag": 'W/"1"'}
+    return to_flask(FhirResponse(200, store.served_body(row.pk, row.recorded, row.body), headers))
+
+
+@bp.post("/AuditEvent/$<name>")
+def operation_post(name: str) -> flask.Response:
+    """Run an AuditEvent operation by POST."""
+    return _operation(name)
+
+
+def _operation(name: str) -> flask.Response:
+    from server.fhir.operations import registry
+
+    op = registry.find("AuditEvent", None, name)
+    if op is None:
+        raise NotFoundError(f"Unknown operation ${name} on AuditEvent")
+    return to_flask(op(flask.g.repo, _ctx(), rq.fhir_request(), "AuditEvent", None))
+
+
+@bp.route("/AuditEvent", methods=_WRITES)
+@bp.route("/AuditEvent/<id_>", methods=_WRITES)
+@bp.route("/AuditEvent/<id_>/<path:rest>", methods=_WRITES)
+def refuse(id_: str | None = None, rest: str | None = None) -> flask.Response:
+    """Every write to AuditEvent is refused."""
+    fi.forbid_writes()
+    raise AssertionError("unreachable")

@@ -1,0 +1,161 @@
+"""SQL over the audit tables: append events, search AuditEvent by its columns, export a range.
+
+AuditEvent search is its own small query on audit_event (not the idx_* tables), so audit
+data never enters the clinical search indexes. https://hl7.org/fhir/R4B/auditevent.html#search
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm as so
+
+from server.audit import chain
+from server.audit.events import AuditFacts
+from server.audit.models import AuditRecord
+from server.errors import InvalidRequestError
+from server.fhir.search.dates import parse_date_range
+from server.store.session import begin_write
+
+_E = AuditRecord.__table__
+_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
+SORTS = {
+    "date": _E.c.recorded,
+    "agent": _E.c.actor,
+    "entity": _E.c.resource,
+    "patient": _E.c.patient,
+    "type": _E.c.type,
+    "subtype": _E.c.subtype,
+    "action": _E.c.action,
+    "outcome": _E.c.outcome,
+    "source": _E.c.pk,
+    "_id": _E.c.pk,
+}
+PARAMS = frozenset(SORTS) | {"address", "client"}
+
+
+def write_events(session: so.Session, facts: Sequence[AuditFacts], key: bytes, checkpoint_every: int) -> None:
+    """Append events in a transaction of their own (reads, failures): commit, or raise."""
+    if session.in_transaction():
+        session.rollback()  # end a read's implicit transaction so this one starts as a write
+    begin_write(session)
+    try:
+        chain.append(session, facts, key, checkpoint_every)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def served_body(pk: int, recorded: datetime, body: str) -> str:
+    """The stored AuditEvent JSON with its id and meta spliced in."""
+    from server.audit.events import instant
+
+    head = '{"resourceType":"AuditEvent",'
+    meta = f'"id":"{pk}","meta":{{"versionId":"1","lastUpdated":"{instant(recorded)}"}},'
+    return head + meta + body[len(head) :]
+
+
+def _date_clause(value: str) -> Any:
+    prefix = value[:2] if value[:2] in _PREFIXES else "eq"
+    low, high = parse_date_range(value[2:] if value[:2] in _PREFIXES else value)
+    col = _E.c.recorded
+    return {
+        "eq": sa.and_(col >= low, col < high),
+        "ne": sa.or_(col < low, col >= high),
+        "gt": col >= high,
+        "sa": col >= high,
+        "lt": col < low,
+        "eb": col < low,
+        "ge": col >= low,
+        "le": col < high,
+    }[prefix]
+
+
+def _code(value: str) -> str:
+    return value.rsplit("|", 1)[-1]
+
+
+def _patient(value: str) -> str:
+    return value if "/" in value else f"Patient/{value}"
+
+
+def _clause(name: str, value: str, server: str) -> Any:
+    if name == "date":
+        return _date_clause(value)
+    alternatives = []
+    for v in value.split(","):
+        if name == "agent":
+            alternatives.append(sa.or_(_E.c.actor == v, _E.c.client == v))
+        elif name == "entity":
+            alternatives.append(
+                sa.or_(
+                    _E.c.resource == v,
+                    _E.c.resource.like(
+                        v.replace("%", r"\%").replace("_", r"\_") + "/\\_history/%", escape="\\"
+                    ),
+                )
+            )
+        elif name == "patient":
+            alternatives.append(_E.c.patient == _patient(v))
+        elif name in ("type", "subtype", "action"):
+            alternatives.append(getattr(_E.c, name) == _code(v))
+        elif name == "outcome":
+            if not _code(v).isdigit():
+                raise InvalidRequestError(f"outcome {v!r}: expected 0, 4, 8 or 12")
+            alternatives.append(_E.c.outcome == int(_code(v)))
+        elif name == "source":
+            alternatives.append(sa.true() if _code(v) in (server, "rehabfhir") else sa.false())
+        elif name == "_id":
+            alternatives.append(_E.c.pk == (int(v) if v.isdigit() else -1))
+    return sa.or_(*alternatives)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """A parsed AuditEvent search."""
+
+    params: tuple[tuple[str, str], ...]
+    sort: tuple[tuple[str, bool], ...]  # (param, descending)
+    count: int
+    offset: int
+    patient: str | None = None  # restrict to one patient's record (patient-scoped tokens)
+
+
+def _statement(query: AuditQuery, server: str) -> sa.Select[Any]:
+    stmt = sa.select(_E.c.pk, _E.c.recorded, _E.c.body)
+    for name, value in query.params:
+        stmt = stmt.where(_clause(name, value, server))
+    if query.patient is not None:
+        stmt = stmt.where(_E.c.patient == _patient(query.patient))
+    return stmt
+
+
+def search(session: so.Session, query: AuditQuery, server: str) -> tuple[list[Any], int]:
+    """Return one page of (pk, recorded, body) rows and the total number of matches."""
+    stmt = _statement(query, server)
+    total = session.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one()
+    order = [SORTS[name].desc() if desc else SORTS[name].asc() for name, desc in query.sort]
+    order.append(_E.c.pk.desc() if not query.sort or query.sort[0][1] else _E.c.pk.asc())
+    rows = session.execute(stmt.order_by(*order).limit(query.count).offset(query.offset)).all()
+    return list(rows), total
+
+
+def read(session: so.Session, pk: int, patient: str | None) -> Any:
+    """Return one (pk, recorded, body) row, or None (also when it is another patient's)."""
+    stmt = sa.select(_E.c.pk, _E.c.recorded, _E.c.body).where(_E.c.pk == pk)
+    if patient is not None:
+        stmt = stmt.where(_E.c.patient == _patient(patient))
+    return session.execute(stmt).one_or_none()
+
+
+def export(session: so.Session, query: AuditQuery, server: str) -> Iterator[str]:
+    """Yield the matching events as NDJSON lines, oldest first."""
+    stmt = _statement(query, server).order_by(_E.c.pk).execution_options(yield_per=1000)
+    for row in session.execute(stmt):
+        yield served_body(row.pk, row.recorded, row.body) + "\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -177,18 +178,22 @@ def running_server(database_url: str, workers: int = 2, env: dict[str, str] | No
     """Run `rehabfhir serve` (gunicorn) in a subprocess; yield its base URL."""
     import urllib.request
 
+    import tempfile
+
     port = free_port()
     environ = dict(os.environ, DATABASE_URL=database_url, **(env or {}))
+    # The access log goes to a file: an unread pipe fills up and blocks the server.
+    log = tempfile.NamedTemporaryFile(prefix="rehabfhir-server-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
          "--workers", str(workers)],
-        env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=environ, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
             if proc.poll() is not None:
-                raise RuntimeError("server exited: " + proc.stdout.read().decode()[-2000:])  # type: ignore[union-attr]
+                raise RuntimeError("server exited: " + pathlib.Path(log.name).read_text()[-2000:])
             try:
                 urllib.request.urlopen(base + "/metadata", timeout=2)
                 break
@@ -201,6 +206,8 @@ def running_server(database_url: str, workers: int = 2, env: dict[str, str] | No
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
+        os.unlink(log.name)
 
 
 @pytest.fixture

@@ -63,9 +63,11 @@ class PendingRows:
 
     def flush(self, session: so.Session) -> None:
         """Send every queued row."""
-        for table, values in self.rows.items():
-            if values:
-                session.execute(sa.insert(table), values)
+        # Parents first: resource rows, then versions, then index rows (foreign keys).
+        order = {"resource": 0, "resource_version": 1}
+        for table in sorted(self.rows, key=lambda t: order.get(t.name, 2)):
+            if self.rows[table]:
+                session.execute(sa.insert(table), self.rows[table])
         self.rows.clear()
 
 

@@ -60,7 +60,11 @@ def _protect() -> None:
         return
     ext: AuthExtension = flask.current_app.extensions["rehabfhir.auth"]
     ctx = access_context(
-        ext.server, flask.request.headers.get("Authorization"), Urls(base_url()), flask.request.remote_addr
+        ext.server,
+        flask.request.headers.get("Authorization"),
+        Urls(base_url()),
+        flask.request.remote_addr,
+        flask.g.get("session"),
     )
     flask.g.access = ctx
     _check_instance_operation(ctx)

@@ -79,6 +79,10 @@ class KeyStore:
                 self._load()
             return list(self._keys)
 
+    def kids(self) -> frozenset[str]:
+        """The ids of the unretired keys (reloaded like keys())."""
+        return frozenset(str(k.kid) for k in self.keys())
+
     def signing_key(self) -> RSAKey:
         """Return the key that signs new tokens."""
         return self.keys()[0]

@@ -35,6 +35,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[im
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from sqlalchemy import orm as so
 
 from auth import scopes as scope_rules
 from auth.keys import KeyStore
@@ -109,12 +110,16 @@ def _fetch_jwks(uri: str) -> dict[str, Any]:
         return json.loads(resp.read())  # type: ignore[no-any-return]
 
 
+_VERIFIED_MAX = 4096  # tokens remembered per worker after their signature was checked
+
+
 class AuthServer:
     """Issue, refresh, revoke, introspect and validate tokens."""
 
     def __init__(self, store: AuthStore, keys: KeyStore) -> None:
         self.store = store
         self.keys = keys
+        self._verified: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
 
     # -- client authentication -------------------------------------------------------
 
@@ -382,9 +387,34 @@ class AuthServer:
 
     # -- access tokens -------------------------------------------------------------
 
-    def verify(self, token: str, urls: Urls, *, check_revoked: bool = True) -> dict[str, Any]:
-        """Return the claims of a valid access token, or raise OAuthError("invalid_token")."""
+    def verify(
+        self, token: str, urls: Urls, *, check_revoked: bool = True, session: so.Session | None = None
+    ) -> dict[str, Any]:
+        """Return the claims of a valid access token, or raise OAuthError("invalid_token").
 
+        A token whose signature, issuer and audience were checked once is remembered (per worker,
+        by its exact text) while its key is unretired; expiry and revocation are checked on every
+        call, revocation in the database (on `session` when the caller has one open), so a revoked
+        token is refused at once by every worker.
+        """
+        remembered = self._verified.get((urls.base, token))
+        if remembered is not None and remembered[0] in self.keys.kids():
+            claims = remembered[1]
+        else:
+            claims = self._check_signature(token, urls)
+            if len(self._verified) >= _VERIFIED_MAX:
+                self._verified.clear()
+            self._verified[(urls.base, token)] = (str(claims.get("_kid")), claims)
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or exp <= time.time():
+            raise OAuthError("invalid_token", "The token has expired", 401)
+        if check_revoked:
+            keys = ["jti:" + str(claims.get("jti"))] + (["fam:" + claims["fam"]] if claims.get("fam") else [])
+            if self.store.revoked(keys, session):
+                raise OAuthError("invalid_token", "The token was revoked", 401)
+        return {k: v for k, v in claims.items() if k != "_kid"}
+
+    def _check_signature(self, token: str, urls: Urls) -> dict[str, Any]:
         def fail(why: str) -> OAuthError:
             return OAuthError("invalid_token", why, 401)
 
@@ -405,13 +435,7 @@ class AuthServer:
         aud = claims.get("aud")
         if urls.base not in (aud if isinstance(aud, list) else [aud]):
             raise fail("The token is meant for another server")
-        exp = claims.get("exp")
-        if not isinstance(exp, (int, float)) or exp <= time.time():
-            raise fail("The token has expired")
-        if check_revoked:
-            keys = ["jti:" + str(claims.get("jti"))] + (["fam:" + claims["fam"]] if claims.get("fam") else [])
-            if self.store.revoked(keys):
-                raise fail("The token was revoked")
+        claims["_kid"] = str(header["kid"])
         return claims
 
     def revoke(self, form: dict[str, str], authorization: str | None, urls: Urls) -> None:

@@ -2,12 +2,15 @@
 
 https://www.rfc-editor.org/rfc/rfc6750
 
-Signature (our keys, RS256 only), issuer, audience and expiry are checked on every request;
-revocation is looked up in `auth_revocation` on every request (no cache), so a revoked token
-is refused at once by every worker on every host.
+Signature (our keys, RS256 only), issuer and audience are checked the first time a worker sees
+a token (then remembered while its key is unretired); expiry on every request; revocation is
+looked up in `auth_revocation` on every request (no cache), so a revoked token is refused at
+once by every worker on every host.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from auth import scopes as scope_rules
 from auth.server import AuthServer
@@ -41,12 +44,16 @@ def bearer_token(authorization: str | None) -> str:
 
 
 def access_context(
-    server: AuthServer, authorization: str | None, urls: Urls, remote_addr: str | None = None
+    server: AuthServer,
+    authorization: str | None,
+    urls: Urls,
+    remote_addr: str | None = None,
+    session: Any = None,
 ) -> AccessContext:
     """Validate the request's bearer token and build its AccessContext (401 if invalid)."""
     token = bearer_token(authorization)
     try:
-        claims = server.verify(token, urls)
+        claims = server.verify(token, urls, session=session)
     except OAuthError as err:
         raise UnauthenticatedError(err.description, headers=challenge(err.error, err.description)) from None
     policy = scope_rules.parse(str(claims.get("scope", "")))

@@ -9,11 +9,13 @@ it between the steps.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import secrets
 import urllib.parse
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +33,40 @@ from server.api.requests import base_url
 
 bp = flask.Blueprint("auth", __name__)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# What the token, revoke and sign-in views leave in flask.g for the audit trail to record
+# (auth knows nothing of audit: an after_request hook of the audit extension picks it up).
+AUTH_EVENT = "auth_event"
+
+
+@dataclass(frozen=True)
+class AuthEvent:
+    """One authentication event: login, login-failure, token-issue, token-refresh, token-revoke."""
+
+    kind: str
+    ok: bool
+    client_id: str | None = None
+    user: str | None = None
+    detail: str | None = None
+
+
+def _note(event: AuthEvent) -> None:
+    setattr(flask.g, AUTH_EVENT, event)
+
+
+def _claimed_client(form: dict[str, str]) -> str | None:
+    """The client id a request claims (form, Basic header, or the assertion's issuer), unverified."""
+    if form.get("client_id"):
+        return form["client_id"]
+    auth = flask.request.authorization
+    if auth is not None and auth.type == "basic" and auth.username:
+        return auth.username
+    assertion = form.get("client_assertion", "")
+    try:
+        part = assertion.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        return str(claims.get("iss")) if isinstance(claims, dict) and claims.get("iss") else None
+    except (IndexError, ValueError):
+        return None
 
 
 def _ext() -> Any:
@@ -89,28 +125,45 @@ def _limited(key: str) -> flask.Response | None:
     return None
 
 
-def _oauth_call(func: Any) -> flask.Response:
+def _oauth_call(func: Any, kind: str | None = None) -> flask.Response:
     key = "token:" + (flask.request.remote_addr or "")
+    form = _form()
+    if kind == "token-issue" and form.get("grant_type") == "refresh_token":
+        kind = "token-refresh"
     blocked = _limited(key)
     if blocked is not None:
+        if kind:
+            _note(AuthEvent(kind, False, _claimed_client(form), detail="too_many_requests"))
         return blocked
     try:
-        body = func(_form(), flask.request.headers.get("Authorization"), _urls())
+        body = func(form, flask.request.headers.get("Authorization"), _urls())
     except OAuthError as err:
         if err.error in ("invalid_client", "invalid_grant", "invalid_token"):
             _ext().token_limiter.fail(key)
+        if kind:
+            _note(AuthEvent(kind, False, _claimed_client(form), detail=f"{err.error}: {err.description}"))
         return _json(err.body(), err.status, err.headers)
+    if kind:
+        _note(_success(kind, form, body))
     return _json(body if body is not None else {})
+
+
+def _success(kind: str, form: dict[str, str], body: dict[str, Any] | None) -> AuthEvent:
+    if body and "access_token" in body:
+        claims = _ext().server.verify(body["access_token"], _urls(), check_revoked=False)
+        user = claims.get("fhirUser") or claims.get("sub")
+        return AuthEvent(kind, True, claims.get("client_id"), user, f"scope: {claims.get('scope', '')}")
+    return AuthEvent(kind, True, _claimed_client(form))
 
 
 @bp.post("/auth/token")
 def token() -> flask.Response:
-    return _oauth_call(_ext().server.token)
+    return _oauth_call(_ext().server.token, "token-issue")
 
 
 @bp.post("/auth/revoke")
 def revoke() -> flask.Response:
-    return _oauth_call(_ext().server.revoke)
+    return _oauth_call(_ext().server.revoke, "token-revoke")
 
 
 @bp.post("/auth/introspect")
@@ -333,13 +386,18 @@ def _login() -> flask.Response:
     limiter = _ext().login_limiter
     wait = limiter.blocked(key)
     if wait:
+        _note(AuthEvent("login", False, flask.session["authz"].get("client_id"), username[:64] or None,
+                        "too many failed sign-ins"))
         resp = _login_page("Too many failed sign-ins; try again later.", 429)
         resp.headers["Retry-After"] = str(int(wait))
         return resp
     user = _ext().store.authenticate_user(username, flask.request.form.get("password", ""))
+    client_id = flask.session["authz"].get("client_id")
     if user is None:
         limiter.fail(key)
+        _note(AuthEvent("login", False, client_id, username[:64] or None, "wrong username or password"))
         return _login_page("Wrong username or password.", 401)
+    _note(AuthEvent("login", True, client_id, user.fhir_user or user.username))
     flask.session["uid"] = user.id
     flask.session["csrf"] = secrets.token_urlsafe(24)  # a new session state after login
     return _next()

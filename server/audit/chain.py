@@ -88,30 +88,43 @@ def sign(key: bytes, event_pk: int, head_hash: str) -> str:
     return hmac.new(key, f"{event_pk}:{head_hash}".encode(), hashlib.sha256).hexdigest()
 
 
+_INSERT = sa.insert(_E).returning(_E.c.pk)
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(:k)")
+
+
 def lock_head(session: so.Session) -> tuple[int | None, str]:
     """Serialise chain writers until commit; return the current head (pk, hash)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK})
-    row = session.execute(_HEAD).one_or_none()
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK, {"k": CHAIN_LOCK})
+    row = conn.execute(_HEAD).one_or_none()
     return (None, GENESIS) if row is None else (row.pk, row.hash)
 
 
+def due(head_pk: int | None, first_pk: int, last_pk: int, every: int) -> bool:
+    """Whether an append of first_pk..last_pk signs the head: the chain's first record, and then
+    each time the pks cross a multiple of `every` (no query for the last checkpoint; a gap in
+    the key sequence can at most delay a checkpoint to the next multiple)."""
+    return head_pk is None or last_pk // every > (first_pk - 1) // every
+
+
 def append(session: so.Session, facts: Sequence[AuditFacts], key: bytes, checkpoint_every: int) -> list[int]:
-    """Append records to the chain inside the caller's write transaction; return their pks."""
+    """Append records to the chain inside the caller's write transaction; return their pks.
+
+    Runs on the session's connection with prebuilt statements: this is on every request's path.
+    """
     if not facts:
         return []
-    _, prev = lock_head(session)
+    head_pk, prev = lock_head(session)
+    conn = session.connection()
     pks = []
     for fact in facts:
         cols = columns(fact)
         digest = record_hash(prev, cols)
-        pk = session.execute(
-            sa.insert(_E).values(**cols, prev_hash=prev, hash=digest).returning(_E.c.pk)
-        ).scalar_one()
-        pks.append(pk)
+        cols["prev_hash"], cols["hash"] = prev, digest
+        pks.append(conn.execute(_INSERT, cols).scalar_one())
         prev = digest
-    last = session.execute(sa.select(sa.func.max(_C.c.event_pk))).scalar()
-    if last is None or pks[-1] - last >= checkpoint_every:
+    if due(head_pk, pks[0], pks[-1], checkpoint_every):
         _insert_checkpoint(session, key, pks[-1], prev)
     return pks
 

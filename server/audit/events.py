@@ -42,6 +42,7 @@ ACTIONS = {
 OUTCOME_TEXT = {0: "Success", 4: "Minor failure", 8: "Serious failure", 12: "Major failure"}
 REST = (EVENT_TYPE, "rest", "Restful Operation")
 USER_AUTHENTICATION = (DCM, "110114", "User Authentication")
+AUTH_SUBTYPES = {"login": (DCM, "110122")}  # DICOM "Login"; token events use AUTH_EVENT codes
 
 
 def outcome_for_status(status: int) -> int:
@@ -186,9 +187,14 @@ def auth_facts(
     address: str | None,
     detail: str | None,
 ) -> AuditFacts:
-    """Facts of an authentication event (login, login-failure, token-issue, token-refresh, token-revoke)."""
+    """Facts of an authentication event (login, token-issue, token-refresh, token-revoke).
+
+    A sign-in is BALP's User Authentication event with DICOM's Login subtype (110122); the token
+    events have no standard code and use ours. A failure is the same event with a failed outcome.
+    """
+    system, code = AUTH_SUBTYPES.get(kind, (AUTH_EVENT, kind))
     return AuditFacts(
-        subtype=kind,
+        subtype=code,
         outcome=outcome,
         recorded=recorded,
         server=server,
@@ -197,6 +203,6 @@ def auth_facts(
         address=address,
         description=detail,
         event_type=USER_AUTHENTICATION,
-        subtype_system=AUTH_EVENT,
+        subtype_system=system,
         action="E",
     )

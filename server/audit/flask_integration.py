@@ -313,35 +313,31 @@ def _audit_response(response: flask.Response) -> flask.Response:
     return response
 
 
-def record_auth_event(
-    session: Any,
-    kind: str,
-    outcome: int,
-    ctx: AccessContext | None,
-    detail: str | None = None,
-    *,
-    server: str | None = None,
-) -> None:
-    """Append an authentication event (login, login-failure, token-issue, token-refresh, token-revoke).
-
-    Runs in its own transaction on `session` and raises if it cannot be written (fail closed).
-    """
+def _audit_auth(response: flask.Response) -> flask.Response:
+    """Record the sign-in or token event an auth view noted (fail closed: 500 if it cannot be written)."""
+    event = flask.g.pop("auth_event", None)
+    if event is None:
+        return response
     from server.audit.events import auth_facts
 
-    cfg = audit_settings()
-    ctx = ctx or OPEN
-    address = ctx.remote_addr or (flask.request.remote_addr if flask.has_request_context() else None)
-    facts = auth_facts(
-        kind,
-        outcome,
-        server=server or (rq.base_url() if flask.has_request_context() else ""),
-        recorded=chain.now(),
-        user=getattr(ctx, "fhir_user", None) or ctx.user,
-        client_id=ctx.client_id,
-        address=address,
-        detail=detail,
-    )
-    store.write_events(session, [facts], cfg.key, cfg.checkpoint_every)
+    try:
+        cfg = audit_settings()
+        facts = auth_facts(
+            event.kind,
+            0 if event.ok else outcome_for_status(response.status_code),
+            server=rq.base_url(),
+            recorded=chain.now(),
+            user=event.user,
+            client_id=event.client_id,
+            address=flask.request.remote_addr,
+            detail=event.detail,
+        )
+        store.write_events(flask.g.session, [facts], cfg.key, cfg.checkpoint_every)
+    except Exception:
+        log.exception("audit write failed: refusing the %s response (fail closed)", event.kind)
+        body = {"error": "server_error", "error_description": "The audit record could not be written"}
+        return flask.Response(orjson.dumps(body), 500, mimetype="application/json", headers={"Cache-Control": "no-store"})
+    return response
 
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
@@ -365,6 +361,7 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
         _capture_bundle()
 
     app.after_request(_audit_response)
+    app.after_request(_audit_auth)
 
 
 def _verify(session: Any) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def verdict(fhir: FhirClient) -> dict[str, Any]:
 
 @pytest.fixture
 def trail(fhir: FhirClient, app: Any) -> list[int]:
-    """Six audit records (a create and five reads), the head signed."""
+    """Seven audit records (the test client's token, a create and five reads), the head signed."""
     p = fhir.create({"resourceType": "Patient"})
     for _ in range(5):
         assert fhir.call("GET", f"/Patient/{p['id']}").status_code == 200
@@ -69,7 +69,7 @@ def trail(fhir: FhirClient, app: Any) -> list[int]:
 
 def test_intact_chain(fhir: FhirClient, trail: list[int]) -> None:
     got = verdict(fhir)
-    assert got["result"] == "intact" and got["checked"] == 6 and got["checkpoints"] == 2
+    assert got["result"] == "intact" and got["checked"] == 7 and got["checkpoints"] == 2
 
 
 def test_flipped_byte_is_detected(fhir: FhirClient, app: Any, trail: list[int]) -> None:
@@ -131,7 +131,7 @@ def test_reordered_records_are_detected(fhir: FhirClient, app: Any, trail: list[
 def test_cut_tail_is_detected_by_the_signed_checkpoint(fhir: FhirClient, app: Any, trail: list[int]) -> None:
     tamper(app, ("DELETE FROM audit_event WHERE pk >= :pk", {"pk": trail[4]}))
     got = verdict(fhir)
-    assert got["result"] == "broken" and got["record"] == trail[5]
+    assert got["result"] == "broken" and got["record"] == trail[-1]
     assert "tail" in got["reason"]
 
 
@@ -210,5 +210,6 @@ def test_concurrent_writers_make_one_linear_chain(app: Any, fhir: FhirClient) ->
     assert errors == []
     with _engine(app).connect() as conn:
         prev = list(conn.execute(sa.text("SELECT prev_hash FROM audit_event ORDER BY pk")).scalars())
-    assert len(prev) == 1 + 8 * 6 and len(set(prev)) == len(prev)
+    # one token for the main client and one per thread, the create, then 6 requests per thread
+    assert len(prev) == 1 + 8 + 1 + 8 * 6 and len(set(prev)) == len(prev)
     assert verdict(fhir)["result"] == "intact"

@@ -283,7 +283,9 @@ def _bundle_facts(response: flask.Response) -> list[AuditFacts]:
         meta = reply.get("response") or {}
         code = int(str(meta.get("status", "500")).split()[0] or 500)
         interaction = classify(method, parts)
-        if interaction.is_write and code < 400:
+        # A successful write was audited in the transaction; a conditional create that found its
+        # match (200, nothing written) is audited here, like the same request outside a bundle.
+        if interaction.is_write and code < 400 and not (method == "POST" and code == 200):
             continue
         resource = reply.get("resource")
         text = orjson.dumps(resource) if resource is not None else None
@@ -298,11 +300,36 @@ def _bundle_facts(response: flask.Response) -> list[AuditFacts]:
     return facts
 
 
+# Blueprints outside FHIR's URL space whose requests touch clinical data or its exports.
+_OTHER = ("bulk", "rehab")
+_UNAUDITED = ("fhir.metadata", "rehab.get_catalog")  # public, patient-free documents
+
+
+def _other_facts(response: flask.Response) -> list[AuditFacts]:
+    """One event for a /rehab or bulk request (export status, cancel, file download), or a denial.
+
+    A /rehab write that succeeded was audited in its transaction, entry by entry, like FHIR.
+    The progress view names its patient. Bulk files are audited per download, one event each.
+    """
+    status = response.status_code
+    if getattr(flask.g.get("repo"), "audited", 0) and status < 400:
+        return []
+    args = flask.request.view_args or {}
+    patient = f"Patient/{args['id_']}" if flask.request.endpoint == "rehab.get_progress" else None
+    from dataclasses import replace
+
+    # The query (method and path) says which: a file download, a status poll, a cancel, a view.
+    facts = _facts(Interaction("operation"), status, query=_raw_request(), patient=patient)
+    action = {"bulk.download": "R", "bulk.cancel": "D"}.get(str(flask.request.endpoint), "E")
+    return [replace(facts, action=action)]
+
+
 def _audit_response(response: flask.Response) -> flask.Response:
-    if flask.request.blueprint not in ("fhir", "audit") or flask.request.endpoint == "fhir.metadata":
+    blueprint = flask.request.blueprint
+    if blueprint not in ("fhir", "audit", *_OTHER) or flask.request.endpoint in _UNAUDITED:
         return response
     try:
-        facts = _request_facts(response)
+        facts = _request_facts(response) if blueprint not in _OTHER else _other_facts(response)
         if facts:
             cfg = audit_settings()
             store.write_events(flask.g.session, facts, cfg.key, cfg.checkpoint_every)
@@ -336,7 +363,8 @@ def _audit_auth(response: flask.Response) -> flask.Response:
     except Exception:
         log.exception("audit write failed: refusing the %s response (fail closed)", event.kind)
         body = {"error": "server_error", "error_description": "The audit record could not be written"}
-        return flask.Response(orjson.dumps(body), 500, mimetype="application/json", headers={"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store"}
+        return flask.Response(orjson.dumps(body), 500, mimetype="application/json", headers=headers)
     return response
 
 

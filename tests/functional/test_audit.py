@@ -236,6 +236,23 @@ def test_batch_entries_each_audited(fhir: FhirClient, app: Any, patient: dict[st
     )
 
 
+
+def test_conditional_create_that_matches_is_audited_in_a_bundle(fhir: FhirClient, app: Any) -> None:
+    ident = {"system": "urn:mrn", "value": "cc-1"}
+    p = fhir.create({"resourceType": "Patient", "identifier": [ident]})
+    entry = {
+        "resource": {"resourceType": "Patient", "identifier": [ident]},
+        "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:mrn|cc-1"},
+    }
+    r = fhir.call("POST", "/", {"resourceType": "Bundle", "type": "batch", "entry": [entry]})
+    assert r.status_code == 200 and r.get_json()["entry"][0]["response"]["status"].startswith("200")
+    pref = f"Patient/{p['id']}"
+    assert summary(events(app)) == [
+        ("create", "C", 0, f"{pref}/_history/1", pref),  # the first create
+        ("create", "C", 0, f"{pref}/_history/1", pref),  # the batch entry that found it
+    ]
+
+
 VALID_EVENT = {
     "resourceType": "AuditEvent",
     "type": {"code": "rest"},
@@ -468,3 +485,26 @@ def test_patient_sees_only_events_about_their_record(as_ctx: Any, app: Any, fhir
     theirs = [x["pk"] for x in events(app) if x["patient"] == f"Patient/{other['id']}"]
     assert client.call("GET", f"/AuditEvent/{theirs[0]}").status_code == 404
     assert client.call("GET", "/AuditEvent/$verify").status_code == 403
+
+
+def test_export_status_download_and_rehab_views_are_audited(fhir: FhirClient, app: Any, patient: dict[str, Any]) -> None:
+    from tests.functional.test_export import download
+    from tests.functional.test_export import kick_off
+    from tests.functional.test_export import local
+    from tests.functional.test_export import wait
+
+    status_path = kick_off(fhir, "/Patient/$export?_type=Patient")
+    manifest = wait(fhir, status_path)
+    file_url = manifest["output"][0]["url"]
+    assert download(fhir, file_url)
+    assert fhir.call("GET", f"/rehab/patients/{patient['id']}/progress").status_code == 200
+    assert FhirClient(app.test_client(), token="").call("GET", "/rehab/patients/x/progress").status_code == 401
+    assert fhir.call("DELETE", status_path).status_code == 202
+    rows = [r for r in events(app) if r["subtype"] == "operation"]
+    got = [(r["action"], r["outcome"], r["query"], r["patient"]) for r in rows]
+    polls = [g for g in got if g[2] == f"GET {status_path}"]
+    assert polls and all(p[:2] == ("E", 0) for p in polls)
+    assert ("R", 0, f"GET {local(file_url)}", None) in got
+    assert ("E", 0, f"GET /rehab/patients/{patient['id']}/progress", f"Patient/{patient['id']}") in got
+    assert ("E", 8, "GET /rehab/patients/x/progress", "Patient/x") in got
+    assert got[-1] == ("D", 0, f"DELETE {status_path}", None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,40 +39,33 @@ def _patients(type_: str, id_: str, write: WriteRequest | None) -> tuple[str, ..
 
 
 class AuditedRepository:
-    """A FhirRepository that records its writes and audits them before its transactions commit."""
+    """A FhirRepository that records its writes and audits them before its transactions commit.
+
+    It uses the inner repository's transaction() and its before-commit hook: the writes noted
+    during the outermost block are handed to `on_commit` inside that transaction.
+    """
 
     def __init__(self, inner: Any, on_commit: Callable[[Any, list[Write]], None]) -> None:
         self.inner = inner
         self._on_commit = on_commit
-        self._depth = 0
         self._writes: list[Write] = []
         self.audited = 0  # write events appended (and committed) so far in this request
+        inner.before_commit.append(self._audit_writes)
+        inner.after_rollback.append(self._writes.clear)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Join or open a write transaction; audit its writes before the commit."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        self._writes = []
-        with self.inner.transaction():
-            self._depth = 1
-            try:
-                yield
-                writes, self._writes = self._writes, []
-                if writes:
-                    self._on_commit(self.inner, writes)
-                    self.audited += len(writes)
-            finally:
-                self._depth = 0
-                self._writes = []
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """The inner repository's transaction (its before-commit hook audits the writes)."""
+        return self.inner.transaction()  # type: ignore[no-any-return]
+
+    def _audit_writes(self) -> None:
+        writes = list(self._writes)
+        self._writes.clear()
+        if writes:
+            self._on_commit(self.inner, writes)
+            self.audited += len(writes)
 
     def _record(self, stored: StoredResource, patients: tuple[str, ...]) -> StoredResource:
         self._writes.append(Write(stored, patients))

@@ -8,6 +8,7 @@ concurrent updates get versions 1..N without gaps and If-Match is checked under 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
@@ -76,6 +77,10 @@ class SqlRepository:
         self._depth = 0
         self._pending = indexes.PendingRows()
         self._pk_pool: list[int] = []
+        # Called at the end of the outermost transaction() block, inside it, before the commit
+        # (the audit trail appends its records here); `after_rollback` when the block fails.
+        self.before_commit: list[Callable[[], None]] = []
+        self.after_rollback: list[Callable[[], None]] = []
 
     # -- transactions -------------------------------------------------------------------
 
@@ -97,11 +102,15 @@ class SqlRepository:
         self._depth = 1
         try:
             yield
+            for hook in self.before_commit:
+                hook()
             self.flush()
             self.session.commit()
         except BaseException:
             self._pending.rows.clear()
             self.session.rollback()
+            for hook in self.after_rollback:
+                hook()
             raise
         finally:
             self._depth = 0

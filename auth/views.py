@@ -386,8 +386,15 @@ def _login() -> flask.Response:
     limiter = _ext().login_limiter
     wait = limiter.blocked(key)
     if wait:
-        _note(AuthEvent("login", False, flask.session["authz"].get("client_id"), username[:64] or None,
-                        "too many failed sign-ins"))
+        _note(
+            AuthEvent(
+                "login",
+                False,
+                flask.session["authz"].get("client_id"),
+                username[:64] or None,
+                "too many failed sign-ins",
+            )
+        )
         resp = _login_page("Too many failed sign-ins; try again later.", 429)
         resp.headers["Retry-After"] = str(int(wait))
         return resp

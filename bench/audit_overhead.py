@@ -112,12 +112,15 @@ def authorize(port: int, database_url: str) -> None:
     from server.store.session import make_session_factory
 
     engine = make_engine(database_url)
-    client, secret = AuthStore(make_session_factory(engine)).add_client("audit-bench", "system/*.cruds", "symmetric")
+    client, secret = AuthStore(make_session_factory(engine)).add_client(
+        "audit-bench", "system/*.cruds", "symmetric"
+    )
     engine.dispose()
     basic = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
     data = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "system/*.cruds"}).encode()
-    req = urllib.request.Request(f"http://{HOST}:{port}/auth/token", data=data,
-                                 headers={"Authorization": "Basic " + basic})
+    req = urllib.request.Request(
+        f"http://{HOST}:{port}/auth/token", data=data, headers={"Authorization": "Basic " + basic}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         TOKEN["value"] = orjson.loads(resp.read())["access_token"]
 
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pg-admin", default=os.environ.get("BENCH_PG_ADMIN", PG_ADMIN_DEFAULT))
     args = p.parse_args(argv)
     print(
-        f"audit overhead: n={args.n} concurrency={args.concurrency} workers={args.workers} cpus={os.cpu_count()}"
+        f"audit overhead: n={args.n} concurrency={args.concurrency} workers={args.workers} cpus={os.cpu_count()}"  # noqa: E501
     )
     kinds = ("sqlite", "postgres") if args.db == "both" else (args.db,)
     for kind in kinds:
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         on = sum(r[2].rate for r in rows if r[1] == "on") / 2
         off = next(r[2].rate for r in rows if r[1] == "off")
         print(
-            f"  {kind}: reads/s audited {on:.0f} vs unaudited {off:.0f} -> overhead {100 * (1 - on / off):.1f}%"
+            f"  {kind}: reads/s audited {on:.0f} vs unaudited {off:.0f} -> overhead {100 * (1 - on / off):.1f}%"  # noqa: E501
         )
 
 

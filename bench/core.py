@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 import loadgen
+import orjson
 import pt_data
 
 HERE = Path(__file__).resolve().parent
@@ -119,8 +118,12 @@ def _serve(argv: list[str], ready_path: str, env: dict[str, str], workdir: Path)
     log = workdir / f"server-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*argv, "--host", HOST, "--port", str(port)], env={**os.environ, **env}, cwd=workdir,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [*argv, "--host", HOST, "--port", str(port)],
+            env={**os.environ, **env},
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         _wait_ready(f"http://{HOST}:{port}{ready_path}", proc, log)
@@ -163,8 +166,14 @@ class Runner:
         self.rows: list[Row] = []
 
     def phase(
-        self, name: str, db: str, spec: tuple[Any, ...], jobs: list[Any], *,
-        server_pid: int | None = None, pg: bool = False,
+        self,
+        name: str,
+        db: str,
+        spec: tuple[Any, ...],
+        jobs: list[Any],
+        *,
+        server_pid: int | None = None,
+        pg: bool = False,
     ) -> Row:
         """Run jobs, sampling server and PostgreSQL CPU around them; record and return the row."""
         print(f"  {name:<28} {db:<9} n={len(jobs):<6}", end=" ", flush=True)
@@ -335,7 +344,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--client-procs", type=int, default=4, help="load-generator processes")
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     p.add_argument(
-        "--pg-admin-url", default=os.environ.get("BENCH_PG_ADMIN_URL", PG_ADMIN_DEFAULT),
+        "--pg-admin-url",
+        default=os.environ.get("BENCH_PG_ADMIN_URL", PG_ADMIN_DEFAULT),
         help="PostgreSQL URL allowed to CREATE/DROP DATABASE (env BENCH_PG_ADMIN_URL)",
     )
     return p.parse_args(argv)

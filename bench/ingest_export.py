@@ -74,7 +74,9 @@ def _ingest_worker(args: tuple[str, int, int]) -> tuple[int, float]:
     busy = 0.0
     for seq in range(first, first + count):
         body = bundle(random.Random(seq), seq)
-        req = FhirRequest(method="POST", base_url="http://bench", body=body, headers={"prefer": "return=minimal"})
+        req = FhirRequest(
+            method="POST", base_url="http://bench", body=body, headers={"prefer": "return=minimal"}
+        )
         start = time.perf_counter()
         with factory() as session:
             resp = process_bundle(SqlRepository(session), OPEN, req)
@@ -110,9 +112,16 @@ def _export_child(url: str, export_dir: str, queue: Any) -> None:
 
     engine = make_engine(url)
     factory = make_session_factory(engine)
-    request = ExportRequest(level="system", types=("Patient", "Observation"), type_filters=(), since=None,
-                            output_format="application/fhir+ndjson", request_url="http://bench/$export",
-                            base_url="http://bench", client_id=None)
+    request = ExportRequest(
+        level="system",
+        types=("Patient", "Observation"),
+        type_filters=(),
+        since=None,
+        output_format="application/fhir+ndjson",
+        request_url="http://bench/$export",
+        base_url="http://bench",
+        client_id=None,
+    )
     with factory() as session:
         job_id = jobs.submit(session, request)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -180,14 +189,18 @@ def run(kind: str, sizes: list[int], procs: int, admin_url: str) -> list[str]:
                 stored, seconds = ingest(url, done_bundles, want, procs)
                 done_bundles += want
                 total += stored
-                lines.append(f"{kind:8} ingest  {total:>7} total  +{stored:>6} in {seconds:6.1f}s "
-                             f"= {stored / seconds:7.0f} resources/s  ({procs} processes, {BUNDLE}-entry transactions)")
+                lines.append(
+                    f"{kind:8} ingest  {total:>7} total  +{stored:>6} in {seconds:6.1f}s "
+                    f"= {stored / seconds:7.0f} resources/s  ({procs} processes, {BUNDLE}-entry transactions)"
+                )
                 print(lines[-1], flush=True)
                 count, secs, before, peak, size_bytes = export(url, str(workdir / "export"))
                 shutil.rmtree(workdir / "export", ignore_errors=True)
-                lines.append(f"{kind:8} export  {count:>7} resources in {secs:6.1f}s = {count / secs:7.0f} resources/s, "
-                             f"{size_bytes / 1e6:6.1f} MB NDJSON, peak RSS {peak / 1024:6.1f} MiB "
-                             f"(before the export {before / 1024:.1f} MiB)")
+                lines.append(
+                    f"{kind:8} export  {count:>7} resources in {secs:6.1f}s = {count / secs:7.0f} resources/s, "  # noqa: E501
+                    f"{size_bytes / 1e6:6.1f} MB NDJSON, peak RSS {peak / 1024:6.1f} MiB "
+                    f"(before the export {before / 1024:.1f} MiB)"
+                )
                 print(lines[-1], flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -195,9 +208,13 @@ def run(kind: str, sizes: list[int], procs: int, admin_url: str) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
-    parser.add_argument("--sizes", default="20000,50000,100000", help="cumulative resource counts to export at")
+    parser.add_argument(
+        "--sizes", default="20000,50000,100000", help="cumulative resource counts to export at"
+    )
     parser.add_argument("--procs", type=int, default=max(2, os.cpu_count() or 2))
     parser.add_argument("--pg-admin", default=os.environ.get("BENCH_PG_ADMIN", PG_ADMIN_DEFAULT))
     args = parser.parse_args()
@@ -209,8 +226,10 @@ def main() -> None:
         lines += run(kind, sizes, args.procs, args.pg_admin)
     print("\nsummary")
     print("\n".join(lines))
-    print(f"goals: ingestion >= {GOAL_INGEST_PG:.0f} resources/s on PostgreSQL, export >= {GOAL_EXPORT:.0f} resources/s,"
-          " peak RSS flat across sizes")
+    print(
+        f"goals: ingestion >= {GOAL_INGEST_PG:.0f} resources/s on PostgreSQL, export >= {GOAL_EXPORT:.0f} resources/s,"  # noqa: E501
+        " peak RSS flat across sizes"
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,15 @@ def patient(rng: random.Random, n: int) -> dict[str, Any]:
         "telecom": [{"system": "phone", "value": f"+1-555-{rng.randrange(10**7):07d}", "use": "mobile"}],
         "gender": rng.choice(("female", "male")),
         "birthDate": birth.date().isoformat(),
-        "address": [{"line": [f"{rng.randrange(1, 999)} Elm St"], "city": "Springfield", "state": "IL",
-                     "postalCode": f"627{rng.randrange(100):02d}", "country": "US"}],
+        "address": [
+            {
+                "line": [f"{rng.randrange(1, 999)} Elm St"],
+                "city": "Springfield",
+                "state": "IL",
+                "postalCode": f"627{rng.randrange(100):02d}",
+                "country": "US",
+            }
+        ],
     }
 
 
@@ -86,10 +93,14 @@ def _blood_pressure(rng: random.Random) -> dict[str, Any]:
         "category": [_coding(CATEGORY, "vital-signs", "Vital Signs")],
         "code": _coding(LOINC, "85354-9", "Blood pressure panel with all children optional"),
         "component": [
-            {"code": _coding(LOINC, "8480-6", "Systolic blood pressure"),
-             "valueQuantity": _quantity(systolic, "mm[Hg]", "mm[Hg]")},
-            {"code": _coding(LOINC, "8462-4", "Diastolic blood pressure"),
-             "valueQuantity": _quantity(diastolic, "mm[Hg]", "mm[Hg]")},
+            {
+                "code": _coding(LOINC, "8480-6", "Systolic blood pressure"),
+                "valueQuantity": _quantity(systolic, "mm[Hg]", "mm[Hg]"),
+            },
+            {
+                "code": _coding(LOINC, "8462-4", "Diastolic blood pressure"),
+                "valueQuantity": _quantity(diastolic, "mm[Hg]", "mm[Hg]"),
+            },
         ],
     }
 

@@ -27,8 +27,8 @@ import pt_data  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from server import create_app  # noqa: E402
-from server.fhir.search.indexing import prepare  # noqa: E402
 from server.fhir.resources import validate  # noqa: E402
+from server.fhir.search.indexing import prepare  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from server.store.repository import SqlRepository  # noqa: E402
 
@@ -88,11 +88,16 @@ def queries(ids: list[str]) -> list[tuple[str, str]]:
     pid = ids[len(ids) // 2]
     return [
         ("Observation?patient=X&code=Y", f"/Observation?patient=Patient/{pid}&code=http://loinc.org|72514-3"),
-        ("…&date=ge…&_sort=-date", f"/Observation?patient=Patient/{pid}&code=http://loinc.org|72514-3"
-                                   "&date=ge2025-03-01&_sort=-date"),
+        (
+            "…&date=ge…&_sort=-date",
+            f"/Observation?patient=Patient/{pid}&code=http://loinc.org|72514-3&date=ge2025-03-01&_sort=-date",
+        ),
         ("Patient?name=…", "/Patient?name=okaf&_count=20"),
-        ("chained subject:Patient.name", "/Observation?subject:Patient.identifier="
-                                         f"https://rehab.example.org/fhir/sid/mrn|MRN{len(ids) // 3:07d}&_count=20"),
+        (
+            "chained subject:Patient.name",
+            "/Observation?subject:Patient.identifier="
+            f"https://rehab.example.org/fhir/sid/mrn|MRN{len(ids) // 3:07d}&_count=20",
+        ),
         ("_has", "/Patient?_has:Observation:patient:code=http://loinc.org|85354-9&name=nguyen&_count=20"),
         ("_include", f"/Observation?patient=Patient/{pid}&_include=Observation:patient&_count=20"),
         ("_total=accurate", "/Observation?code=http://loinc.org|72514-3&_total=accurate&_count=10"),
@@ -114,7 +119,9 @@ def run(db: str, args: argparse.Namespace) -> None:
         app = create_app(Settings(database_url=url))
         print(f"== {db}: {args.patients} patients x {args.per_patient} observations")
         ids, rate = load(app, args.patients, args.per_patient)
-        print(f"  index build rate: {rate:.0f} resources/s (validate + index + store), peak rss {rss_mb():.0f} MB")
+        print(
+            f"  index build rate: {rate:.0f} resources/s (validate + index + store), peak rss {rss_mb():.0f} MB"  # noqa: E501
+        )
         if db == "postgres":
             # Fresh planner statistics after a bulk load (autovacuum would do it later);
             # ANALYZE is transactional, so it must commit.

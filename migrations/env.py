@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from alembic import context
 
+from auth import models as auth_models  # noqa: F401  (registers the auth_* tables)
+from server.audit import models as audit_models  # noqa: F401  (registers the audit_* tables)
 from server.settings import Settings
 from server.store import index_models  # noqa: F401  (registers the idx_* tables)
-from server.audit import models as audit_models  # noqa: F401  (registers the audit_* tables)
-from auth import models as auth_models  # noqa: F401  (registers the auth_* tables)
 from server.store import jobs  # noqa: F401  (registers the export_job table)
 from server.store.base import Base
 from server.store.session import make_engine

@@ -196,8 +196,11 @@ def build(package: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
         elif rt == "CompartmentDefinition":
             cds[doc["id"]] = doc
     resources = sorted(
-        sd["type"] for sd in sds
-        if sd.get("kind") == "resource" and not sd.get("abstract") and sd.get("derivation") == "specialization"
+        sd["type"]
+        for sd in sds
+        if sd.get("kind") == "resource"
+        and not sd.get("abstract")
+        and sd.get("derivation") == "specialization"
     )
     elements, aliases = element_map(sds)
     walker = TypeWalker(elements, aliases, set(resources))

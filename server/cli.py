@@ -101,12 +101,14 @@ def db_reindex(resource_type: str | None) -> None:
 
 
 # Command groups of the other packages, one line each (auth: client/user, audit, bulk load).
-from server.audit.cli import audit as _audit_group; cli.add_command(_audit_group)  # noqa: E402,E702
-from auth.cli import client as _client_group; cli.add_command(_client_group)  # noqa: E402,E702
-from auth.cli import user as _user_group; cli.add_command(_user_group)  # noqa: E402,E702
-from auth.cli import launch as _launch_group; cli.add_command(_launch_group)  # noqa: E402,E702
-from auth.cli import keys as _keys_group; cli.add_command(_keys_group)  # noqa: E402,E702
-from server.bulk.load import load_command as _load; cli.add_command(_load)  # noqa: E402,E702
+# fmt: off
+from server.audit.cli import audit as _audit_group; cli.add_command(_audit_group)  # noqa: E402,E702,I001
+from auth.cli import client as _client_group; cli.add_command(_client_group)  # noqa: E402,E702,I001
+from auth.cli import user as _user_group; cli.add_command(_user_group)  # noqa: E402,E702,I001
+from auth.cli import launch as _launch_group; cli.add_command(_launch_group)  # noqa: E402,E702,I001
+from auth.cli import keys as _keys_group; cli.add_command(_keys_group)  # noqa: E402,E702,I001
+from server.bulk.load import load_command as _load; cli.add_command(_load)  # noqa: E402,E702,I001
+# fmt: on
 
 
 def main() -> None:

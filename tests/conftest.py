@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from server import create_app
 from server.settings import Settings
 from server.store.base import Base
+from server.store.repository import forget_reserved_keys
 
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FHIR_JSON = "application/fhir+json"
@@ -80,6 +81,7 @@ def _truncate(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY CASCADE")
+            forget_reserved_keys()  # the keys this process holds came from the restarted sequence
         else:
             for name in tables:
                 conn.exec_driver_sql(f"DELETE FROM {name}")
@@ -103,8 +105,14 @@ class FhirClient:
         self.c = flask_client
         self.token = token
 
-    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-             content_type: str = FHIR_JSON) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        content_type: str = FHIR_JSON,
+    ) -> Any:
         """Send a request; a dict/list body is JSON-encoded; returns the werkzeug response."""
         h = {"Accept": FHIR_JSON, **(headers or {})}
         if self.token is None:  # no token given: get a system/*.cruds one ("" means: send none)
@@ -129,8 +137,11 @@ def client_credentials_token(app: Any, scope: str = "system/*.cruds") -> str:
 
     client, secret = app.extensions["rehabfhir.auth"].store.add_client("tests", scope, "symmetric")
     basic = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
-    r = app.test_client().post("/auth/token", data={"grant_type": "client_credentials", "scope": scope},
-                               headers={"Authorization": "Basic " + basic})
+    r = app.test_client().post(
+        "/auth/token",
+        data={"grant_type": "client_credentials", "scope": scope},
+        headers={"Authorization": "Basic " + basic},
+    )
     assert r.status_code == 200, r.get_data(as_text=True)
     return str(r.get_json()["access_token"])
 
@@ -155,14 +166,19 @@ def register_client(database_url: str, scope: str = "system/*.cruds") -> tuple[s
     return client.client_id, secret or ""
 
 
-def token_for(base_url: str, database_url: str, scope: str = "system/*.cruds",
-              client: tuple[str, str] | None = None) -> str:
+def token_for(
+    base_url: str, database_url: str, scope: str = "system/*.cruds", client: tuple[str, str] | None = None
+) -> str:
     """Get a token by client_credentials from a running server (registering a client unless one is given)."""
     import requests
 
     client = client or register_client(database_url, scope)
-    r = requests.post(base_url + "/auth/token", data={"grant_type": "client_credentials", "scope": scope},
-                      auth=client, timeout=30)
+    r = requests.post(
+        base_url + "/auth/token",
+        data={"grant_type": "client_credentials", "scope": scope},
+        auth=client,
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     return str(r.json()["access_token"])
 
@@ -176,18 +192,29 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running_server(database_url: str, workers: int = 2, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run `rehabfhir serve` (gunicorn) in a subprocess; yield its base URL."""
-    import urllib.request
-
     import tempfile
+    import urllib.request
 
     port = free_port()
     environ = dict(os.environ, DATABASE_URL=database_url, **(env or {}))
     # The access log goes to a file: an unread pipe fills up and blocks the server.
     log = tempfile.NamedTemporaryFile(prefix="rehabfhir-server-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers)],
-        env=environ, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env=environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:

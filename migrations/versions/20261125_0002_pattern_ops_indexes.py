@@ -19,10 +19,16 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.drop_index("ix_idx_string_param_norm", table_name="idx_string")
-    op.create_index("ix_idx_string_param_norm", "idx_string", ["param", "norm"],
-                    postgresql_ops={"norm": "text_pattern_ops"})
+    op.create_index(
+        "ix_idx_string_param_norm",
+        "idx_string",
+        ["param", "norm"],
+        postgresql_ops={"norm": "text_pattern_ops"},
+    )
     op.drop_index("ix_idx_uri_param_uri", table_name="idx_uri")
-    op.create_index("ix_idx_uri_param_uri", "idx_uri", ["param", "uri"], postgresql_ops={"uri": "text_pattern_ops"})
+    op.create_index(
+        "ix_idx_uri_param_uri", "idx_uri", ["param", "uri"], postgresql_ops={"uri": "text_pattern_ops"}
+    )
 
 
 def downgrade() -> None:

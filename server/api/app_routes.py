@@ -24,8 +24,12 @@ from server.web import TEMPLATES
 log = logging.getLogger("rehabfhir.web")
 
 bp = flask.Blueprint(
-    "app", __name__, url_prefix="/app", template_folder=str(TEMPLATES),
-    static_folder=str(STATIC), static_url_path="/static",
+    "app",
+    __name__,
+    url_prefix="/app",
+    template_folder=str(TEMPLATES),
+    static_folder=str(STATIC),
+    static_url_path="/static",
 )
 
 # Least privilege per console: a sign-in from the clinician pages asks for clinical reads only,
@@ -38,16 +42,18 @@ AUDIT_SCOPES = "openid fhirUser user/AuditEvent.rs user/Patient.rs"
 REQUESTED_SCOPES = " ".join(dict.fromkeys((CLINICAL_SCOPES + " " + AUDIT_SCOPES).split()))
 """Everything the client may ask for (its registration)."""
 
-CSP = "; ".join((
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data:",
-    "connect-src 'self'",
-    "form-action 'self'",
-    "base-uri 'none'",
-    "frame-ancestors 'none'",
-))
+CSP = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    )
+)
 
 PAGES = {
     "home": "Rehab FHIR",
@@ -112,13 +118,15 @@ def audit() -> str:
 @bp.get("/config.json")
 def config() -> flask.Response:
     """Tell the script its client id, the FHIR base (the token audience) and the scopes to ask."""
-    return flask.jsonify({
-        "client_id": CLIENT_NAME,
-        "fhir_base": base_url(),
-        "scope": CLINICAL_SCOPES,
-        "audit_scope": AUDIT_SCOPES,
-        "auth": _has_auth(),
-    })
+    return flask.jsonify(
+        {
+            "client_id": CLIENT_NAME,
+            "fhir_base": base_url(),
+            "scope": CLINICAL_SCOPES,
+            "audit_scope": AUDIT_SCOPES,
+            "auth": _has_auth(),
+        }
+    )
 
 
 def _has_auth() -> bool:
@@ -145,8 +153,9 @@ def register_client(app: flask.Flask, settings: Settings) -> str | None:
             log.warning("client %s is registered without %s; add it with the CLI", CLIENT_NAME, redirect_uri)
         return None
     try:
-        ext.store.add_client(CLIENT_NAME, REQUESTED_SCOPES, "public", redirect_uris=[redirect_uri],
-                             client_id=CLIENT_NAME)
+        ext.store.add_client(
+            CLIENT_NAME, REQUESTED_SCOPES, "public", redirect_uris=[redirect_uri], client_id=CLIENT_NAME
+        )
     except Exception:  # another worker registered it at the same moment
         log.info("client %s already registered by another worker", CLIENT_NAME)
         return None

@@ -17,9 +17,19 @@ from server.fhir.outcomes import to_operation_outcome
 
 log = logging.getLogger("rehabfhir")
 
-_HTTP_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-               406: "not-supported", 409: "conflict", 412: "conflict", 413: "too-costly",
-               415: "not-supported", 429: "throttled"}
+_HTTP_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    409: "conflict",
+    412: "conflict",
+    413: "too-costly",
+    415: "not-supported",
+    429: "throttled",
+}
 
 
 def handle_fhir_error(err: FhirError) -> flask.Response:
@@ -30,7 +40,9 @@ def handle_fhir_error(err: FhirError) -> flask.Response:
 def handle_http_exception(err: HTTPException) -> flask.Response:
     """Wrap werkzeug's HTTP errors (404 route, 405 method, 413 size) as OperationOutcomes."""
     status = err.code or 500
-    outcome = operation_outcome([issue("error", _HTTP_CODES.get(status, "exception"), err.description or err.name)])
+    outcome = operation_outcome(
+        [issue("error", _HTTP_CODES.get(status, "exception"), err.description or err.name)]
+    )
     headers = {}
     if status == 405 and err.get_response().headers.get("Allow"):
         headers["Allow"] = err.get_response().headers["Allow"]

@@ -7,8 +7,8 @@ import flask
 from server.api import requests as rq
 from server.api.responses import to_flask
 from server.errors import NotFoundError
-from server.fhir.access import AccessContext
 from server.fhir import conditional
+from server.fhir.access import AccessContext
 from server.fhir.interactions import capabilities
 from server.fhir.interactions.bundle import process_bundle
 from server.fhir.interactions.create import create

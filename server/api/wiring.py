@@ -39,9 +39,11 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
 
     register_error_handlers(app)
     # Extensions: each capability wires itself here, one line each (auth, audit, bulk, rehab).
-    from server.audit import flask_integration as audit; audit.init_app(app, settings)  # noqa: E702
-    from auth import flask_integration; flask_integration.init_app(app, settings)  # noqa: E702
-    from server.api import bulk_routes; bulk_routes.init_app(app, settings)  # noqa: E702
-    from server.api import app_routes; app_routes.init_app(app, settings)  # noqa: E702
-    from server.api import rehab_routes; rehab_routes.init_app(app, settings)  # noqa: E702
+    # fmt: off
+    from server.audit import flask_integration as audit; audit.init_app(app, settings)  # noqa: E702,I001
+    from auth import flask_integration; flask_integration.init_app(app, settings)  # noqa: E702,I001
+    from server.api import bulk_routes; bulk_routes.init_app(app, settings)  # noqa: E702,I001
+    from server.api import app_routes; app_routes.init_app(app, settings)  # noqa: E702,I001
+    from server.api import rehab_routes; rehab_routes.init_app(app, settings)  # noqa: E702,I001
+    # fmt: on
     app.register_blueprint(fhir_bp)

@@ -9,6 +9,7 @@ Writes answer 405. https://hl7.org/fhir/R4B/auditevent.html
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Iterator
 
 import flask
 
@@ -102,8 +103,19 @@ def export_ndjson() -> flask.Response:
     ctx = _ctx()
     fi.require_auditor(ctx, "s")
     query = _query(list(flask.request.args.items(multi=True)), ctx.patient)
-    lines = store.export(flask.g.session, query, rq.base_url())
-    return flask.Response(flask.stream_with_context(lines), status=200, content_type=fi.NDJSON)
+    sessions = flask.current_app.extensions["rehabfhir.sessions"]
+    base = rq.base_url()
+
+    def lines() -> Iterator[str]:
+        # Its own session, closed when the stream ends: a server-side cursor's transaction
+        # must not outlive the stream even if the client never closes the response.
+        session = sessions()
+        try:
+            yield from store.export(session, query, base)
+        finally:
+            session.close()
+
+    return flask.Response(lines(), status=200, content_type=fi.NDJSON)
 
 
 @bp.get("/AuditEvent/<id_>")

@@ -20,7 +20,7 @@ from server.audit.events import AuditFacts
 from server.audit.models import AuditRecord
 from server.errors import InvalidRequestError
 from server.fhir.search.dates import parse_date_range
-from server.store.session import begin_write
+from server.store.session import start_write
 
 _E = AuditRecord.__table__
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
@@ -41,9 +41,7 @@ PARAMS = frozenset(SORTS) | {"address", "client"}
 
 def write_events(session: so.Session, facts: Sequence[AuditFacts], key: bytes, checkpoint_every: int) -> None:
     """Append events in a transaction of their own (reads, failures): commit, or raise."""
-    if session.in_transaction():
-        session.rollback()  # end a read's implicit transaction so this one starts as a write
-    begin_write(session)
+    start_write(session)  # ends or carries on a read's implicit transaction
     try:
         chain.append(session, facts, key, checkpoint_every)
         session.commit()

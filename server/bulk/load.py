@@ -12,8 +12,8 @@ one resource at a time so only the bad lines are reported.
 from __future__ import annotations
 
 import gzip
-import sys
 import pathlib
+import sys
 from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,8 +63,9 @@ class Loader:
         self.factory, self.base_url, self.report = factory, base_url.rstrip("/"), report
 
     def _request(self, method: str, body: Any) -> FhirRequest:
-        return FhirRequest(method=method, base_url=self.base_url, headers=_MINIMAL, body=body,
-                           max_bundle_entries=1_000_000)
+        return FhirRequest(
+            method=method, base_url=self.base_url, headers=_MINIMAL, body=body, max_bundle_entries=1_000_000
+        )
 
     def _store(self, repo: SqlRepository, resource: Any) -> None:
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
@@ -113,8 +114,11 @@ class Loader:
                 else:
                     self.report.errors.append(f"{where} entry[{n}]: {status}")
             return
-        entries = [(f"{where} entry[{n}]", e.get("resource")) for n, e in enumerate(bundle.get("entry") or [])
-                   if isinstance(e, dict) and e.get("resource") is not None]
+        entries = [
+            (f"{where} entry[{n}]", e.get("resource"))
+            for n, e in enumerate(bundle.get("entry") or [])
+            if isinstance(e, dict) and e.get("resource") is not None
+        ]
         for start in range(0, len(entries), CHUNK):
             self.resources(entries[start : start + CHUNK])
 
@@ -137,7 +141,9 @@ def _parse(data: bytes) -> Any:
 
 
 def load_files(
-    paths: list[pathlib.Path], factory: Callable[[], so.Session], base_url: str,
+    paths: list[pathlib.Path],
+    factory: Callable[[], so.Session],
+    base_url: str,
     progress: Callable[[int], None] = lambda _n: None,
 ) -> LoadReport:
     """Load every file; `progress` gets the number of (compressed) bytes read since the last call."""
@@ -169,7 +175,9 @@ def load_files(
 
 
 @click.command("load")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path)
+)
 @click.option("--base-url", default="", help="base URL for locations (default: REHABFHIR_BASE_URL)")
 def load_command(files: tuple[pathlib.Path, ...], base_url: str) -> None:
     """Load NDJSON files and FHIR Bundles (.json, .ndjson, optionally .gz) into the database."""
@@ -184,7 +192,9 @@ def load_command(files: tuple[pathlib.Path, ...], base_url: str) -> None:
     factory = make_session_factory(engine)
     total = sum(p.stat().st_size for p in files)
     with click.progressbar(length=total, label="loading", show_percent=True, file=sys.stderr) as bar:
-        report = load_files(list(files), factory, base_url or settings.base_url or "http://localhost", bar.update)
+        report = load_files(
+            list(files), factory, base_url or settings.base_url or "http://localhost", bar.update
+        )
     for line in report.errors[:50]:
         click.echo(f"error: {line}", err=True)
     if len(report.errors) > 50:

@@ -24,8 +24,11 @@ def file_url(base_url: str, job: jobs.JobView, name: str) -> str:
 
 def manifest(job: jobs.JobView, base_url: str) -> dict[str, Any]:
     """The completion manifest: transactionTime, request, requiresAccessToken, output, error."""
+
     def files(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{"type": f["type"], "url": file_url(base_url, job, f["file"]), "count": f["count"]} for f in items]
+        return [
+            {"type": f["type"], "url": file_url(base_url, job, f["file"]), "count": f["count"]} for f in items
+        ]
 
     return {
         "transactionTime": instant(job.transaction_time or job.created),

@@ -54,7 +54,9 @@ def job_dir(config: BulkConfig, job_id: str) -> pathlib.Path:
 class _Run:
     """One claimed job being carried out."""
 
-    def __init__(self, factory: Callable[[], so.Session], config: BulkConfig, job: jobs.JobView, worker: str) -> None:
+    def __init__(
+        self, factory: Callable[[], so.Session], config: BulkConfig, job: jobs.JobView, worker: str
+    ) -> None:
         self.factory, self.config, self.job, self.worker = factory, config, job, worker
         self.directory = job_dir(config, job.id)
         self.errors: list[dict[str, Any]] = []
@@ -82,7 +84,9 @@ class _Run:
             reference = str((member.get("entity") or {}).get("reference") or "")
             type_, _, id_ = reference.rstrip("/").rpartition("/")
             if type_.rpartition("/")[2] != "Patient" or not id_:
-                self.problem("not-supported", f"Group member {reference!r} is not a Patient reference; skipped")
+                self.problem(
+                    "not-supported", f"Group member {reference!r} is not a Patient reference; skipped"
+                )
                 continue
             wanted.append(id_)
         found = exporting.existing_ids(session, "Patient", wanted)
@@ -139,8 +143,13 @@ class _Run:
                 progress = f"{type_} ({n} of {len(types)} types)"
                 self.beat(progress, force=True)
                 bodies = exporting.stream_bodies(
-                    session, type_, until=until, since=self.job.since, patient_level=self.job.level != "system",
-                    patients=patients, filters=filters.get(type_, ()),
+                    session,
+                    type_,
+                    until=until,
+                    since=self.job.since,
+                    patient_level=self.job.level != "system",
+                    patients=patients,
+                    filters=filters.get(type_, ()),
                 )
                 count = self._write(f"{type_}.ndjson", bodies, progress)
                 if count:

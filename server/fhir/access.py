@@ -124,8 +124,10 @@ def restrict_query(ctx: AccessContext, query: SearchQuery, interaction: str = "s
 
     if ctx.unrestricted:
         return query
-    if not query.types and any(r.type == "*" and interaction in r.interactions and not r.params
-                               and r.context != "patient" for r in ctx.rules):
+    if not query.types and any(
+        r.type == "*" and interaction in r.interactions and not r.params and r.context != "patient"
+        for r in ctx.rules
+    ):
         return query
     types = query.types or tuple(t for t in resource_types() if ctx.can(t, interaction))
     if not types:
@@ -244,6 +246,7 @@ def visible_versions(
     live = [e for e in entries if not e.deleted]
     kept = {(e.type, e.id) for e in filter_visible(repo, ctx, live)}
     return [
-        e for e in entries
+        e
+        for e in entries
         if (e.type, e.id) in kept or (e.deleted and ctx.can(e.type, "r") and not _confined(ctx, e.type, "r"))
     ]

@@ -83,7 +83,9 @@ def _criteria(req: FhirRequest, type_: str) -> SearchQuery:
     return parse_criteria(req, type_, pairs)
 
 
-def conditional_update(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str) -> FhirResponse:
+def conditional_update(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str
+) -> FhirResponse:
     """PUT /Type?criteria: create if nothing matches, update the one match, 412 if several."""
     check_type(type_)
     query = restrict_query(ctx, _criteria(req, type_), "u")
@@ -100,7 +102,8 @@ def conditional_update(repo: FhirRepository, ctx: AccessContext, req: FhirReques
         found = _matches(repo, query)
         if len(found) > 1:
             raise MultipleMatchesError(
-                f"The criteria match more than one {type_}; be more specific", message_id="MSG_MULTIPLE_MATCHES"
+                f"The criteria match more than one {type_}; be more specific",
+                message_id="MSG_MULTIPLE_MATCHES",
             )
         if found:
             target = found[0].id
@@ -120,7 +123,9 @@ def conditional_update(repo: FhirRepository, ctx: AccessContext, req: FhirReques
     return write_response(req, stored, 201 if created else 200)
 
 
-def conditional_delete(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str) -> FhirResponse:
+def conditional_delete(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str
+) -> FhirResponse:
     """DELETE /Type?criteria: delete the one match (204 if none), 412 if several."""
     check_type(type_)
     query = restrict_query(ctx, _criteria(req, type_), "d")

@@ -77,7 +77,7 @@ def parse_etag(value: str) -> int:
         text = text[2:]
     text = text.strip('"')
     if not text.isdigit():
-        raise InvalidRequestError(f"Invalid ETag / version {value!r}: expected W/\"<version>\"")
+        raise InvalidRequestError(f'Invalid ETag / version {value!r}: expected W/"<version>"')
     return int(text)
 
 

@@ -73,9 +73,7 @@ class FhirRepository(Protocol):
     ) -> tuple[StoredResource, bool]:
         """Store the next version (or version 1 if absent); return it and whether it was created."""
 
-    def delete_resource(
-        self, type_: str, id_: str, if_match: int | None = None
-    ) -> StoredResource | None:
+    def delete_resource(self, type_: str, id_: str, if_match: int | None = None) -> StoredResource | None:
         """Write a tombstone version; return it, or None if there was nothing to delete."""
 
     def read_history(

@@ -31,16 +31,23 @@ from server.fhir.repository import FhirRepository
 Handler = Callable[..., FhirResponse]
 
 
-def _operation(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str | None,
-               name: str) -> FhirResponse:
+def _operation(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str | None, name: str
+) -> FhirResponse:
     op = registry.find(type_, id_, name)
     if op is None:
         raise NotFoundError(f"Unknown operation ${name} on {type_}")
     return op(repo, ctx, req, type_, id_)  # type: ignore[no-any-return]
 
 
-def dispatch(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, parts: list[str],
-             has_query: bool, **extra: Any) -> FhirResponse:
+def dispatch(
+    repo: FhirRepository,
+    ctx: AccessContext,
+    req: FhirRequest,
+    parts: list[str],
+    has_query: bool,
+    **extra: Any,
+) -> FhirResponse:
     """Run the interaction that `req.method` on the path `parts` names."""
     method, n = req.method, len(parts)
     if n == 0:

@@ -35,7 +35,9 @@ def existing_ids(session: so.Session, type_: str, ids: Sequence[str]) -> set[str
     found: set[str] = set()
     for start in range(0, len(ids), 500):
         chunk = list(ids[start : start + 500])
-        found.update(session.scalars(sa.select(R.id).where(R.type == type_, R.id.in_(chunk), R.deleted.is_(False))))
+        found.update(
+            session.scalars(sa.select(R.id).where(R.type == type_, R.id.in_(chunk), R.deleted.is_(False)))
+        )
     return found
 
 

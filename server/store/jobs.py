@@ -94,12 +94,26 @@ def now() -> datetime:
 
 def _view(row: ExportJob) -> JobView:
     return JobView(
-        id=row.id, status=row.status, level=row.level, group_id=row.group_id,
-        types=orjson.loads(row.types), type_filters=orjson.loads(row.type_filters), since=row.since,
-        output_format=row.output_format, request_url=row.request_url, base_url=row.base_url,
-        client_id=row.client_id, created=row.created, transaction_time=row.transaction_time,
-        finished=row.finished, expires=row.expires, claimed_by=row.claimed_by, progress=row.progress,
-        output=orjson.loads(row.output or "[]"), errors=orjson.loads(row.errors or "[]"), failure=row.failure,
+        id=row.id,
+        status=row.status,
+        level=row.level,
+        group_id=row.group_id,
+        types=orjson.loads(row.types),
+        type_filters=orjson.loads(row.type_filters),
+        since=row.since,
+        output_format=row.output_format,
+        request_url=row.request_url,
+        base_url=row.base_url,
+        client_id=row.client_id,
+        created=row.created,
+        transaction_time=row.transaction_time,
+        finished=row.finished,
+        expires=row.expires,
+        claimed_by=row.claimed_by,
+        progress=row.progress,
+        output=orjson.loads(row.output or "[]"),
+        errors=orjson.loads(row.errors or "[]"),
+        failure=row.failure,
     )
 
 
@@ -109,13 +123,22 @@ def submit(session: so.Session, request: ExportRequest) -> str:
     if session.in_transaction():
         session.rollback()  # end a leftover read so the insert commits on its own
     begin_write(session)
-    session.add(ExportJob(
-        id=job_id, status=QUEUED, level=request.level, group_id=request.group_id,
-        types=orjson.dumps(list(request.types)).decode(),
-        type_filters=orjson.dumps(list(request.type_filters)).decode(),
-        since=request.since, output_format=request.output_format, request_url=request.request_url,
-        base_url=request.base_url, client_id=request.client_id, created=now(),
-    ))
+    session.add(
+        ExportJob(
+            id=job_id,
+            status=QUEUED,
+            level=request.level,
+            group_id=request.group_id,
+            types=orjson.dumps(list(request.types)).decode(),
+            type_filters=orjson.dumps(list(request.type_filters)).decode(),
+            since=request.since,
+            output_format=request.output_format,
+            request_url=request.request_url,
+            base_url=request.base_url,
+            client_id=request.client_id,
+            created=now(),
+        )
+    )
     session.commit()
     return job_id
 
@@ -171,19 +194,34 @@ def beat(session: so.Session, job_id: str, worker: str, progress: str) -> bool:
 
 
 def complete(
-    session: so.Session, job_id: str, worker: str, output: list[dict[str, Any]], errors: list[dict[str, Any]],
+    session: so.Session,
+    job_id: str,
+    worker: str,
+    output: list[dict[str, Any]],
+    errors: list[dict[str, Any]],
     ttl: timedelta,
 ) -> bool:
     """Mark the job completed with its output and error files; they expire after `ttl`."""
     moment = now()
-    return _update(session, job_id, worker, status=COMPLETED, finished=moment, expires=moment + ttl,
-                   output=orjson.dumps(output).decode(), errors=orjson.dumps(errors).decode(), progress="done")
+    return _update(
+        session,
+        job_id,
+        worker,
+        status=COMPLETED,
+        finished=moment,
+        expires=moment + ttl,
+        output=orjson.dumps(output).decode(),
+        errors=orjson.dumps(errors).decode(),
+        progress="done",
+    )
 
 
 def fail(session: so.Session, job_id: str, worker: str, message: str, ttl: timedelta) -> bool:
     """Mark the job failed with a message."""
     moment = now()
-    return _update(session, job_id, worker, status=FAILED, finished=moment, expires=moment + ttl, failure=message)
+    return _update(
+        session, job_id, worker, status=FAILED, finished=moment, expires=moment + ttl, failure=message
+    )
 
 
 def cancel(session: so.Session, job_id: str) -> bool:

@@ -46,9 +46,7 @@ class ResourceVersion(Base):
     )
 
     pk: so.Mapped[int] = so.mapped_column(BigIntPk, primary_key=True, autoincrement=True)
-    res_pk: so.Mapped[int] = so.mapped_column(
-        sa.BigInteger, sa.ForeignKey("resource.pk", ondelete="CASCADE")
-    )
+    res_pk: so.Mapped[int] = so.mapped_column(sa.BigInteger, sa.ForeignKey("resource.pk", ondelete="CASCADE"))
     type: so.Mapped[str] = so.mapped_column(sa.String(64))
     id: so.Mapped[str] = so.mapped_column(sa.String(64))
     version: so.Mapped[int] = so.mapped_column(sa.Integer)
@@ -64,6 +62,4 @@ class ConditionalGuard(Base):
     __tablename__ = "conditional_guard"
 
     key: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
-    res_pk: so.Mapped[int] = so.mapped_column(
-        sa.BigInteger, sa.ForeignKey("resource.pk", ondelete="CASCADE")
-    )
+    res_pk: so.Mapped[int] = so.mapped_column(sa.BigInteger, sa.ForeignKey("resource.pk", ondelete="CASCADE"))

@@ -60,4 +60,6 @@ def reindex(
 
 def _write(body: str) -> WriteRequest:
     resource = orjson.loads(body)
-    return WriteRequest(resource=resource, rows=index_resource(resource), compartments=tuple(compartments_of(resource)))
+    return WriteRequest(
+        resource=resource, rows=index_resource(resource), compartments=tuple(compartments_of(resource))
+    )

@@ -8,6 +8,8 @@ concurrent updates get versions 1..N without gaps and If-Match is checked under 
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Callable
 from collections.abc import Iterator
 from datetime import UTC
@@ -27,10 +29,13 @@ from server.fhir.repository import WriteRequest
 from server.store import indexes
 from server.store.models import ResourceRecord
 from server.store.models import ResourceVersion
-from server.store.session import begin_write
+from server.store.session import start_write
 
 _R = ResourceRecord.__table__
 _V = ResourceVersion.__table__
+# engine -> keys taken from its sequence, not yet used (weak: a disposed engine takes its pool along)
+_PK_POOLS: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
+_PK_LOCK = threading.Lock()
 _PK_BLOCK = sa.text("SELECT nextval(pg_get_serial_sequence('resource', 'pk')) FROM generate_series(1, 64)")
 # Built once: a read by id is the hottest statement.
 _READ = sa.select(_R.c.type, _R.c.id, _R.c.version, _R.c.last_updated, _R.c.deleted, _R.c.body).where(
@@ -48,9 +53,7 @@ def _stamp(resource: dict[str, Any], type_: str, id_: str, version: int, moment:
     """Set id, meta.versionId and meta.lastUpdated and serialise the body that will be served."""
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = str(version)
-    meta["lastUpdated"] = moment.replace(tzinfo=UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
+    meta["lastUpdated"] = moment.replace(tzinfo=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     body = {"resourceType": type_, "id": id_, "meta": meta}
     body.update((k, v) for k, v in resource.items() if k not in ("resourceType", "id", "meta"))
     return orjson.dumps(body).decode()
@@ -68,6 +71,12 @@ def _stored(row: ResourceRecord | ResourceVersion, method: str = "PUT") -> Store
     )
 
 
+def forget_reserved_keys() -> None:
+    """Drop the resource keys this process took from the sequence (needed after a sequence restart)."""
+    with _PK_LOCK:
+        _PK_POOLS.clear()
+
+
 class SqlRepository:
     """FhirRepository over one SQLAlchemy session (opened and closed by the caller)."""
 
@@ -76,7 +85,6 @@ class SqlRepository:
         self.is_postgres = session.get_bind().dialect.name == "postgresql"
         self._depth = 0
         self._pending = indexes.PendingRows()
-        self._pk_pool: list[int] = []
         # Called at the end of the outermost transaction() block, inside it, before the commit
         # (the audit trail appends its records here); `after_rollback` when the block fails.
         self.before_commit: list[Callable[[], None]] = []
@@ -94,14 +102,14 @@ class SqlRepository:
             finally:
                 self._depth -= 1
             return
-        if self.session.in_transaction():
-            # A read left the session's implicit transaction open: end it, so the write
-            # starts as a write (BEGIN IMMEDIATE on SQLite) and really commits below.
-            self.session.rollback()
-        begin_write(self.session)
+        # A read may have left the session's implicit transaction open: start_write ends it on
+        # SQLite (so the write begins with BEGIN IMMEDIATE) and carries it on on PostgreSQL.
+        start_write(self.session)
         self._depth = 1
         try:
             yield
+            self.flush()
+            # Hooks last (the audit chain's lock is then held only for its own INSERT and the commit).
             for hook in self.before_commit:
                 hook()
             self.flush()
@@ -125,11 +133,21 @@ class SqlRepository:
             raise VersionConflictError(f"Conflicting concurrent write: {exc.orig}") from None
 
     def _next_pk(self) -> int:
-        """A resource primary key from the PostgreSQL sequence, fetched in blocks of 64."""
-        if not self._pk_pool:
-            rows = self.session.execute(_PK_BLOCK).scalars().all()
-            self._pk_pool = sorted(rows, reverse=True)
-        return self._pk_pool.pop()
+        """A resource primary key from the PostgreSQL sequence, fetched in blocks of 64 per process.
+
+        nextval() is outside transactions, so a key taken and not used (a rollback) is a gap,
+        never a duplicate; keys of concurrent writers need not be in commit order (they never
+        were: the key orders rows, `last_updated` and the version tables order time).
+        """
+        with _PK_LOCK:
+            pool = _PK_POOLS.setdefault(self.session.get_bind(), [])
+            if pool:
+                return pool.pop()
+        rows = self.session.execute(_PK_BLOCK).scalars().all()
+        first, *rest = sorted(rows)
+        with _PK_LOCK:
+            pool.extend(reversed(rest))
+        return int(first)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -187,13 +205,33 @@ class SqlRepository:
     # UPDATE, and the ORM's flush bookkeeping cost more than the SQL itself.
 
     def _finish_write(
-        self, pk: int, type_: str, id_: str, version: int, moment: datetime, write: WriteRequest | None,
-        method: str, body: str | None, *, fresh: bool,
+        self,
+        pk: int,
+        type_: str,
+        id_: str,
+        version: int,
+        moment: datetime,
+        write: WriteRequest | None,
+        method: str,
+        body: str | None,
+        *,
+        fresh: bool,
     ) -> StoredResource:
-        self._pending.add(_V, [{
-            "res_pk": pk, "type": type_, "id": id_, "version": version, "last_updated": moment,
-            "method": method, "deleted": write is None, "body": body,
-        }])
+        self._pending.add(
+            _V,
+            [
+                {
+                    "res_pk": pk,
+                    "type": type_,
+                    "id": id_,
+                    "version": version,
+                    "last_updated": moment,
+                    "method": method,
+                    "deleted": write is None,
+                    "body": body,
+                }
+            ],
+        )
         indexes.replace(self.session, pk, write, self._pending, fresh=fresh)
         return StoredResource(type_, id_, version, moment, write is None, body, method)
 
@@ -206,8 +244,20 @@ class SqlRepository:
             # Keys from the sequence let the resource row join the queued multi-row INSERTs:
             # a 100-entry transaction then needs a handful of round trips, not a hundred.
             pk = self._next_pk()
-            self._pending.add(_R, [{"pk": pk, "type": type_, "id": id_, "version": 1,
-                                    "last_updated": moment, "deleted": False, "body": body}])
+            self._pending.add(
+                _R,
+                [
+                    {
+                        "pk": pk,
+                        "type": type_,
+                        "id": id_,
+                        "version": 1,
+                        "last_updated": moment,
+                        "deleted": False,
+                        "body": body,
+                    }
+                ],
+            )
             return self._finish_write(pk, type_, id_, 1, moment, write, method, body, fresh=True)
         pk = self.session.execute(
             sa.insert(_R)
@@ -244,9 +294,7 @@ class SqlRepository:
         current = self._current_row(type_, id_, lock=True)
         if current is None:
             if if_match is not None:
-                raise PreconditionFailedError(
-                    f"If-Match {if_match} given but {type_}/{id_} does not exist"
-                )
+                raise PreconditionFailedError(f"If-Match {if_match} given but {type_}/{id_} does not exist")
             try:
                 self.flush()
                 with self.session.begin_nested():
@@ -264,9 +312,7 @@ class SqlRepository:
             )
         return self._next_version(current, type_, id_, write, "PUT"), bool(current.deleted)
 
-    def delete_resource(
-        self, type_: str, id_: str, if_match: int | None = None
-    ) -> StoredResource | None:
+    def delete_resource(self, type_: str, id_: str, if_match: int | None = None) -> StoredResource | None:
         """Write a tombstone version; None if the resource never existed."""
         current = self._current_row(type_, id_, lock=True)
         if current is None:

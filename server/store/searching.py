@@ -132,7 +132,9 @@ def _point_cond(col: Any, v: RangeValue) -> Clause:
 
 def _token_cond(t: Any, v: Value, modifier: str | None) -> Clause:
     if isinstance(v, TextValue):
-        return sa.or_(t.text.startswith(v.text, autoescape=True), t.text.contains(" " + v.text, autoescape=True))
+        return sa.or_(
+            t.text.startswith(v.text, autoescape=True), t.text.contains(" " + v.text, autoescape=True)
+        )
     assert isinstance(v, TokenValue)
     conds = []
     if v.system is not None:
@@ -234,7 +236,7 @@ def _composite_rows(test: ParamTest) -> sa.Select[Any]:
         aliases = [sa.orm.aliased(TABLES[ctype]) for ctype, _, _ in value.parts]
         first = aliases[0]
         conds: list[Clause] = []
-        for i, ((ctype, _, part), alias) in enumerate(zip(value.parts, aliases)):
+        for i, ((ctype, _, part), alias) in enumerate(zip(value.parts, aliases, strict=False)):
             conds += [alias.param == f"{test.param}${i}", _CONDS[ctype](alias, part, None)]
             if i:
                 conds += [alias.res_pk == first.res_pk, alias.grp == first.grp]
@@ -344,7 +346,8 @@ def _cursor_value(key: SortKey, value: Any) -> Any:
 
 def _keyset_clause(query: SearchQuery, cursor: Cursor) -> Clause:
     """Rows strictly after (or, paging back, before) the cursor in the sort order."""
-    keys = [(_sort_expr(k), k.descending, _cursor_value(k, v)) for k, v in zip(query.sort, cursor.values)]
+    pairs = zip(query.sort, cursor.values, strict=False)
+    keys = [(_sort_expr(k), k.descending, _cursor_value(k, v)) for k, v in pairs]
     keys.append((R.pk, False, cursor.pk))
     ors = []
     for i, (expr, descending, value) in enumerate(keys):
@@ -419,7 +422,9 @@ def _include_stmt(inc: Include, sources: list[Match]) -> sa.Select[Any] | None:
         stmt = (
             sa.select(*cols)
             .join(ref, ref.res_pk == tgt.pk)
-            .where(sa.or_(*(sa.and_(ref.target_type == t, ref.target_id.in_(ids)) for t, ids in by_type.items())))
+            .where(
+                sa.or_(*(sa.and_(ref.target_type == t, ref.target_id.in_(ids)) for t, ids in by_type.items()))
+            )
         )
         if inc.source != "*":
             stmt = stmt.where(tgt.type == inc.source)
@@ -447,7 +452,9 @@ def _includes(session: so.Session, query: SearchQuery, matches: list[Match]) -> 
             fresh = [r for r in rows if r.pk not in seen]
             if len(fresh) > room:
                 name = ("_revinclude" if inc.reverse else "_include") + f"={inc.source}:{inc.param}"
-                cut.append(f"{name}: more than {query.max_includes} resources to include; the rest were left out")
+                cut.append(
+                    f"{name}: more than {query.max_includes} resources to include; the rest were left out"
+                )
                 fresh = fresh[: max(room, 0)]
             for r in fresh:
                 seen.add(r.pk)
@@ -499,7 +506,9 @@ def _find(session: so.Session, query: SearchQuery) -> list[Match]:
     return _page(session, limited)[0]
 
 
-def _guarded_create(session: so.Session, op: GuardedCreate) -> tuple[StoredResource | None, StoredResource | None]:
+def _guarded_create(
+    session: so.Session, op: GuardedCreate
+) -> tuple[StoredResource | None, StoredResource | None]:
     """Create under the guard key unless the criteria match; a concurrent loser returns the winner."""
     from server.store.repository import SqlRepository
 
@@ -524,7 +533,9 @@ def _guarded_create(session: so.Session, op: GuardedCreate) -> tuple[StoredResou
             # The guard row is held by a concurrent create of the same criteria: once it has
             # committed, searching again finds the winner.
             continue
-    raise VersionConflictError(f"Concurrent conditional creates of {op.type}; retry", message_id="MSG_CONFLICT")
+    raise VersionConflictError(
+        f"Concurrent conditional creates of {op.type}; retry", message_id="MSG_CONFLICT"
+    )
 
 
 def _claim(session: so.Session, op: GuardedCreate, pk: Any) -> None:

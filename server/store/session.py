@@ -67,3 +67,25 @@ def make_session_factory(engine: sa.Engine) -> so.sessionmaker[so.Session]:
 def begin_write(session: so.Session) -> None:
     """Start the session's transaction as a write (SQLite: BEGIN IMMEDIATE)."""
     session.connection(execution_options={WRITE_OPTION: True})
+
+
+def start_write(session: so.Session) -> None:
+    """Make the session's transaction a write transaction, ending a read's transaction if needed.
+
+    SQLite: a read's deferred transaction is ended and BEGIN IMMEDIATE starts the write. PostgreSQL:
+    a healthy read transaction simply goes on as the write (saving a ROLLBACK and a BEGIN round
+    trip on every request); one that an error aborted is rolled back first.
+    """
+    if session.in_transaction():
+        conn = session.connection()
+        if conn.dialect.name == "postgresql" and _pg_in_good_transaction(conn):
+            return
+        session.rollback()
+    begin_write(session)
+
+
+def _pg_in_good_transaction(conn: sa.Connection) -> bool:
+    from psycopg.pq import TransactionStatus
+
+    raw = conn.connection.driver_connection
+    return raw is not None and raw.info.transaction_status == TransactionStatus.INTRANS

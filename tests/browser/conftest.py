@@ -25,8 +25,15 @@ from tests.browser.seed import seed
 from tests.conftest import running_server
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
 PASSWORD = "correct horse battery staple"
 
@@ -50,8 +57,14 @@ class Site:
 
 def _cli(database_url: str, *args: str, stdin: str = "") -> str:
     env = dict(os.environ, DATABASE_URL=database_url)
-    done = subprocess.run([sys.executable, "-m", "server.cli", *args], input=stdin, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -106,10 +119,31 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         # The route answers 401 (or 200 on an open server) once /rehab is wired; 404 until then.
         rehab = _status(base + "/rehab/patients/ada/progress") != 404
         if auth:
-            _cli(url, "client", "add", "rehabfhir-web", "--client-id", "rehabfhir-web", "--public",
-                 "--redirect-uri", base + "/app/callback", "--scope", REQUESTED_SCOPES)
-            _cli(url, "user", "add", "clin", "--role", "practitioner", "--fhir-user", "Practitioner/pt1",
-                 "--password-stdin", stdin=PASSWORD + "\n")
+            _cli(
+                url,
+                "client",
+                "add",
+                "rehabfhir-web",
+                "--client-id",
+                "rehabfhir-web",
+                "--public",
+                "--redirect-uri",
+                base + "/app/callback",
+                "--scope",
+                REQUESTED_SCOPES,
+            )
+            _cli(
+                url,
+                "user",
+                "add",
+                "clin",
+                "--role",
+                "practitioner",
+                "--fhir-user",
+                "Practitioner/pt1",
+                "--password-stdin",
+                stdin=PASSWORD + "\n",
+            )
             _cli(url, "user", "add", "audit", "--role", "auditor", "--password-stdin", stdin=PASSWORD + "\n")
         yield Site(base=base, database_url=url, auth=auth, rehab=rehab)
 
@@ -134,11 +168,18 @@ def page(browser: Any) -> Iterator[Any]:
     pg = context.new_page()
     pg.console_errors = []  # type: ignore[attr-defined]
     # Script errors and CSP violations; failed loads are checked through `failed` (with their URLs).
-    pg.on("console", lambda m: m.type == "error" and not m.text.startswith("Failed to load resource")
-          and pg.console_errors.append(m.text))  # type: ignore[attr-defined]
+    pg.on(
+        "console",
+        lambda m: (
+            m.type == "error"
+            and not m.text.startswith("Failed to load resource")
+            and pg.console_errors.append(m.text)
+        ),
+    )  # type: ignore[attr-defined]
     pg.failed = []  # type: ignore[attr-defined]
-    pg.on("response", lambda r: r.status >= 400
-          and pg.failed.append(f"{r.status} {r.request.method} {r.url}"))  # type: ignore[attr-defined]
+    pg.on(
+        "response", lambda r: r.status >= 400 and pg.failed.append(f"{r.status} {r.request.method} {r.url}")
+    )  # type: ignore[attr-defined]
     pg.on("pageerror", lambda e: pg.console_errors.append(str(e)))  # type: ignore[attr-defined]
     pg.dialogs = []  # type: ignore[attr-defined]
     pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]

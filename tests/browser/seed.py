@@ -21,12 +21,28 @@ GRIP_RIGHT = (30.0, 31.0, 31.5, 32.0)
 TUG = (16.4, 14.2, 12.9, 11.1)
 
 
-def _obs(pid: str, oid: str, code: str, display: str, date: str, value: float, unit: str, ucum: str,
-         category: str = "exam") -> dict[str, Any]:
+def _obs(
+    pid: str,
+    oid: str,
+    code: str,
+    display: str,
+    date: str,
+    value: float,
+    unit: str,
+    ucum: str,
+    category: str = "exam",
+) -> dict[str, Any]:
     return {
-        "resourceType": "Observation", "id": oid, "status": "final",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": category}]}],
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}
+                ]
+            }
+        ],
         "code": {"coding": [{"system": LOINC, "code": code, "display": display}], "text": display},
         "subject": {"reference": f"Patient/{pid}"},
         "effectiveDateTime": date,
@@ -37,68 +53,152 @@ def _obs(pid: str, oid: str, code: str, display: str, date: str, value: float, u
 def resources() -> list[dict[str, Any]]:
     """Patients, a grip-strength (sided) and TUG series, a goal, a program and a session."""
     out: list[dict[str, Any]] = [
-        {"resourceType": "Patient", "id": "ada", "name": [{"family": "Lovelace", "given": ["Ada"]}],
-         "gender": "female", "birthDate": "1961-12-10",
-         "identifier": [{"system": "urn:clinic", "value": "MRN-1"}]},
-        {"resourceType": "Patient", "id": "xss", "name": [{"family": XSS_NAME, "given": ["Mallory"]}],
-         "gender": "other", "birthDate": "1990-01-01"},
-        {"resourceType": "Patient", "id": "empty", "name": [{"family": "Newcomer", "given": ["Nora"]}],
-         "gender": "female", "birthDate": "1984-03-03"},
+        {
+            "resourceType": "Patient",
+            "id": "ada",
+            "name": [{"family": "Lovelace", "given": ["Ada"]}],
+            "gender": "female",
+            "birthDate": "1961-12-10",
+            "identifier": [{"system": "urn:clinic", "value": "MRN-1"}],
+        },
+        {
+            "resourceType": "Patient",
+            "id": "xss",
+            "name": [{"family": XSS_NAME, "given": ["Mallory"]}],
+            "gender": "other",
+            "birthDate": "1990-01-01",
+        },
+        {
+            "resourceType": "Patient",
+            "id": "empty",
+            "name": [{"family": "Newcomer", "given": ["Nora"]}],
+            "gender": "female",
+            "birthDate": "1984-03-03",
+        },
         {"resourceType": "Practitioner", "id": "pt1", "name": [{"family": "Hopper", "given": ["Grace"]}]},
     ]
     for i, date in enumerate(DATES):
-        out.append(_obs("ada", f"grip-l-{i}", "83173-5", "Grip strength Hand - left Dynamometer", date,
-                        GRIP_LEFT[i], "kg", "kg"))
-        out.append(_obs("ada", f"grip-r-{i}", "83174-3", "Grip strength Hand - right Dynamometer", date,
-                        GRIP_RIGHT[i], "kg", "kg"))
+        out.append(
+            _obs(
+                "ada",
+                f"grip-l-{i}",
+                "83173-5",
+                "Grip strength Hand - left Dynamometer",
+                date,
+                GRIP_LEFT[i],
+                "kg",
+                "kg",
+            )
+        )
+        out.append(
+            _obs(
+                "ada",
+                f"grip-r-{i}",
+                "83174-3",
+                "Grip strength Hand - right Dynamometer",
+                date,
+                GRIP_RIGHT[i],
+                "kg",
+                "kg",
+            )
+        )
         out.append(_obs("ada", f"tug-{i}", "89423-8", "Timed Up and Go", date, TUG[i], "s", "s"))
-    out.append({
-        "resourceType": "Goal", "id": "goal-tug", "lifecycleStatus": "active",
-        "description": {"text": "Timed Up and Go under 10 seconds"},
-        "subject": {"reference": "Patient/ada"},
-        # as POST /rehab/plans writes it: the standard code, then ours (the catalog key)
-        "target": [{"measure": {"coding": [{"system": LOINC, "code": "89423-8"},
-                                           {"system": PT, "code": "tug_time"}]},
+    out.append(
+        {
+            "resourceType": "Goal",
+            "id": "goal-tug",
+            "lifecycleStatus": "active",
+            "description": {"text": "Timed Up and Go under 10 seconds"},
+            "subject": {"reference": "Patient/ada"},
+            # as POST /rehab/plans writes it: the standard code, then ours (the catalog key)
+            "target": [
+                {
+                    "measure": {
+                        "coding": [{"system": LOINC, "code": "89423-8"}, {"system": PT, "code": "tug_time"}]
+                    },
                     "detailQuantity": {"value": 10, "unit": "s", "system": UCUM, "code": "s"},
-                    "dueDate": "2026-04-01"}],
-    })
-    out.append({
-        "resourceType": "CarePlan", "id": "plan-1", "status": "active", "intent": "plan",
-        "subject": {"reference": "Patient/ada"}, "goal": [{"reference": "Goal/goal-tug"}],
-        "activity": [{"detail": {
-            "status": "in-progress", "code": {"text": "Bridges"},
-            "description": "Hold at the top, slow lowering",
-            "scheduledTiming": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
-            "quantity": {"value": 10, "unit": "repetitions"},
-        }}],
-    })
-    out.append({
-        "resourceType": "Encounter", "id": "visit-1", "status": "finished",
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-        "subject": {"reference": "Patient/ada"},
-        "period": {"start": "2026-02-16T09:00:00Z", "end": "2026-02-16T09:45:00Z"},
-    })
+                    "dueDate": "2026-04-01",
+                }
+            ],
+        }
+    )
+    out.append(
+        {
+            "resourceType": "CarePlan",
+            "id": "plan-1",
+            "status": "active",
+            "intent": "plan",
+            "subject": {"reference": "Patient/ada"},
+            "goal": [{"reference": "Goal/goal-tug"}],
+            "activity": [
+                {
+                    "detail": {
+                        "status": "in-progress",
+                        "code": {"text": "Bridges"},
+                        "description": "Hold at the top, slow lowering",
+                        "scheduledTiming": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+                        "quantity": {"value": 10, "unit": "repetitions"},
+                    }
+                }
+            ],
+        }
+    )
+    out.append(
+        {
+            "resourceType": "Encounter",
+            "id": "visit-1",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": "Patient/ada"},
+            "period": {"start": "2026-02-16T09:00:00Z", "end": "2026-02-16T09:45:00Z"},
+        }
+    )
     pains = (("pain-before", "2026-02-16T09:00:00Z", 6), ("pain-after", "2026-02-16T09:45:00Z", 3))
     for oid, when, value in pains:
-        pain = _obs("ada", oid, "72514-3", "Pain severity 0-10 [Score] - Reported", when, value, "{score}",
-                    "{score}", category="survey")
+        pain = _obs(
+            "ada",
+            oid,
+            "72514-3",
+            "Pain severity 0-10 [Score] - Reported",
+            when,
+            value,
+            "{score}",
+            "{score}",
+            category="survey",
+        )
         pain["encounter"] = {"reference": "Encounter/visit-1"}
         out.append(pain)
-    out.append({
-        "resourceType": "Procedure", "id": "proc-1", "status": "completed",
-        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "97112",
-                             "display": "Neuromuscular reeducation"}]},
-        "subject": {"reference": "Patient/ada"}, "encounter": {"reference": "Encounter/visit-1"},
-    })
+    out.append(
+        {
+            "resourceType": "Procedure",
+            "id": "proc-1",
+            "status": "completed",
+            "code": {
+                "coding": [
+                    {
+                        "system": "http://www.ama-assn.org/go/cpt",
+                        "code": "97112",
+                        "display": "Neuromuscular reeducation",
+                    }
+                ]
+            },
+            "subject": {"reference": "Patient/ada"},
+            "encounter": {"reference": "Encounter/visit-1"},
+        }
+    )
     return out
 
 
 def seed(database_url: str, base_url: str) -> None:
     """Store every seed resource in one transaction bundle (bypassing HTTP, so no token is needed)."""
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-        for r in resources()
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in resources()
+        ],
+    }
     engine = make_engine(database_url)
     session = make_session_factory(engine)()
     try:

@@ -193,28 +193,56 @@ def _apply_empty(page: Any) -> None:
 
 def _progress_payload() -> dict[str, Any]:
     """A progress answer shaped like GET /rehab/patients/{id}/progress, with hand-picked MCIDs."""
-    def measure(key: str, display: str, unit: str, values: tuple[float, ...], side: str | None,
-                mcid: float, direction: str) -> dict[str, Any]:
-        series = [{"date": d, "value": v, "observation": f"Observation/{key}-{i}"}
-                  for i, (d, v) in enumerate(zip(DATES, values, strict=True))]
+
+    def measure(
+        key: str,
+        display: str,
+        unit: str,
+        values: tuple[float, ...],
+        side: str | None,
+        mcid: float,
+        direction: str,
+    ) -> dict[str, Any]:
+        series = [
+            {"date": d, "value": v, "observation": f"Observation/{key}-{i}"}
+            for i, (d, v) in enumerate(zip(DATES, values, strict=True))
+        ]
         change = round(values[-1] - values[0], 4)
         improvement = change if direction == "higher" else -change
-        return {"measure": key, "display": display, "unit": unit, "side": side, "body_site": None,
-                "direction": direction, "series": series, "baseline": values[0], "latest": values[-1],
-                "change": change, "percent_change": round(change / values[0] * 100, 2), "mcid": mcid,
-                "mcid_kind": "absolute", "mcid_reached": improvement >= mcid,
-                "trend": "improving" if improvement > 0 else "worsening", "asymmetry_index": None}
+        return {
+            "measure": key,
+            "display": display,
+            "unit": unit,
+            "side": side,
+            "body_site": None,
+            "direction": direction,
+            "series": series,
+            "baseline": values[0],
+            "latest": values[-1],
+            "change": change,
+            "percent_change": round(change / values[0] * 100, 2),
+            "mcid": mcid,
+            "mcid_kind": "absolute",
+            "mcid_reached": improvement >= mcid,
+            "trend": "improving" if improvement > 0 else "worsening",
+            "asymmetry_index": None,
+        }
+
     grip_l = measure("grip_strength", "Grip strength", "kg", GRIP_LEFT, "left", 6.5, "higher")
     grip_r = measure("grip_strength", "Grip strength", "kg", GRIP_RIGHT, "right", 6.5, "higher")
     grip_l["asymmetry_index"] = grip_r["asymmetry_index"] = 15.13
-    return {"patient": "Patient/ada", "measures": [
-        measure("tug_time", "Timed Up and Go", "s", TUG, None, 3.4, "lower"), grip_l, grip_r]}
+    return {
+        "patient": "Patient/ada",
+        "measures": [measure("tug_time", "Timed Up and Go", "s", TUG, None, 3.4, "lower"), grip_l, grip_r],
+    }
 
 
 def test_patient_view_draws_every_part_of_a_progress_answer(page: Any, site: Site) -> None:
     payload = _progress_payload()
-    page.route("**/rehab/patients/ada/progress", lambda route: route.fulfill(
-        status=200, content_type="application/json", body=json.dumps(payload)))
+    page.route(
+        "**/rehab/patients/ada/progress",
+        lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(payload)),
+    )
     sign_in(page, site, "/app/patients/ada", site.clinician)
     page.locator("figure.measure").first.wait_for()
     tug = page.locator("figure.measure", has_text="Timed Up and Go")
@@ -239,8 +267,10 @@ def test_token_lives_in_this_tab_only_and_sign_out_forgets_it(page: Any, site: S
     stored = json.loads(page.evaluate("sessionStorage.getItem('rehabfhir.session')"))
     assert stored["access_token"] and "user/Patient.rs" in stored["scope"]
     assert page.evaluate("localStorage.length") == 0
-    assert all(c["name"] != "access_token" and stored["access_token"] not in c["value"]
-               for c in page.context.cookies())
+    assert all(
+        c["name"] != "access_token" and stored["access_token"] not in c["value"]
+        for c in page.context.cookies()
+    )
     for cookie in page.context.cookies():
         assert cookie["httpOnly"] and cookie["sameSite"] in ("Lax", "Strict"), cookie
     other = browser.new_context()  # another browser session: not signed in

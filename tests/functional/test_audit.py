@@ -236,7 +236,6 @@ def test_batch_entries_each_audited(fhir: FhirClient, app: Any, patient: dict[st
     )
 
 
-
 def test_conditional_create_that_matches_is_audited_in_a_bundle(fhir: FhirClient, app: Any) -> None:
     ident = {"system": "urn:mrn", "value": "cc-1"}
     p = fhir.create({"resourceType": "Patient", "identifier": [ident]})
@@ -487,7 +486,9 @@ def test_patient_sees_only_events_about_their_record(as_ctx: Any, app: Any, fhir
     assert client.call("GET", "/AuditEvent/$verify").status_code == 403
 
 
-def test_export_status_download_and_rehab_views_are_audited(fhir: FhirClient, app: Any, patient: dict[str, Any]) -> None:
+def test_export_status_download_and_rehab_views_are_audited(
+    fhir: FhirClient, app: Any, patient: dict[str, Any]
+) -> None:
     from tests.functional.test_export import download
     from tests.functional.test_export import kick_off
     from tests.functional.test_export import local
@@ -498,7 +499,9 @@ def test_export_status_download_and_rehab_views_are_audited(fhir: FhirClient, ap
     file_url = manifest["output"][0]["url"]
     assert download(fhir, file_url)
     assert fhir.call("GET", f"/rehab/patients/{patient['id']}/progress").status_code == 200
-    assert FhirClient(app.test_client(), token="").call("GET", "/rehab/patients/x/progress").status_code == 401
+    assert (
+        FhirClient(app.test_client(), token="").call("GET", "/rehab/patients/x/progress").status_code == 401
+    )
     assert fhir.call("DELETE", status_path).status_code == 202
     rows = [r for r in events(app) if r["subtype"] == "operation"]
     got = [(r["action"], r["outcome"], r["query"], r["patient"]) for r in rows]

@@ -36,8 +36,12 @@ def test_token_issue_and_failure(app: Any) -> None:
     form = {"grant_type": "client_credentials", "scope": "system/Patient.rs"}
     assert c.post("/auth/token", data=form, headers=basic(client_id, secret)).status_code == 200
     assert c.post("/auth/token", data=form, headers=basic(client_id, "wrong")).status_code == 401
-    assert c.post("/auth/token", data={**form, "scope": "user/*.rs"},
-                  headers=basic(client_id, secret)).status_code == 400
+    assert (
+        c.post(
+            "/auth/token", data={**form, "scope": "user/*.rs"}, headers=basic(client_id, secret)
+        ).status_code
+        == 400
+    )
     assert auth_events(app) == [
         ("110114", "token-issue", 0, client_id, client_id),
         ("110114", "token-issue", 8, client_id, None),
@@ -45,7 +49,7 @@ def test_token_issue_and_failure(app: Any) -> None:
     ]
     rows = [r for r in events(app, auth=True) if r["type"] == "110114"]
     ok, forged, _ = (r["body"] for r in rows)
-    assert '"system":"%s"' % AUTH_EVENT in ok and "system/Patient.rs" in ok
+    assert f'"system":"{AUTH_EVENT}"' in ok and "system/Patient.rs" in ok
     assert '"outcome":"8"' in forged and "invalid_client" in forged
     # Introspection is not an authentication event.
     c.post("/auth/introspect", data={"token": "x"}, headers=basic(client_id, secret))
@@ -65,14 +69,22 @@ def test_login_code_exchange_refresh_and_revoke(app: Any, fhir: Any) -> None:
     assert c.post("/auth/authorize", data=wrong).status_code == 401
     got = get_code(c, params, "pat")
     tok = exchange(c, client_id, got["code"], verifier).get_json()
-    r = c.post("/auth/token", data={"grant_type": "refresh_token", "client_id": client_id,
-                                    "refresh_token": tok["refresh_token"]})
+    r = c.post(
+        "/auth/token",
+        data={"grant_type": "refresh_token", "client_id": client_id, "refresh_token": tok["refresh_token"]},
+    )
     assert r.status_code == 200
-    stale = c.post("/auth/token", data={"grant_type": "refresh_token", "client_id": client_id,
-                                        "refresh_token": tok["refresh_token"]})
+    stale = c.post(
+        "/auth/token",
+        data={"grant_type": "refresh_token", "client_id": client_id, "refresh_token": tok["refresh_token"]},
+    )
     assert stale.status_code == 400
-    assert c.post("/auth/revoke", data={"token": r.get_json()["refresh_token"],
-                                        "client_id": client_id}).status_code == 200
+    assert (
+        c.post(
+            "/auth/revoke", data={"token": r.get_json()["refresh_token"], "client_id": client_id}
+        ).status_code
+        == 200
+    )
     me = f"Patient/{pid}"
     assert auth_events(app)[1:] == [  # [0]: the fhir fixture's own token
         ("110114", "110122", 8, client_id, "pat"),
@@ -83,7 +95,7 @@ def test_login_code_exchange_refresh_and_revoke(app: Any, fhir: Any) -> None:
         ("110114", "token-revoke", 0, client_id, None),
     ]
     login = [r["body"] for r in events(app, auth=True) if r["subtype"] == "110122"]
-    assert all('"system":"%s"' % DCM in body for body in login)
+    assert all(f'"system":"{DCM}"' in body for body in login)
     assert "wrong username or password" in login[0]
 
 
@@ -98,8 +110,9 @@ def test_audit_failure_refuses_the_sign_in(app: Any, path: str, monkeypatch: pyt
     client_id, secret = add_app(app, "system/*.rs", kind="symmetric")
     monkeypatch.setattr(store, "write_events", broken)
     if path == "/auth/token":
-        r = app.test_client().post("/auth/token", data={"grant_type": "client_credentials"},
-                                   headers=basic(client_id, secret))
+        r = app.test_client().post(
+            "/auth/token", data={"grant_type": "client_credentials"}, headers=basic(client_id, secret)
+        )
         assert r.status_code == 500 and "access_token" not in r.get_data(as_text=True)
         assert r.get_json()["error"] == "server_error"
     else:
@@ -108,6 +121,13 @@ def test_audit_failure_refuses_the_sign_in(app: Any, path: str, monkeypatch: pyt
         c = app.test_client()
         params = authorize_params(app_id, "openid fhirUser user/*.rs", "v" * 50)
         page = c.get("/auth/authorize", query_string=params).get_data(as_text=True)
-        r = c.post("/auth/authorize", data={"step": "login", "csrf_token": hidden(page, "csrf_token"),
-                                            "username": "doc", "password": PASSWORD})
+        r = c.post(
+            "/auth/authorize",
+            data={
+                "step": "login",
+                "csrf_token": hidden(page, "csrf_token"),
+                "username": "doc",
+                "password": PASSWORD,
+            },
+        )
         assert r.status_code == 500 and "code=" not in r.headers.get("Location", "")

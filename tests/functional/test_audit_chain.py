@@ -100,7 +100,7 @@ def test_deleted_record_is_detected(fhir: FhirClient, app: Any, trail: list[int]
 
 def test_reordered_records_are_detected(fhir: FhirClient, app: Any, trail: list[int]) -> None:
     a, b = trail[1], trail[3]
-    cols = "recorded, actor, client, patient, action, outcome, type, subtype, resource, query, prev_hash, hash, body"
+    cols = "recorded, actor, client, patient, action, outcome, type, subtype, resource, query, prev_hash, hash, body"  # noqa: E501
     with _engine(app).connect() as conn:
         rows = {
             r.pk: r

@@ -16,8 +16,11 @@ def tx(*entries: dict) -> dict:
 
 
 def post(full_url: str, resource: dict, **request: str) -> dict:
-    return {"fullUrl": full_url, "resource": resource,
-            "request": {"method": "POST", "url": resource["resourceType"], **request}}
+    return {
+        "fullUrl": full_url,
+        "resource": resource,
+        "request": {"method": "POST", "url": resource["resourceType"], **request},
+    }
 
 
 def count(fhir: FhirClient, type_: str) -> int:
@@ -26,9 +29,16 @@ def count(fhir: FhirClient, type_: str) -> int:
 
 def test_transaction_resolves_its_own_urn_uuids(fhir: FhirClient) -> None:
     bundle = tx(
-        post("urn:uuid:obs", {"resourceType": "Observation", "status": "final", "code": {"text": "pain"},
-                              "subject": {"reference": "urn:uuid:pat"},
-                              "extension": [{"url": "http://x/ext", "valueReference": {"reference": "urn:uuid:pat"}}]}),
+        post(
+            "urn:uuid:obs",
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "pain"},
+                "subject": {"reference": "urn:uuid:pat"},
+                "extension": [{"url": "http://x/ext", "valueReference": {"reference": "urn:uuid:pat"}}],
+            },
+        ),
         post("urn:uuid:pat", {"resourceType": "Patient", "name": [{"family": "Tx"}]}),
     )
     r = fhir.call("POST", "/", bundle)
@@ -52,9 +62,19 @@ def test_failing_transaction_leaves_nothing_behind(fhir: FhirClient) -> None:
     bundle = tx(
         post("urn:uuid:a", {"resourceType": "Patient", "name": [{"family": "Gone"}]}),
         {"request": {"method": "DELETE", "url": f"Patient/{keep['id']}"}},
-        {"resource": {**keep, "gender": "other"}, "request": {"method": "PUT", "url": f"Patient/{keep['id']}"}},
-        post("urn:uuid:b", {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-                                "valueQuantity": {"value": "high"}}),
+        {
+            "resource": {**keep, "gender": "other"},
+            "request": {"method": "PUT", "url": f"Patient/{keep['id']}"},
+        },
+        post(
+            "urn:uuid:b",
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "x"},
+                "valueQuantity": {"value": "high"},
+            },
+        ),
     )
     r = fhir.call("POST", "/", bundle)
     assert r.status_code == 422
@@ -72,8 +92,10 @@ def test_transaction_order_delete_post_put_get(fhir: FhirClient) -> None:
     old = fhir.create({"resourceType": "Patient", "name": [{"family": "Old"}]})
     bundle = tx(
         {"request": {"method": "GET", "url": "Patient?family=New"}},
-        {"resource": {"resourceType": "Patient", "id": "fixed", "name": [{"family": "New"}]},
-         "request": {"method": "PUT", "url": "Patient/fixed"}},
+        {
+            "resource": {"resourceType": "Patient", "id": "fixed", "name": [{"family": "New"}]},
+            "request": {"method": "PUT", "url": "Patient/fixed"},
+        },
         post("urn:uuid:n", {"resourceType": "Patient", "name": [{"family": "New"}]}),
         {"request": {"method": "DELETE", "url": f"Patient/{old['id']}"}},
     )
@@ -86,9 +108,22 @@ def test_transaction_order_delete_post_put_get(fhir: FhirClient) -> None:
 
 def test_conditional_entries(fhir: FhirClient) -> None:
     ident = {"system": "urn:mrn", "value": "42"}
-    first = tx(post("urn:uuid:p", {"resourceType": "Patient", "identifier": [ident]}, ifNoneExist="identifier=urn:mrn|42"),
-               post("urn:uuid:o", {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-                                   "subject": {"reference": "urn:uuid:p"}}))
+    first = tx(
+        post(
+            "urn:uuid:p",
+            {"resourceType": "Patient", "identifier": [ident]},
+            ifNoneExist="identifier=urn:mrn|42",
+        ),
+        post(
+            "urn:uuid:o",
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "x"},
+                "subject": {"reference": "urn:uuid:p"},
+            },
+        ),
+    )
     a = fhir.call("POST", "/", first).get_json()
     b = fhir.call("POST", "/", first).get_json()
     assert a["entry"][0]["response"]["status"] == "201 Created"
@@ -96,46 +131,103 @@ def test_conditional_entries(fhir: FhirClient) -> None:
     pid = a["entry"][0]["resource"]["id"]
     assert b["entry"][1]["resource"]["subject"]["reference"] == f"Patient/{pid}"
     assert count(fhir, "Patient") == 1
-    cond_ref = tx(post("urn:uuid:x", {"resourceType": "Observation", "status": "final", "code": {"text": "y"},
-                                      "subject": {"reference": "Patient?identifier=urn:mrn|42"}}))
+    cond_ref = tx(
+        post(
+            "urn:uuid:x",
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "y"},
+                "subject": {"reference": "Patient?identifier=urn:mrn|42"},
+            },
+        )
+    )
     out = fhir.call("POST", "/", cond_ref).get_json()
     assert out["entry"][0]["resource"]["subject"]["reference"] == f"Patient/{pid}"
-    missing = tx(post("urn:uuid:y", {"resourceType": "Observation", "status": "final", "code": {"text": "y"},
-                                     "subject": {"reference": "Patient?identifier=urn:mrn|nobody"}}))
+    missing = tx(
+        post(
+            "urn:uuid:y",
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "y"},
+                "subject": {"reference": "Patient?identifier=urn:mrn|nobody"},
+            },
+        )
+    )
     r = fhir.call("POST", "/", missing)
     assert r.status_code == 412 and "matches 0" in r.get_json()["issue"][0]["diagnostics"]
-    update = tx({"resource": {"resourceType": "Patient", "identifier": [ident], "active": True},
-                 "request": {"method": "PUT", "url": "Patient?identifier=urn:mrn|42"}})
+    update = tx(
+        {
+            "resource": {"resourceType": "Patient", "identifier": [ident], "active": True},
+            "request": {"method": "PUT", "url": "Patient?identifier=urn:mrn|42"},
+        }
+    )
     out = fhir.call("POST", "/", update).get_json()
     assert out["entry"][0]["response"]["status"] == "200 OK"
     assert out["entry"][0]["resource"]["id"] == pid and out["entry"][0]["resource"]["active"] is True
-    stale = tx({"resource": {"resourceType": "Patient", "id": pid}, "request": {"method": "PUT", "url": f"Patient/{pid}",
-                                                                             "ifMatch": 'W/"1"'}})
+    stale = tx(
+        {
+            "resource": {"resourceType": "Patient", "id": pid},
+            "request": {"method": "PUT", "url": f"Patient/{pid}", "ifMatch": 'W/"1"'},
+        }
+    )
     assert fhir.call("POST", "/", stale).status_code == 412
 
 
 def test_transaction_patch_entry(fhir: FhirClient) -> None:
     pid = fhir.create({"resourceType": "Patient", "gender": "female"})["id"]
-    data = base64.b64encode(json.dumps([{"op": "replace", "path": "/gender", "value": "male"}]).encode()).decode()
-    bundle = tx({"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": data},
-                 "request": {"method": "PATCH", "url": f"Patient/{pid}"}})
+    data = base64.b64encode(
+        json.dumps([{"op": "replace", "path": "/gender", "value": "male"}]).encode()
+    ).decode()
+    bundle = tx(
+        {
+            "resource": {
+                "resourceType": "Binary",
+                "contentType": "application/json-patch+json",
+                "data": data,
+            },
+            "request": {"method": "PATCH", "url": f"Patient/{pid}"},
+        }
+    )
     out = fhir.call("POST", "/", bundle).get_json()
     assert out["entry"][0]["resource"]["gender"] == "male"
 
 
 def test_batch_entries_are_independent(fhir: FhirClient) -> None:
     pid = fhir.create({"resourceType": "Patient"})["id"]
-    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": {"resourceType": "Patient", "name": [{"family": "B"}]}, "request": {"method": "POST", "url": "Patient"}},
-        {"request": {"method": "GET", "url": "Patient/nope"}},
-        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueQuantity": {"value": "high"}}, "request": {"method": "POST", "url": "Observation"}},
-        {"request": {"method": "GET", "url": f"Patient/{pid}"}},
-        {"request": {"method": "FROB", "url": "Patient"}},
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "resource": {"resourceType": "Patient", "name": [{"family": "B"}]},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {"request": {"method": "GET", "url": "Patient/nope"}},
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": "x"},
+                    "valueQuantity": {"value": "high"},
+                },
+                "request": {"method": "POST", "url": "Observation"},
+            },
+            {"request": {"method": "GET", "url": f"Patient/{pid}"}},
+            {"request": {"method": "FROB", "url": "Patient"}},
+        ],
+    }
     out = fhir.call("POST", "/", bundle).get_json()
     assert out["type"] == "batch-response"
     statuses = [e["response"]["status"] for e in out["entry"]]
-    assert statuses == ["201 Created", "404 Not Found", "422 Unprocessable Entity", "200 OK", "400 Bad Request"]
+    assert statuses == [
+        "201 Created",
+        "404 Not Found",
+        "422 Unprocessable Entity",
+        "200 OK",
+        "400 Bad Request",
+    ]
     assert out["entry"][1]["response"]["outcome"]["resourceType"] == "OperationOutcome"
     assert count(fhir, "Patient") == 2
 
@@ -144,22 +236,34 @@ def test_bundle_errors(app, fhir: FhirClient) -> None:  # type: ignore[no-untype
     assert fhir.call("POST", "/", {"resourceType": "Patient"}).status_code == 400
     assert fhir.call("POST", "/", {"resourceType": "Bundle", "type": "collection"}).status_code == 400
     limit = app.config["REHABFHIR_SETTINGS"].max_bundle_entries
-    big = {"resourceType": "Bundle", "type": "batch",
-           "entry": [{"request": {"method": "GET", "url": "Patient"}}] * (limit + 1)}
+    big = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": "Patient"}}] * (limit + 1),
+    }
     r = fhir.call("POST", "/", big)
     assert r.status_code == 413 and r.get_json()["issue"][0]["code"] == "too-costly"
 
 
 def test_concurrent_identical_conditional_transactions(live_server: str, live_bearer: dict[str, str]) -> None:
-    bundle = tx(post("urn:uuid:p", {"resourceType": "Patient", "identifier": [{"system": "urn:c", "value": "1"}]},
-                     ifNoneExist="identifier=urn:c|1"))
+    bundle = tx(
+        post(
+            "urn:uuid:p",
+            {"resourceType": "Patient", "identifier": [{"system": "urn:c", "value": "1"}]},
+            ifNoneExist="identifier=urn:c|1",
+        )
+    )
     barrier = threading.Barrier(8)
     statuses: list[int] = []
 
     def send() -> None:
         barrier.wait()
-        r = requests.post(live_server + "/", json=bundle, timeout=60,
-                          headers={"Content-Type": "application/fhir+json", **live_bearer})
+        r = requests.post(
+            live_server + "/",
+            json=bundle,
+            timeout=60,
+            headers={"Content-Type": "application/fhir+json", **live_bearer},
+        )
         statuses.append(r.status_code)
 
     threads = [threading.Thread(target=send) for _ in range(8)]
@@ -172,15 +276,23 @@ def test_concurrent_identical_conditional_transactions(live_server: str, live_be
     assert found["total"] == 1
 
 
-def test_concurrent_identical_conditional_plain_creates(live_server: str, live_bearer: dict[str, str]) -> None:
+def test_concurrent_identical_conditional_plain_creates(
+    live_server: str, live_bearer: dict[str, str]
+) -> None:
     barrier = threading.Barrier(16)
     statuses: list[int] = []
-    headers = {"Content-Type": "application/fhir+json", "If-None-Exist": "identifier=urn:plain|16", **live_bearer}
+    headers = {
+        "Content-Type": "application/fhir+json",
+        "If-None-Exist": "identifier=urn:plain|16",
+        **live_bearer,
+    }
 
     def creator() -> None:
         body = {"resourceType": "Patient", "identifier": [{"system": "urn:plain", "value": "16"}]}
         barrier.wait()
-        statuses.append(requests.post(live_server + "/Patient", json=body, headers=headers, timeout=60).status_code)
+        statuses.append(
+            requests.post(live_server + "/Patient", json=body, headers=headers, timeout=60).status_code
+        )
 
     threads = [threading.Thread(target=creator) for _ in range(16)]
     for t in threads:
@@ -188,5 +300,7 @@ def test_concurrent_identical_conditional_plain_creates(live_server: str, live_b
     for t in threads:
         t.join()
     assert sorted(statuses) == [200] * 15 + [201]
-    found = requests.get(live_server + "/Patient?identifier=urn:plain|16", headers=live_bearer, timeout=30).json()
+    found = requests.get(
+        live_server + "/Patient?identifier=urn:plain|16", headers=live_bearer, timeout=30
+    ).json()
     assert found["total"] == 1

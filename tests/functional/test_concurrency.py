@@ -11,8 +11,12 @@ HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+
 
 def test_concurrent_updates_give_gapless_versions(live_server: str, live_bearer: dict[str, str]) -> None:
     headers = {**HEADERS, **live_bearer}
-    created = requests.post(f"{live_server}/Patient", json={"resourceType": "Patient", "active": True},
-                            headers=headers, timeout=30).json()
+    created = requests.post(
+        f"{live_server}/Patient",
+        json={"resourceType": "Patient", "active": True},
+        headers=headers,
+        timeout=30,
+    ).json()
     pid = created["id"]
     statuses: list[int] = []
 
@@ -20,7 +24,9 @@ def test_concurrent_updates_give_gapless_versions(live_server: str, live_bearer:
         with requests.Session() as s:
             for i in range(5):
                 body = {"resourceType": "Patient", "id": pid, "name": [{"text": f"w{n}-{i}"}]}
-                statuses.append(s.put(f"{live_server}/Patient/{pid}", json=body, headers=headers, timeout=60).status_code)
+                statuses.append(
+                    s.put(f"{live_server}/Patient/{pid}", json=body, headers=headers, timeout=60).status_code
+                )
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
     for t in threads:
@@ -28,7 +34,9 @@ def test_concurrent_updates_give_gapless_versions(live_server: str, live_bearer:
     for t in threads:
         t.join()
     assert statuses == [200] * 40
-    history = requests.get(f"{live_server}/Patient/{pid}/_history?_count=100", headers=headers, timeout=30).json()
+    history = requests.get(
+        f"{live_server}/Patient/{pid}/_history?_count=100", headers=headers, timeout=30
+    ).json()
     versions = sorted(int(e["resource"]["meta"]["versionId"]) for e in history["entry"])
     assert versions == list(range(1, 42))
     current = requests.get(f"{live_server}/Patient/{pid}", headers=headers, timeout=30).json()
@@ -37,8 +45,9 @@ def test_concurrent_updates_give_gapless_versions(live_server: str, live_bearer:
 
 def test_same_if_match_exactly_one_wins(live_server: str, live_bearer: dict[str, str]) -> None:
     headers = {**HEADERS, **live_bearer}
-    created = requests.post(f"{live_server}/Patient", json={"resourceType": "Patient"}, headers=headers,
-                            timeout=30).json()
+    created = requests.post(
+        f"{live_server}/Patient", json={"resourceType": "Patient"}, headers=headers, timeout=30
+    ).json()
     pid = created["id"]
     barrier = threading.Barrier(10)
     statuses: list[int] = []
@@ -46,8 +55,9 @@ def test_same_if_match_exactly_one_wins(live_server: str, live_bearer: dict[str,
     def writer(n: int) -> None:
         body = {"resourceType": "Patient", "id": pid, "name": [{"text": f"w{n}"}]}
         barrier.wait()
-        r = requests.put(f"{live_server}/Patient/{pid}", json=body, timeout=60,
-                         headers={**headers, "If-Match": 'W/"1"'})
+        r = requests.put(
+            f"{live_server}/Patient/{pid}", json=body, timeout=60, headers={**headers, "If-Match": 'W/"1"'}
+        )
         statuses.append(r.status_code)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(10)]
@@ -67,8 +77,12 @@ def test_concurrent_update_as_create_same_id(live_server: str, live_bearer: dict
 
     def writer(n: int) -> None:
         barrier.wait()
-        r = requests.put(f"{live_server}/Patient/race-1", json={"resourceType": "Patient", "id": "race-1"},
-                         headers=headers, timeout=60)
+        r = requests.put(
+            f"{live_server}/Patient/race-1",
+            json={"resourceType": "Patient", "id": "race-1"},
+            headers=headers,
+            timeout=60,
+        )
         statuses.append(r.status_code)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
@@ -77,7 +91,9 @@ def test_concurrent_update_as_create_same_id(live_server: str, live_bearer: dict
     for t in threads:
         t.join()
     assert sorted(statuses) == [200] * 7 + [201]
-    history = requests.get(f"{live_server}/Patient/race-1/_history?_count=50", headers=headers, timeout=30).json()
+    history = requests.get(
+        f"{live_server}/Patient/race-1/_history?_count=50", headers=headers, timeout=30
+    ).json()
     assert sorted(int(e["resource"]["meta"]["versionId"]) for e in history["entry"]) == list(range(1, 9))
 
 

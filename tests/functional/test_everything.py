@@ -13,21 +13,56 @@ def _record(fhir: FhirClient) -> dict[str, Any]:
     doc = fhir.create({"resourceType": "Practitioner", "name": [{"family": "Physio"}]})
     loc = fhir.create({"resourceType": "Location", "name": "Gym 2"})
     med = fhir.create({"resourceType": "Medication", "code": {"text": "ibuprofen"}})
-    pat = fhir.create({"resourceType": "Patient", "managingOrganization": {"reference": f"Organization/{org['id']}"}})
+    pat = fhir.create(
+        {"resourceType": "Patient", "managingOrganization": {"reference": f"Organization/{org['id']}"}}
+    )
     other = fhir.create({"resourceType": "Patient", "name": [{"family": "Other"}]})
     ref = {"reference": f"Patient/{pat['id']}"}
-    enc = fhir.create({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}, "subject": ref,
-                       "participant": [{"individual": {"reference": f"Practitioner/{doc['id']}"}}],
-                       "location": [{"location": {"reference": f"Location/{loc['id']}"}}]})
-    obs = [fhir.create({"resourceType": "Observation", "status": "final", "code": {"text": f"pain {i}"},
-                        "subject": ref}) for i in range(3)]
-    mr = fhir.create({"resourceType": "MedicationRequest", "status": "active", "intent": "order", "subject": ref,
-                      "medicationReference": {"reference": f"Medication/{med['id']}"}})
-    fhir.create({"resourceType": "Observation", "status": "final", "code": {"text": "not mine"},
-                 "subject": {"reference": f"Patient/{other['id']}"}})
+    enc = fhir.create(
+        {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"code": "AMB"},
+            "subject": ref,
+            "participant": [{"individual": {"reference": f"Practitioner/{doc['id']}"}}],
+            "location": [{"location": {"reference": f"Location/{loc['id']}"}}],
+        }
+    )
+    obs = [
+        fhir.create(
+            {"resourceType": "Observation", "status": "final", "code": {"text": f"pain {i}"}, "subject": ref}
+        )
+        for i in range(3)
+    ]
+    mr = fhir.create(
+        {
+            "resourceType": "MedicationRequest",
+            "status": "active",
+            "intent": "order",
+            "subject": ref,
+            "medicationReference": {"reference": f"Medication/{med['id']}"},
+        }
+    )
+    fhir.create(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "not mine"},
+            "subject": {"reference": f"Patient/{other['id']}"},
+        }
+    )
     fhir.create({"resourceType": "Practitioner", "name": [{"family": "Unrelated"}]})
-    return {"org": org, "doc": doc, "loc": loc, "med": med, "pat": pat, "enc": enc, "obs": obs, "mr": mr,
-            "other": other}
+    return {
+        "org": org,
+        "doc": doc,
+        "loc": loc,
+        "med": med,
+        "pat": pat,
+        "enc": enc,
+        "obs": obs,
+        "mr": mr,
+        "other": other,
+    }
 
 
 def _ids(bundle: dict[str, Any]) -> set[str]:
@@ -40,13 +75,22 @@ def test_everything_returns_compartment_and_referenced(fhir: FhirClient) -> None
     assert r.status_code == 200, r.get_data(as_text=True)
     out = r.get_json()
     assert out["resourceType"] == "Bundle" and out["type"] == "searchset"
-    expected = {f"Patient/{rec['pat']['id']}", f"Encounter/{rec['enc']['id']}", f"MedicationRequest/{rec['mr']['id']}",
-                f"Organization/{rec['org']['id']}", f"Practitioner/{rec['doc']['id']}", f"Location/{rec['loc']['id']}",
-                f"Medication/{rec['med']['id']}", *(f"Observation/{o['id']}" for o in rec["obs"])}
+    expected = {
+        f"Patient/{rec['pat']['id']}",
+        f"Encounter/{rec['enc']['id']}",
+        f"MedicationRequest/{rec['mr']['id']}",
+        f"Organization/{rec['org']['id']}",
+        f"Practitioner/{rec['doc']['id']}",
+        f"Location/{rec['loc']['id']}",
+        f"Medication/{rec['med']['id']}",
+        *(f"Observation/{o['id']}" for o in rec["obs"]),
+    }
     assert _ids(out) == expected
     assert out["total"] == len(expected)
-    assert all(e["fullUrl"] == f"http://testserver/fhir/{e['resource']['resourceType']}/{e['resource']['id']}"
-               for e in out["entry"])
+    assert all(
+        e["fullUrl"] == f"http://testserver/fhir/{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in out["entry"]
+    )
 
 
 def test_everything_type_since_and_post(fhir: FhirClient) -> None:
@@ -55,7 +99,9 @@ def test_everything_type_since_and_post(fhir: FhirClient) -> None:
     out = fhir.call("GET", f"/Patient/{pid}/$everything?_type=Observation,Practitioner").get_json()
     assert _ids(out) == {f"Observation/{o['id']}" for o in rec["obs"]} | {f"Practitioner/{rec['doc']['id']}"}
     time.sleep(0.01)
-    later = fhir.call("PUT", f"/Observation/{rec['obs'][0]['id']}", {**rec["obs"][0], "status": "amended"}).get_json()
+    later = fhir.call(
+        "PUT", f"/Observation/{rec['obs'][0]['id']}", {**rec["obs"][0], "status": "amended"}
+    ).get_json()
     since = later["meta"]["lastUpdated"]
     out = fhir.call("GET", f"/Patient/{pid}/$everything?_since={since}").get_json()
     assert _ids(out) == {f"Observation/{rec['obs'][0]['id']}"}

@@ -11,7 +11,6 @@ import tarfile
 from typing import Any
 
 import pydantic
-import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from server.fhir.resources import ID_RE
@@ -27,8 +26,13 @@ def _package() -> pathlib.Path | None:
     path = CACHE / PACKAGE
     if not path.exists() and shutil.which("npm"):
         CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["npm", "pack", "hl7.fhir.r4b.examples@4.3.0", "--silent"], cwd=CACHE,
-                       capture_output=True, timeout=300, check=False)
+        subprocess.run(
+            ["npm", "pack", "hl7.fhir.r4b.examples@4.3.0", "--silent"],
+            cwd=CACHE,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
     return path if path.exists() else None
 
 

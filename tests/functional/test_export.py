@@ -49,7 +49,7 @@ def paused_worker(app: Any) -> Iterator[None]:
 
 def local(url: str) -> str:
     assert url.startswith(BASE + "/"), url
-    return url[len(BASE):]
+    return url[len(BASE) :]
 
 
 def kick_off(fhir: FhirClient, path: str) -> str:
@@ -83,9 +83,14 @@ def load(fhir: FhirClient, resources: list[dict[str, Any]]) -> list[dict[str, An
     """Create resources through 500-entry transactions; return the stored ones."""
     stored = []
     for start in range(0, len(resources), 500):
-        entries = [{"fullUrl": f"urn:uuid:{start + i:08d}-0000-0000-0000-000000000000", "resource": res,
-                    "request": {"method": "POST", "url": res["resourceType"]}}
-                   for i, res in enumerate(resources[start:start + 500])]
+        entries = [
+            {
+                "fullUrl": f"urn:uuid:{start + i:08d}-0000-0000-0000-000000000000",
+                "resource": res,
+                "request": {"method": "POST", "url": res["resourceType"]},
+            }
+            for i, res in enumerate(resources[start : start + 500])
+        ]
         r = fhir.call("POST", "/", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
         assert r.status_code == 200, r.get_data(as_text=True)[:500]
         stored += [e["resource"] for e in r.get_json()["entry"]]
@@ -93,12 +98,23 @@ def load(fhir: FhirClient, resources: list[dict[str, Any]]) -> list[dict[str, An
 
 
 def test_export_of_thousands_read_back_line_by_line(fhir: FhirClient) -> None:
-    patients = load(fhir, [{"resourceType": "Patient", "name": [{"family": f"F{i}"}], "gender": "female"}
-                           for i in range(500)])
-    observations = load(fhir, [
-        {"resourceType": "Observation", "status": "final", "code": {"text": f"pain {i}"},
-         "subject": {"reference": f"Patient/{patients[i % 500]['id']}"},
-         "valueQuantity": {"value": i % 10, "unit": "score"}} for i in range(2500)])
+    patients = load(
+        fhir,
+        [{"resourceType": "Patient", "name": [{"family": f"F{i}"}], "gender": "female"} for i in range(500)],
+    )
+    observations = load(
+        fhir,
+        [
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": f"pain {i}"},
+                "subject": {"reference": f"Patient/{patients[i % 500]['id']}"},
+                "valueQuantity": {"value": i % 10, "unit": "score"},
+            }
+            for i in range(2500)
+        ],
+    )
     status = kick_off(fhir, "/$export?_type=Patient,Observation")
     out = wait(fhir, status)
     assert out["requiresAccessToken"] is True
@@ -123,16 +139,33 @@ def test_patient_and_group_level_with_filters(fhir: FhirClient) -> None:
     fhir.create({"resourceType": "Practitioner", "name": [{"family": "Doc"}]})
     for pat, codes in ((a, ("final", "preliminary")), (b, ("final",))):
         for code in codes:
-            fhir.create({"resourceType": "Observation", "status": code, "code": {"text": "x"},
-                         "subject": {"reference": f"Patient/{pat['id']}"}})
+            fhir.create(
+                {
+                    "resourceType": "Observation",
+                    "status": code,
+                    "code": {"text": "x"},
+                    "subject": {"reference": f"Patient/{pat['id']}"},
+                }
+            )
     out = wait(fhir, kick_off(fhir, "/Patient/$export"))
     counts = {o["type"]: o["count"] for o in out["output"]}
     assert counts == {"Patient": 2, "Observation": 3}  # no Practitioner: not in a Patient compartment
-    out = wait(fhir, kick_off(fhir, "/Patient/$export?_type=Observation&_typeFilter=Observation%3Fstatus%3Dfinal"))
+    out = wait(
+        fhir, kick_off(fhir, "/Patient/$export?_type=Observation&_typeFilter=Observation%3Fstatus%3Dfinal")
+    )
     assert [(o["type"], o["count"]) for o in out["output"]] == [("Observation", 2)]
-    group = fhir.create({"resourceType": "Group", "type": "person", "actual": True, "name": "Caseload",
-                         "member": [{"entity": {"reference": f"Patient/{a['id']}"}},
-                                    {"entity": {"reference": "Patient/ghost"}}]})
+    group = fhir.create(
+        {
+            "resourceType": "Group",
+            "type": "person",
+            "actual": True,
+            "name": "Caseload",
+            "member": [
+                {"entity": {"reference": f"Patient/{a['id']}"}},
+                {"entity": {"reference": "Patient/ghost"}},
+            ],
+        }
+    )
     out = wait(fhir, kick_off(fhir, f"/Group/{group['id']}/$export?_outputFormat=application/fhir%2Bndjson"))
     counts = {o["type"]: o["count"] for o in out["output"]}
     assert counts == {"Patient": 1, "Observation": 2, "Group": 1}  # Group.member puts it in the compartment
@@ -154,20 +187,36 @@ def test_since_only_exports_later_changes(fhir: FhirClient) -> None:
     assert [orjson.loads(x)["id"] for x in lines] == [new["id"]]
 
 
-@pytest.mark.parametrize(("path", "headers", "status", "text"), [
-    ("/$export", {}, 400, "respond-async"),
-    ("/$export?_outputFormat=text/csv", ASYNC, 400, "_outputFormat"),
-    ("/$export?_type=Nope", ASYNC, 400, "_type"),
-    ("/$export?_typeFilter=Observation%3Fbogus%3D1", ASYNC, 400, "bogus"),
-    ("/$export?_typeFilter=Observation", ASYNC, 400, "_typeFilter"),
-    ("/$export?_type=Patient&_typeFilter=Observation%3Fstatus%3Dfinal", ASYNC, 400, "_type"),
-    ("/$export?_since=soon", ASYNC, 400, "_since"),
-    ("/$export?_elements=id", ASYNC, 400, "_elements"),
-    ("/Group/none/$export", ASYNC, 404, "Group/none"),
-    ("/Observation/$export", ASYNC, 404, "export"),
-], ids=["no-prefer", "format", "type", "filter-param", "filter-shape", "filter-type", "since", "elements",
-        "group", "type-level"])
-def test_kick_off_errors(fhir: FhirClient, path: str, headers: dict[str, str], status: int, text: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "text"),
+    [
+        ("/$export", {}, 400, "respond-async"),
+        ("/$export?_outputFormat=text/csv", ASYNC, 400, "_outputFormat"),
+        ("/$export?_type=Nope", ASYNC, 400, "_type"),
+        ("/$export?_typeFilter=Observation%3Fbogus%3D1", ASYNC, 400, "bogus"),
+        ("/$export?_typeFilter=Observation", ASYNC, 400, "_typeFilter"),
+        ("/$export?_type=Patient&_typeFilter=Observation%3Fstatus%3Dfinal", ASYNC, 400, "_type"),
+        ("/$export?_since=soon", ASYNC, 400, "_since"),
+        ("/$export?_elements=id", ASYNC, 400, "_elements"),
+        ("/Group/none/$export", ASYNC, 404, "Group/none"),
+        ("/Observation/$export", ASYNC, 404, "export"),
+    ],
+    ids=[
+        "no-prefer",
+        "format",
+        "type",
+        "filter-param",
+        "filter-shape",
+        "filter-type",
+        "since",
+        "elements",
+        "group",
+        "type-level",
+    ],
+)
+def test_kick_off_errors(
+    fhir: FhirClient, path: str, headers: dict[str, str], status: int, text: str
+) -> None:
     r = fhir.call("GET", path, headers=headers)
     assert r.status_code == status, r.get_data(as_text=True)
     oo = r.get_json()
@@ -184,7 +233,9 @@ def test_progress_then_cancel(app: Any, fhir: FhirClient, export_dir: Any) -> No
     with paused_worker(app):
         status = kick_off(fhir, "/$export")
         r = fhir.call("GET", status)
-        assert r.status_code == 202 and r.headers["X-Progress"] == "queued" and r.headers["Retry-After"] == "1"
+        assert (
+            r.status_code == 202 and r.headers["X-Progress"] == "queued" and r.headers["Retry-After"] == "1"
+        )
         assert r.get_data() == b""
         assert fhir.call("DELETE", status).status_code == 202
         assert fhir.call("GET", status).status_code == 404
@@ -216,7 +267,10 @@ def test_files_only_for_the_client_that_asked(app: Any, fhir: FhirClient) -> Non
     r = fhir.call("GET", local(out["output"][0]["url"]))
     assert r.status_code == 403 and r.get_json()["issue"][0]["code"] == "forbidden"
     assert fhir.call("GET", status).status_code == 403
-    assert fhir.call("GET", local(out["output"][0]["url"]).replace("Patient.ndjson", "../../x")).status_code == 404
+    assert (
+        fhir.call("GET", local(out["output"][0]["url"]).replace("Patient.ndjson", "../../x")).status_code
+        == 404
+    )
 
 
 def test_expired_files_are_cleaned(app: Any, fhir: FhirClient, export_dir: Any) -> None:
@@ -260,8 +314,11 @@ def test_stale_job_is_reclaimed_and_skip_locked(app: Any, fhir: FhirClient) -> N
                 holder.rollback()
         with factory() as s:
             # The dead worker's heartbeat is old: a live worker takes the job over.
-            s.execute(sa.update(jobs.ExportJob).where(jobs.ExportJob.id == first)
-                      .values(heartbeat=jobs.now() - timedelta(seconds=600)))
+            s.execute(
+                sa.update(jobs.ExportJob)
+                .where(jobs.ExportJob.id == first)
+                .values(heartbeat=jobs.now() - timedelta(seconds=600))
+            )
             s.commit()
     out = wait(fhir, f"/bulk/status/{first}")
     assert out["output"][0]["count"] == 1
@@ -280,12 +337,16 @@ def _restart_flow(database_url: str, tmp_path: Any) -> None:
     with running_server(database_url, workers=1, env=env) as base:
         headers["Authorization"] = "Bearer " + token_for(base, database_url, client=client)
         for i in range(30):
-            r = requests.post(f"{base}/Patient", json={"resourceType": "Patient", "name": [{"family": f"R{i}"}]},
-                              headers=headers, timeout=30)
+            r = requests.post(
+                f"{base}/Patient",
+                json={"resourceType": "Patient", "name": [{"family": f"R{i}"}]},
+                headers=headers,
+                timeout=30,
+            )
             assert r.status_code == 201
         r = requests.get(f"{base}/Patient/$export?_type=Patient", headers={**headers, **ASYNC}, timeout=30)
         assert r.status_code == 202
-        status_path = r.headers["Content-Location"][len(base):]
+        status_path = r.headers["Content-Location"][len(base) :]
         r = requests.get(base + status_path, headers=headers, timeout=30)
         assert r.status_code == 202 and r.headers["X-Progress"] == "queued"
     env["REHABFHIR_EXPORT_WORKER"] = "1"
@@ -298,11 +359,15 @@ def _restart_flow(database_url: str, tmp_path: Any) -> None:
         assert r.status_code == 200, r.text
         out = r.json()
         assert out["output"][0]["count"] == 30
-        f = requests.get(out["output"][0]["url"], timeout=30,
-                         headers={"Accept": "application/fhir+ndjson", "Authorization": headers["Authorization"]})
+        f = requests.get(
+            out["output"][0]["url"],
+            timeout=30,
+            headers={"Accept": "application/fhir+ndjson", "Authorization": headers["Authorization"]},
+        )
         assert f.status_code == 200 and f.headers["Content-Type"].startswith("application/fhir+ndjson")
-        assert sorted(orjson.loads(x)["name"][0]["family"] for x in f.text.splitlines()) == \
-            sorted(f"R{i}" for i in range(30))
+        assert sorted(orjson.loads(x)["name"][0]["family"] for x in f.text.splitlines()) == sorted(
+            f"R{i}" for i in range(30)
+        )
         assert requests.delete(base + status_path, headers=headers, timeout=30).status_code == 202
 
 
@@ -310,8 +375,10 @@ def test_capability_statement_declares_the_operations(fhir: FhirClient) -> None:
     statement = fhir.call("GET", "/metadata").get_json()
     assert "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data" in statement["instantiates"]
     rest = statement["rest"][0]
-    assert {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"} \
-        in rest["operation"]
+    assert {
+        "name": "export",
+        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+    } in rest["operation"]
     ops = {e["type"]: {o["name"] for o in e.get("operation", [])} for e in rest["resource"]}
     assert {"export", "everything", "validate"} <= ops["Patient"]
     assert {"export", "validate"} <= ops["Group"]

@@ -16,8 +16,11 @@ SYNTHEA = sorted(pathlib.Path("/work/shared/data/synthea-r4").glob("*.json.gz"))
 
 
 def run(database_url: str, *paths: pathlib.Path) -> Any:
-    return CliRunner().invoke(load_command, [str(p) for p in paths],
-                              env={"DATABASE_URL": database_url, "REHABFHIR_BASE_URL": "http://testserver/fhir"})
+    return CliRunner().invoke(
+        load_command,
+        [str(p) for p in paths],
+        env={"DATABASE_URL": database_url, "REHABFHIR_BASE_URL": "http://testserver/fhir"},
+    )
 
 
 def total(fhir: FhirClient, type_: str) -> int:
@@ -41,15 +44,29 @@ def test_load_synthea_transaction_bundles(app: Any, database_url: str, fhir: Fhi
     assert record["total"] > 0
 
 
-def test_load_ndjson_plain_and_gzipped_reports_bad_lines(tmp_path: pathlib.Path, app: Any, database_url: str,
-                                                           fhir: FhirClient) -> None:
-    lines = [orjson.dumps({"resourceType": "Patient", "id": f"nd-{i}", "name": [{"family": f"N{i}"}]}) for i in range(250)]
+def test_load_ndjson_plain_and_gzipped_reports_bad_lines(
+    tmp_path: pathlib.Path, app: Any, database_url: str, fhir: FhirClient
+) -> None:
+    lines = [
+        orjson.dumps({"resourceType": "Patient", "id": f"nd-{i}", "name": [{"family": f"N{i}"}]})
+        for i in range(250)
+    ]
     plain = tmp_path / "Patient.ndjson"
-    plain.write_bytes(b"\n".join(lines[:150]) + b"\n\n{broken json\n"
-                      + orjson.dumps({"resourceType": "Observation", "status": "final"}) + b"\n")
+    plain.write_bytes(
+        b"\n".join(lines[:150])
+        + b"\n\n{broken json\n"
+        + orjson.dumps({"resourceType": "Observation", "status": "final"})
+        + b"\n"
+    )
     zipped = tmp_path / "More.ndjson.gz"
-    zipped.write_bytes(gzip.compress(b"\n".join(lines[150:]) + b"\n"
-                                     + orjson.dumps({"resourceType": "Patient", "birthDate": "yesterday"}) + b"\n"))
+    zipped.write_bytes(
+        gzip.compress(
+            b"\n".join(lines[150:])
+            + b"\n"
+            + orjson.dumps({"resourceType": "Patient", "birthDate": "yesterday"})
+            + b"\n"
+        )
+    )
     result = run(database_url, plain, zipped)
     assert result.exit_code == 1
     assert "loaded 250 resources from 2 file(s), 3 error(s)" in result.output
@@ -63,11 +80,17 @@ def test_load_ndjson_plain_and_gzipped_reports_bad_lines(tmp_path: pathlib.Path,
     assert total(fhir, "Patient") == 250
 
 
-def test_load_collection_bundle(tmp_path: pathlib.Path, app: Any, database_url: str, fhir: FhirClient) -> None:
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {"resourceType": "Practitioner", "id": "pt-1", "name": [{"family": "Physio"}]}},
-        {"resource": {"resourceType": "Patient", "name": [{"family": "NoId"}]}},
-    ]}
+def test_load_collection_bundle(
+    tmp_path: pathlib.Path, app: Any, database_url: str, fhir: FhirClient
+) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": {"resourceType": "Practitioner", "id": "pt-1", "name": [{"family": "Physio"}]}},
+            {"resource": {"resourceType": "Patient", "name": [{"family": "NoId"}]}},
+        ],
+    }
     path = tmp_path / "collection.json"
     path.write_bytes(orjson.dumps(bundle))
     result = run(database_url, path)

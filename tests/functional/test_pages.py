@@ -47,7 +47,7 @@ def test_no_inline_handlers_or_styles_anywhere() -> None:
 
 
 def test_patient_id_in_the_url_is_escaped(app: Any) -> None:
-    r = app.test_client().get('/app/patients/%3Cscript%3Ealert(1)%3C%5Cscript%3E%22')
+    r = app.test_client().get("/app/patients/%3Cscript%3Ealert(1)%3C%5Cscript%3E%22")
     html = r.get_data(as_text=True)
     assert r.status_code == 200
     assert "<script>alert(1)" not in html
@@ -66,10 +66,15 @@ def test_config_names_client_audience_and_scopes(app: Any) -> None:
     assert r.headers["Cache-Control"] == "no-store"
 
 
-@pytest.mark.parametrize(("name", "mimetype"), [
-    ("main.js", "text/javascript"), ("app.css", "text/css"), ("smart.js", "text/javascript"),
-    ("chart.js", "text/javascript"),
-])
+@pytest.mark.parametrize(
+    ("name", "mimetype"),
+    [
+        ("main.js", "text/javascript"),
+        ("app.css", "text/css"),
+        ("smart.js", "text/javascript"),
+        ("chart.js", "text/javascript"),
+    ],
+)
 def test_static_files(app: Any, name: str, mimetype: str) -> None:
     r = app.test_client().get(f"/app/static/{name}")
     assert r.status_code == 200
@@ -91,8 +96,11 @@ def test_https_base_makes_the_session_cookie_secure_and_registers_the_client(tmp
     from server import create_app
     from server.settings import Settings
 
-    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/x.db", testing=True,
-                              base_url="https://clinic.example/fhir"))
+    app = create_app(
+        Settings(
+            database_url=f"sqlite:///{tmp_path}/x.db", testing=True, base_url="https://clinic.example/fhir"
+        )
+    )
     try:
         assert app.config["SESSION_COOKIE_SECURE"] is True
         r = app.test_client().get("/app/", base_url="https://clinic.example")

@@ -20,8 +20,11 @@ def test_fhirpy_sync_and_async(live_server: str, live_bearer: dict[str, str]) ->
     client = SyncFHIRClient(live_server, authorization=auth)
     ids = []
     for i in range(5):
-        p = client.resource("Patient", name=[{"family": f"Py{tag}", "given": [f"N{i}"]}],
-                            identifier=[{"system": "urn:t", "value": f"{tag}-{i}"}])
+        p = client.resource(
+            "Patient",
+            name=[{"family": f"Py{tag}", "given": [f"N{i}"]}],
+            identifier=[{"system": "urn:t", "value": f"{tag}-{i}"}],
+        )
         p.save()  # POST with Content-Type: application/json
         ids.append(p.id)
     p = client.reference("Patient", ids[0]).to_resource()
@@ -34,9 +37,18 @@ def test_fhirpy_sync_and_async(live_server: str, live_bearer: dict[str, str]) ->
     assert client.resources("Patient").search(family=f"Py{tag}").count() == 5
     first = client.resources("Patient").search(family=f"Py{tag}").sort("_id").first()
     assert first.id == min(ids)
-    _, created = client.resources("Patient").search(identifier=f"urn:t|{tag}-2").update(
-        client.resource("Patient", identifier=[{"system": "urn:t", "value": f"{tag}-2"}], active=True,
-                        name=[{"family": f"Py{tag}"}]))
+    _, created = (
+        client.resources("Patient")
+        .search(identifier=f"urn:t|{tag}-2")
+        .update(
+            client.resource(
+                "Patient",
+                identifier=[{"system": "urn:t", "value": f"{tag}-2"}],
+                active=True,
+                name=[{"family": f"Py{tag}"}],
+            )
+        )
+    )
     assert not created
     client.delete("Patient", ids[4])
 
@@ -62,8 +74,16 @@ def test_fhirclient_crud_search_transaction(live_server: str, live_bearer: dict[
     p.name[0].given = ["Updated"]
     p.update(smart.server)
     assert Patient.read(ids[0], smart.server).name[0].given == ["Updated"]
-    found = list(Patient.where(struct={"family": f"Fc{tag}", "_count": "2"}).perform_resources_iter(smart.server))
+    found = list(
+        Patient.where(struct={"family": f"Fc{tag}", "_count": "2"}).perform_resources_iter(smart.server)
+    )
     assert sorted(r.id for r in found) == sorted(ids)
-    tx = Bundle({"type": "transaction", "entry": [{"resource": {"resourceType": "Patient"},
-                                                   "request": {"method": "POST", "url": "Patient"}}]})
+    tx = Bundle(
+        {
+            "type": "transaction",
+            "entry": [
+                {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}}
+            ],
+        }
+    )
     assert tx.create(smart.server)["type"] == "transaction-response"

@@ -6,8 +6,12 @@ import pytest
 
 from tests.conftest import FhirClient
 
-PATIENT = {"resourceType": "Patient", "name": [{"family": "Okafor", "given": ["Ada"]}], "gender": "female",
-           "birthDate": "1961-04-02"}
+PATIENT = {
+    "resourceType": "Patient",
+    "name": [{"family": "Okafor", "given": ["Ada"]}],
+    "gender": "female",
+    "birthDate": "1961-04-02",
+}
 
 
 def outcome(resp) -> dict:  # type: ignore[no-untyped-def]
@@ -44,7 +48,10 @@ def test_read_conditional_304(fhir: FhirClient) -> None:
     assert fhir.call("GET", path, headers={"If-None-Match": 'W/"2"'}).status_code == 200
     last_modified = fhir.call("GET", path).headers["Last-Modified"]
     assert fhir.call("GET", path, headers={"If-Modified-Since": last_modified}).status_code == 304
-    assert fhir.call("GET", path, headers={"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}).status_code == 200
+    assert (
+        fhir.call("GET", path, headers={"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}).status_code
+        == 200
+    )
 
 
 def test_update_versions_and_if_match(fhir: FhirClient) -> None:
@@ -90,22 +97,40 @@ def test_delete_tombstone_then_gone_and_history(fhir: FhirClient) -> None:
 
 def test_json_patch(fhir: FhirClient) -> None:
     pid = fhir.create(PATIENT)["id"]
-    ops = [{"op": "replace", "path": "/gender", "value": "male"}, {"op": "add", "path": "/active", "value": True}]
+    ops = [
+        {"op": "replace", "path": "/gender", "value": "male"},
+        {"op": "add", "path": "/active", "value": True},
+    ]
     r = fhir.call("PATCH", f"/Patient/{pid}", ops, content_type="application/json-patch+json")
     assert r.status_code == 200
     body = r.get_json()
     assert body["gender"] == "male" and body["active"] is True and body["meta"]["versionId"] == "2"
-    bad = fhir.call("PATCH", f"/Patient/{pid}", [{"op": "replace", "path": "/nope/x", "value": 1}],
-                    content_type="application/json-patch+json")
+    bad = fhir.call(
+        "PATCH",
+        f"/Patient/{pid}",
+        [{"op": "replace", "path": "/nope/x", "value": 1}],
+        content_type="application/json-patch+json",
+    )
     assert bad.status_code == 422
-    invalid = fhir.call("PATCH", f"/Patient/{pid}", [{"op": "replace", "path": "/gender", "value": 7}],
-                        content_type="application/json-patch+json")
+    invalid = fhir.call(
+        "PATCH",
+        f"/Patient/{pid}",
+        [{"op": "replace", "path": "/gender", "value": 7}],
+        content_type="application/json-patch+json",
+    )
     assert invalid.status_code in (400, 422)
-    merge = fhir.call("PATCH", f"/Patient/{pid}", {"active": False}, content_type="application/merge-patch+json")
+    merge = fhir.call(
+        "PATCH", f"/Patient/{pid}", {"active": False}, content_type="application/merge-patch+json"
+    )
     assert merge.status_code == 415
     assert outcome(merge)["issue"][0]["code"] == "not-supported"
-    stale = fhir.call("PATCH", f"/Patient/{pid}", ops, content_type="application/json-patch+json",
-                      headers={"If-Match": 'W/"1"'})
+    stale = fhir.call(
+        "PATCH",
+        f"/Patient/{pid}",
+        ops,
+        content_type="application/json-patch+json",
+        headers={"If-Match": 'W/"1"'},
+    )
     assert stale.status_code == 412
     assert fhir.call("GET", f"/Patient/{pid}").get_json()["meta"]["versionId"] == "2"
 
@@ -149,8 +174,20 @@ def test_formats_and_pretty(fhir: FhirClient) -> None:
         ("POST", "/Patient", b'{"resourceType": "Patient", "name": [', 400, "invalid"),
         ("POST", "/Patient", b"", 400, "invalid"),
         ("POST", "/Patient", [1, 2], 400, "invalid"),
-        ("POST", "/Observation", {"resourceType": "Observation", "valueQuantity": {"value": "high"}}, 422, "processing"),
-        ("POST", "/Patient", {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}, 400, "invalid"),
+        (
+            "POST",
+            "/Observation",
+            {"resourceType": "Observation", "valueQuantity": {"value": "high"}},
+            422,
+            "processing",
+        ),
+        (
+            "POST",
+            "/Patient",
+            {"resourceType": "Observation", "status": "final", "code": {"text": "x"}},
+            400,
+            "invalid",
+        ),
         ("PUT", "/Patient/abc", {"resourceType": "Patient", "id": "xyz"}, 400, "invalid"),
         ("PUT", "/Patient/abc", {"resourceType": "Patient"}, 400, "invalid"),
         ("GET", "/NotAType/1", None, 404, "not-found"),
@@ -161,9 +198,22 @@ def test_formats_and_pretty(fhir: FhirClient) -> None:
         ("DELETE", "/Patient/nobody", None, 404, "not-found"),
         ("PATCH", "/Patient/nobody", b"[]", 404, "not-found"),
     ],
-    ids=["malformed-json", "empty-body", "not-an-object", "invalid-resource", "type-mismatch", "id-mismatch",
-         "update-without-id", "unknown-type", "create-unknown-type", "unknown-id", "invalid-id", "id-too-long",
-         "delete-unknown", "patch-unknown"],
+    ids=[
+        "malformed-json",
+        "empty-body",
+        "not-an-object",
+        "invalid-resource",
+        "type-mismatch",
+        "id-mismatch",
+        "update-without-id",
+        "unknown-type",
+        "create-unknown-type",
+        "unknown-id",
+        "invalid-id",
+        "id-too-long",
+        "delete-unknown",
+        "patch-unknown",
+    ],
 )
 def test_error_matrix(fhir: FhirClient, method: str, path: str, body, status: int, code: str) -> None:  # type: ignore[no-untyped-def]
     ct = "application/json-patch+json" if method == "PATCH" else "application/fhir+json"
@@ -175,9 +225,17 @@ def test_error_matrix(fhir: FhirClient, method: str, path: str, body, status: in
 
 
 def test_validation_errors_name_each_element(fhir: FhirClient) -> None:
-    r = fhir.call("POST", "/Observation", {"resourceType": "Observation", "status": "final",
-                                           "code": {"text": "x"}, "valueQuantity": {"value": "high"},
-                                           "subject": {"reference": 7}})
+    r = fhir.call(
+        "POST",
+        "/Observation",
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "valueQuantity": {"value": "high"},
+            "subject": {"reference": 7},
+        },
+    )
     oo = outcome(r)
     expressions = [e for i in oo["issue"] for e in i.get("expression", [])]
     assert "Observation.valueQuantity.value" in expressions
@@ -233,7 +291,14 @@ def test_capability_statement(fhir: FhirClient) -> None:
     assert {"Patient", "Observation", "CarePlan", "Goal", "Procedure", "QuestionnaireResponse"} <= types
     assert len(types) == 141
     patient = next(res for res in cap["rest"][0]["resource"] if res["type"] == "Patient")
-    assert {i["code"] for i in patient["interaction"]} >= {"read", "vread", "update", "patch", "delete", "create"}
+    assert {i["code"] for i in patient["interaction"]} >= {
+        "read",
+        "vread",
+        "update",
+        "patch",
+        "delete",
+        "create",
+    }
     from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
     CapabilityStatement.model_validate(cap)

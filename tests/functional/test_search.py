@@ -148,7 +148,10 @@ TABLE = [
     ("ValueSet?url:above=http://example.org/fhir/ValueSet/rehab/knee/left", {"vs1", "vs2"}),
     ("ValueSet?url=http://hl7.org/fhir/ValueSet/example-extensional", {"example-extensional"}),
     # composite (components matched within one element)
-    ("Observation?code-value-quantity=http://loinc.org|29463-7$70|http://unitsofmeasure.org|kg" + G, {"o1", "o2"}),
+    (
+        "Observation?code-value-quantity=http://loinc.org|29463-7$70|http://unitsofmeasure.org|kg" + G,
+        {"o1", "o2"},
+    ),
     ("Observation?component-code-value-quantity=http://loinc.org|8480-6$gt100", {"o4", "blood-pressure"}),
     ("Observation?component-code-value-quantity=http://loinc.org|8462-4$gt100", set()),
     ("Observation?component-code-value-quantity=http://loinc.org|8462-4$lt70", {"blood-pressure"}),
@@ -181,7 +184,9 @@ def test_search_table(data: FhirClient, query: str, expected: set[str]) -> None:
 
 
 def test_post_search_form(data: FhirClient) -> None:
-    r = data.call("POST", "/Patient/_search", "family=muller", content_type="application/x-www-form-urlencoded")
+    r = data.call(
+        "POST", "/Patient/_search", "family=muller", content_type="application/x-www-form-urlencoded"
+    )
     assert r.status_code == 200
     assert set(_ids(r.get_json(force=True))) == {"p1", "p2"}
 
@@ -203,7 +208,9 @@ def test_sort(data: FhirClient, query: str, expected: list[str]) -> None:
     assert _ids(_get(data, "/" + query)) == expected
 
 
-@pytest.mark.parametrize("sort", ["", "&_sort=_id", "&_sort=-_lastUpdated", "&_sort=family", "&_sort=-birthdate,family"])
+@pytest.mark.parametrize(
+    "sort", ["", "&_sort=_id", "&_sort=-_lastUpdated", "&_sort=family", "&_sort=-birthdate,family"]
+)
 def test_paging_visits_every_match_once(data: FhirClient, sort: str) -> None:
     everything = _ids(_get(data, f"/Patient?_count=100{sort}"))
     seen: list[str] = []
@@ -237,11 +244,17 @@ INCLUDES = [
     ("Observation?_id=o1&_include=Observation:subject", {"p1"}),
     ("Observation?_id=o1&_include=Observation:subject:Patient", {"p1"}),
     ("Observation?_id=o1&_include=Observation:subject:Group", set()),
-    ("Observation?_id=o1&_include=Observation:subject&_include:iterate=Patient:general-practitioner", {"p1", "pr1"}),
+    (
+        "Observation?_id=o1&_include=Observation:subject&_include:iterate=Patient:general-practitioner",
+        {"p1", "pr1"},
+    ),
     ("Observation?_id=o1&_include=*", {"p1", "pr1", "e1"}),
     ("Observation?_id=o5&_include=Observation:derived-from", {"o1"}),
     ("Patient?_id=p1&_revinclude=Observation:subject", {"o1", "o2"}),
-    ("Patient?_id=p1&_revinclude=Observation:subject&_include:iterate=Observation:performer", {"o1", "o2", "pr1"}),
+    (
+        "Patient?_id=p1&_revinclude=Observation:subject&_include:iterate=Observation:performer",
+        {"o1", "o2", "pr1"},
+    ),
     ("Observation?_id=o1,o2&_include=Observation:subject", {"p1"}),
 ]
 
@@ -259,7 +272,9 @@ def test_include(data: FhirClient, query: str, included: set[str]) -> None:
 def test_summary_and_elements(data: FhirClient) -> None:
     (p1,) = _get(data, "/Patient?_id=p1&_summary=true")["entry"]
     assert "text" not in p1["resource"] and p1["resource"]["name"][0]["family"] == "Müller"
-    assert {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"} in p1["resource"]["meta"]["tag"]
+    assert {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"} in p1[
+        "resource"
+    ]["meta"]["tag"]
     (p1,) = _get(data, "/Patient?_id=p1&_summary=text")["entry"]
     assert set(p1["resource"]) <= {"resourceType", "id", "meta", "text"} and "text" in p1["resource"]
     (p1,) = _get(data, "/Patient?_id=p1&_summary=data")["entry"]
@@ -345,7 +360,11 @@ def test_capability_statement_lists_search_params(data: FhirClient) -> None:
 
 
 def _patient(mrn: str, family: str = "Cond") -> dict[str, Any]:
-    return {"resourceType": "Patient", "identifier": [{"system": "urn:cond", "value": mrn}], "name": [{"family": family}]}
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:cond", "value": mrn}],
+        "name": [{"family": family}],
+    }
 
 
 def test_conditional_create(fhir: FhirClient) -> None:
@@ -372,7 +391,9 @@ def test_concurrent_conditional_creates_make_one(fhir: FhirClient, session_app: 
     def worker() -> None:
         client = FhirClient(session_app.test_client())
         barrier.wait()
-        r = client.call("POST", "/Patient", _patient("race"), headers={"If-None-Exist": "identifier=urn:cond|race"})
+        r = client.call(
+            "POST", "/Patient", _patient("race"), headers={"If-None-Exist": "identifier=urn:cond|race"}
+        )
         results.append((r.status_code, r.get_json(force=True).get("id", "")))
 
     threads = [threading.Thread(target=worker) for _ in range(6)]

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from tests.conftest import FhirClient
 
-BAD_OBS = {"resourceType": "Observation", "status": "final", "effectiveDateTime": "not-a-date", "code": {"text": "x"},
-           "valueQuantity": {"value": "high"}, "subject": {"reference": 7}}
+BAD_OBS = {
+    "resourceType": "Observation",
+    "status": "final",
+    "effectiveDateTime": "not-a-date",
+    "code": {"text": "x"},
+    "valueQuantity": {"value": "high"},
+    "subject": {"reference": 7},
+}
 
 
 def _params(resource: dict, mode: str | None = None) -> dict:

@@ -41,8 +41,12 @@ from server.fhir.writes import new_id
 
 _LAST_UPDATED = re.compile(r'"meta":\{[^}]*"lastUpdated":"([^"]+)"')
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-_HEADERS = {"ifMatch": "if-match", "ifNoneMatch": "if-none-match", "ifModifiedSince": "if-modified-since",
-            "ifNoneExist": "if-none-exist"}
+_HEADERS = {
+    "ifMatch": "if-match",
+    "ifNoneMatch": "if-none-match",
+    "ifModifiedSince": "if-modified-since",
+    "ifNoneExist": "if-none-exist",
+}
 
 
 @dataclass(slots=True)
@@ -64,7 +68,9 @@ class _Item:
 
 def _parse_entry(index: int, entry: Any, base_url: str) -> _Item:
     if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
-        raise InvalidRequestError(f"Bundle.entry[{index}] has no request", expression=(f"Bundle.entry[{index}]",))
+        raise InvalidRequestError(
+            f"Bundle.entry[{index}] has no request", expression=(f"Bundle.entry[{index}]",)
+        )
     request = entry["request"]
     method = str(request.get("method", "")).upper()
     url = request.get("url")
@@ -80,18 +86,24 @@ def _parse_entry(index: int, entry: Any, base_url: str) -> _Item:
     resource = entry.get("resource")
     if method == "PATCH":
         resource = _patch_body(index, resource)
-    return _Item(index, method, [p for p in path.split("/") if p], query, headers, resource, entry.get("fullUrl"))
+    return _Item(
+        index, method, [p for p in path.split("/") if p], query, headers, resource, entry.get("fullUrl")
+    )
 
 
 def _patch_body(index: int, resource: Any) -> Any:
     """A JSON Patch travels in a transaction as a Binary with base64 data."""
     if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
         if resource.get("contentType") != "application/json-patch+json":
-            raise InvalidRequestError(f"Bundle.entry[{index}]: PATCH Binary must be application/json-patch+json")
+            raise InvalidRequestError(
+                f"Bundle.entry[{index}]: PATCH Binary must be application/json-patch+json"
+            )
         try:
             return orjson.loads(base64.b64decode(resource.get("data", "")))
         except (ValueError, orjson.JSONDecodeError) as exc:
-            raise InvalidRequestError(f"Bundle.entry[{index}]: PATCH Binary data is not JSON Patch: {exc}") from None
+            raise InvalidRequestError(
+                f"Bundle.entry[{index}]: PATCH Binary data is not JSON Patch: {exc}"
+            ) from None
     raise InvalidRequestError(f"Bundle.entry[{index}]: PATCH entries carry a Binary JSON Patch")
 
 
@@ -134,7 +146,9 @@ def _find(repo: FhirRepository, req: FhirRequest, type_: str, criteria: str) -> 
     return list(result.matches)
 
 
-def _resolve_ids(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, items: list[_Item]) -> dict[str, str]:
+def _resolve_ids(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, items: list[_Item]
+) -> dict[str, str]:
     """Decide every entry's target id up front; return fullUrl -> Type/id."""
     mapping: dict[str, str] = {}
     for item in items:
@@ -153,7 +167,9 @@ def _resolve_ids(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, ite
                 raise MultipleMatchesError(f"Bundle.entry[{item.index}]: ifNoneExist matches several {type_}")
             if found:
                 stored = repo.read_resource(type_, found[0].id)
-                item.existing = FhirResponse(200, stored.body, version_headers(stored, req.base_url)) if stored else None
+                item.existing = (
+                    FhirResponse(200, stored.body, version_headers(stored, req.base_url)) if stored else None
+                )
                 target = found[0].id
             else:
                 item.assigned_id = target = new_id()
@@ -198,7 +214,7 @@ def _outcome_entry(err: FhirError) -> Entry:
 
 
 def _failed(err: FhirError, item: _Item) -> FhirError:
-    where = f"Bundle.entry[{item.index}] ({item.method} {'/'.join(item.path)}{'?' + item.query if item.query else ''})"
+    where = f"Bundle.entry[{item.index}] ({item.method} {'/'.join(item.path)}{'?' + item.query if item.query else ''})"  # noqa: E501
     clone = type(err)(
         f"{where}: {err.diagnostics}",
         expression=(f"Bundle.entry[{item.index}]", *err.expression),
@@ -240,8 +256,12 @@ def _transaction(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, ite
             except FhirError as err:
                 raise _failed(err, item) from None
     entries = [
-        Entry({"fullUrl": _full_url(req, i), "response": i.response} if _full_url(req, i) else {"response": i.response},
-              i.resource_text)
+        Entry(
+            {"fullUrl": _full_url(req, i), "response": i.response}
+            if _full_url(req, i)
+            else {"response": i.response},
+            i.resource_text,
+        )
         for i in items
     ]
     return bundle_text("transaction-response", entries)
@@ -273,8 +293,10 @@ def process_bundle(repo: FhirRepository, ctx: AccessContext, req: FhirRequest) -
         raise InvalidRequestError("POST to the base takes a Bundle of type batch or transaction")
     kind = bundle.get("type")
     if kind not in ("batch", "transaction"):
-        raise InvalidRequestError(f"Bundle.type {kind!r}: only batch and transaction are processed here",
-                                  expression=("Bundle.type",))
+        raise InvalidRequestError(
+            f"Bundle.type {kind!r}: only batch and transaction are processed here",
+            expression=("Bundle.type",),
+        )
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise InvalidRequestError("Bundle.entry must be an array", expression=("Bundle.entry",))
@@ -287,4 +309,3 @@ def process_bundle(repo: FhirRepository, ctx: AccessContext, req: FhirRequest) -
         return FhirResponse(200, _batch(repo, ctx, req, entries))
     items = [_parse_entry(i, e, req.base_url) for i, e in enumerate(entries)]
     return FhirResponse(200, _transaction(repo, ctx, req, items))
-

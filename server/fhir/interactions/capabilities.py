@@ -14,13 +14,25 @@ from server.fhir.resources import resource_types
 
 SOFTWARE_VERSION = "0.1.0"
 FHIR_VERSION = "4.3.0"
-INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type")
+INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
 
 # Contributors (search, auth, operations) add their parts without this module knowing them.
 _contributors: list[Callable[[dict[str, Any], FhirRequest], None]] = []
 
 
-def contribute(func: Callable[[dict[str, Any], FhirRequest], None]) -> Callable[[dict[str, Any], FhirRequest], None]:
+def contribute(
+    func: Callable[[dict[str, Any], FhirRequest], None],
+) -> Callable[[dict[str, Any], FhirRequest], None]:
     """Register a function that amends the statement (search params, security, operations)."""
     _contributors.append(func)
     return func

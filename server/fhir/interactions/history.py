@@ -86,7 +86,16 @@ def history(
     path = "/".join(p for p in (type_, id_) if p)
     here = f"{req.base_url}/{path}/_history" if path else f"{req.base_url}/_history"
     kept = [(k, v) for k, v in req.params if k in _KNOWN and k not in ("_cursor", "_count")]
-    links = [("self", here + "?" + urllib.parse.urlencode([*kept, ("_count", str(count))] + ([("_cursor", cursor_text)] if cursor_text else [])))]
+    links = [
+        (
+            "self",
+            here
+            + "?"
+            + urllib.parse.urlencode(
+                [*kept, ("_count", str(count))] + ([("_cursor", cursor_text)] if cursor_text else [])
+            ),
+        )
+    ]
     if page.next_cursor is not None:
         query = urllib.parse.urlencode([*kept, ("_count", str(count)), ("_cursor", str(page.next_cursor))])
         links.append(("next", f"{here}?{query}"))
@@ -97,4 +106,3 @@ def history(
         links=links,
     )
     return FhirResponse(200, text)
-

@@ -26,7 +26,9 @@ def _types(req: FhirRequest) -> tuple[str, ...]:
     for name in names:
         if not is_resource_type(name):
             raise InvalidRequestError(
-                f"Unknown resource type {name!r} in _type", expression=("_type",), message_id="MSG_PARAM_INVALID"
+                f"Unknown resource type {name!r} in _type",
+                expression=("_type",),
+                message_id="MSG_PARAM_INVALID",
             )
     return tuple(dict.fromkeys(names))
 

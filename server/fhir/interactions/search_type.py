@@ -38,7 +38,9 @@ def check_search_access(ctx: AccessContext, types: tuple[str, ...]) -> None:
     """Refuse with 403 if the caller may not search one of the types."""
     for type_ in types:
         if not ctx.can(type_, "s"):
-            raise ForbiddenError(f"Searching {type_} is not allowed for this client", message_id="MSG_FORBIDDEN")
+            raise ForbiddenError(
+                f"Searching {type_} is not allowed for this client", message_id="MSG_FORBIDDEN"
+            )
 
 
 def run_search(

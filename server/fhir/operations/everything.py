@@ -8,6 +8,7 @@ from __future__ import annotations
 import urllib.parse
 from datetime import datetime
 from typing import Any
+
 from server.errors import ForbiddenError
 from server.errors import InvalidRequestError
 from server.errors import NotFoundError
@@ -24,8 +25,18 @@ from server.fhir.resources import check_type
 from server.fhir.search.dates import parse_date_range
 from server.fhir.search.paging import page_size
 
-_PRIMITIVES = ("valueString", "valueInstant", "valueDateTime", "valueDate", "valueCode", "valueUri",
-               "valueInteger", "valueUnsignedInt", "valuePositiveInt", "valueBoolean")
+_PRIMITIVES = (
+    "valueString",
+    "valueInstant",
+    "valueDateTime",
+    "valueDate",
+    "valueCode",
+    "valueUri",
+    "valueInteger",
+    "valueUnsignedInt",
+    "valuePositiveInt",
+    "valueBoolean",
+)
 
 
 def operation_params(req: FhirRequest) -> list[tuple[str, str]]:
@@ -38,7 +49,9 @@ def operation_params(req: FhirRequest) -> list[tuple[str, str]]:
         raise InvalidRequestError("The operation takes a Parameters resource in the body")
     for param in body.get("parameter") or []:
         if not isinstance(param, dict) or not isinstance(param.get("name"), str):
-            raise InvalidRequestError("Every Parameters.parameter needs a name", expression=("Parameters.parameter",))
+            raise InvalidRequestError(
+                "Every Parameters.parameter needs a name", expression=("Parameters.parameter",)
+            )
         value = next((param[k] for k in _PRIMITIVES if k in param), None)
         if value is not None:
             pairs.append((param["name"], str(value).lower() if isinstance(value, bool) else str(value)))
@@ -56,8 +69,11 @@ def parse_types(values: list[str]) -> tuple[str, ...]:
             try:
                 check_type(name)
             except NotFoundError:
-                raise InvalidRequestError(f"_type: unknown resource type {name!r}", expression=("_type",),
-                                          message_id="MSG_PARAM_INVALID") from None
+                raise InvalidRequestError(
+                    f"_type: unknown resource type {name!r}",
+                    expression=("_type",),
+                    message_id="MSG_PARAM_INVALID",
+                ) from None
             if name not in types:
                 types.append(name)
     return tuple(types)
@@ -70,8 +86,9 @@ def parse_since(value: str | None) -> datetime | None:
     try:
         return parse_date_range(value)[0]
     except InvalidRequestError:
-        raise InvalidRequestError(f"_since {value!r} is not a FHIR instant", expression=("_since",),
-                                  message_id="MSG_DATE_FORMAT") from None
+        raise InvalidRequestError(
+            f"_since {value!r} is not a FHIR instant", expression=("_since",), message_id="MSG_DATE_FORMAT"
+        ) from None
 
 
 def _last(pairs: list[tuple[str, str]], name: str) -> str | None:
@@ -86,15 +103,21 @@ def _cursor(value: str | None) -> int | None:
     if value is None:
         return None
     if not value.isdigit():
-        raise InvalidRequestError(f"Invalid _cursor {value!r}", expression=("_cursor",), message_id="MSG_PARAM_INVALID")
+        raise InvalidRequestError(
+            f"Invalid _cursor {value!r}", expression=("_cursor",), message_id="MSG_PARAM_INVALID"
+        )
     return int(value)
 
 
 @register("Patient", "everything", instance=True)
-def everything(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str) -> FhirResponse:
+def everything(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str
+) -> FhirResponse:
     """Answer Patient/{id}/$everything with a paged searchset Bundle."""
     if not ctx.can("Patient", "r"):
-        raise ForbiddenError("Reading Patient records is not allowed for this client", message_id="MSG_FORBIDDEN")
+        raise ForbiddenError(
+            "Reading Patient records is not allowed for this client", message_id="MSG_FORBIDDEN"
+        )
     current(repo, "Patient", id_)
     pairs = operation_params(req)
     types = parse_types([v for k, v in pairs if k == "_type"])
@@ -109,11 +132,16 @@ def everything(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_
     if types:
         keep.append(("_type", ",".join(types)))
     path = f"{base}/Patient/{id_}/$everything"
-    links = [("self", path + "?" + urllib.parse.urlencode(keep + ([("_cursor", str(cursor))] if cursor else [])))]
+    links = [
+        ("self", path + "?" + urllib.parse.urlencode(keep + ([("_cursor", str(cursor))] if cursor else [])))
+    ]
     if page.next_cursor is not None:
-        links.append(("next", path + "?" + urllib.parse.urlencode([*keep, ("_cursor", str(page.next_cursor))])))
+        links.append(
+            ("next", path + "?" + urllib.parse.urlencode([*keep, ("_cursor", str(page.next_cursor))]))
+        )
     entries = [
-        Entry({"fullUrl": f"{base}/{s.type}/{s.id}", "search": {"mode": "match"}}, s.body) for s in page.entries
+        Entry({"fullUrl": f"{base}/{s.type}/{s.id}", "search": {"mode": "match"}}, s.body)
+        for s in page.entries
     ]
     text = bundle_text("searchset", entries, total=page.total, links=links)
     return FhirResponse(200, text, {"Content-Type": "application/fhir+json"})
@@ -125,4 +153,8 @@ def _capabilities(statement: dict[str, Any], req: FhirRequest) -> None:
     for entry in statement["rest"][0]["resource"]:
         if entry["type"] == "Patient":
             entry.setdefault("operation", []).append(
-                {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})
+                {
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                }
+            )

@@ -53,7 +53,9 @@ def resource_issues(type_: str, resource: Any) -> list[dict[str, Any]]:
         return [issue("error", "structure", "The resource to validate must be a JSON object")]
     actual = resource.get("resourceType")
     if actual != type_:
-        return [issue("error", "invalid", f"resourceType {actual!r} does not match {type_!r}", ["resourceType"])]
+        return [
+            issue("error", "invalid", f"resourceType {actual!r} does not match {type_!r}", ["resourceType"])
+        ]
     try:
         get_fhir_model_class(type_).model_validate(resource)
     except pydantic.ValidationError as exc:
@@ -72,8 +74,14 @@ def _mode_issues(mode: str, resource: Any, type_: str, id_: str | None) -> list[
         if not body_id:
             return [issue("error", "required", "mode=update: the resource must have an id", [f"{type_}.id"])]
         if id_ is not None and body_id != id_:
-            return [issue("error", "invalid", f"mode=update: resource id {body_id!r} does not match {id_!r} in the URL",
-                          [f"{type_}.id"])]
+            return [
+                issue(
+                    "error",
+                    "invalid",
+                    f"mode=update: resource id {body_id!r} does not match {id_!r} in the URL",
+                    [f"{type_}.id"],
+                )
+            ]
     return []
 
 
@@ -86,8 +94,11 @@ def validate_resource(
         check_id(id_)
     resource, mode, profile = _arguments(req)
     if mode is not None and mode not in MODES:
-        raise InvalidRequestError(f"mode {mode!r}: expected one of {', '.join(MODES)}", expression=("mode",),
-                                  message_id="MSG_PARAM_INVALID")
+        raise InvalidRequestError(
+            f"mode {mode!r}: expected one of {', '.join(MODES)}",
+            expression=("mode",),
+            message_id="MSG_PARAM_INVALID",
+        )
     issues: list[dict[str, Any]] = []
     if mode == "delete":
         if id_ is None:
@@ -95,26 +106,37 @@ def validate_resource(
         current(repo, type_, id_)
     else:
         if resource is None:
-            raise InvalidRequestError("$validate needs a resource: a Parameters 'resource' part or the bare resource")
+            raise InvalidRequestError(
+                "$validate needs a resource: a Parameters 'resource' part or the bare resource"
+            )
         if mode == "update" and id_ is not None:
             current(repo, type_, id_)
         issues = resource_issues(type_, resource) + _mode_issues(mode or "", resource, type_, id_)
     if profile:
-        issues.append(issue("information", "not-supported",
-                            f"Profile {profile} is not checked; validated against the base R4B {type_}"))
+        issues.append(
+            issue(
+                "information",
+                "not-supported",
+                f"Profile {profile} is not checked; validated against the base R4B {type_}",
+            )
+        )
     if not any(i["severity"] == "error" for i in issues):
         issues.insert(0, issue("information", "informational", f"{type_} is valid (mode {mode or 'none'})"))
     return FhirResponse(200, operation_outcome(issues), {"Content-Type": "application/fhir+json"})
 
 
 @register("*", "validate", instance=False)
-def validate_type(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: None) -> FhirResponse:
+def validate_type(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: None
+) -> FhirResponse:
     """POST [type]/$validate."""
     return validate_resource(repo, ctx, req, type_, None)
 
 
 @register("*", "validate", instance=True)
-def validate_instance(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str) -> FhirResponse:
+def validate_instance(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str
+) -> FhirResponse:
     """POST [type]/[id]/$validate."""
     return validate_resource(repo, ctx, req, type_, id_)
 
@@ -124,4 +146,5 @@ def _capabilities(statement: dict[str, Any], req: FhirRequest) -> None:
     """Declare $validate on every resource type."""
     for entry in statement["rest"][0]["resource"]:
         entry.setdefault("operation", []).append(
-            {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"})
+            {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+        )

@@ -28,14 +28,36 @@ Item = tuple[Any, Any]  # (fhir type or None when unknown, JSON value)
 Step = Callable[[list[Item], dict[str, Any]], list[Item]]
 Extractor = Callable[[dict[str, Any]], list[tuple[str, Any]]]
 
-PRIMITIVES = frozenset({
-    "base64Binary", "boolean", "canonical", "code", "date", "dateTime", "decimal", "id",
-    "instant", "integer", "integer64", "markdown", "oid", "positiveInt", "string", "time",
-    "unsignedInt", "uri", "url", "uuid", "xhtml",
-})
+PRIMITIVES = frozenset(
+    {
+        "base64Binary",
+        "boolean",
+        "canonical",
+        "code",
+        "date",
+        "dateTime",
+        "decimal",
+        "id",
+        "instant",
+        "integer",
+        "integer64",
+        "markdown",
+        "oid",
+        "positiveInt",
+        "string",
+        "time",
+        "unsignedInt",
+        "uri",
+        "url",
+        "uuid",
+        "xhtml",
+    }
+)
 _SUPERTYPES: dict[str, frozenset[str]] = {
-    **{t: frozenset({"Quantity"}) for t in (
-        "Age", "Count", "Distance", "Duration", "SimpleQuantity", "MoneyQuantity")},
+    **{
+        t: frozenset({"Quantity"})
+        for t in ("Age", "Count", "Distance", "Duration", "SimpleQuantity", "MoneyQuantity")
+    },
     **{t: frozenset({"string"}) for t in ("code", "id", "markdown")},
     **{t: frozenset({"uri"}) for t in ("url", "canonical", "oid", "uuid")},
 }
@@ -129,8 +151,8 @@ def element_keys(ctx: str | None, name: str) -> tuple[tuple[str, str | None], ..
 def _guess_choice(value: dict[str, Any], name: str) -> list[Item]:
     out: list[Item] = []
     for key, x in value.items():
-        if key.startswith(name) and key[len(name):][:1].isupper():
-            type_ = normalize_type(key[len(name):])
+        if key.startswith(name) and key[len(name) :][:1].isupper():
+            type_ = normalize_type(key[len(name) :])
             out.extend((type_, e) for e in x) if isinstance(x, list) else out.append((type_, x))
     return out
 
@@ -179,11 +201,14 @@ def _member(name: str, only: str | None = None) -> Step:
 
 def _root(name: str) -> Step:
     if name in _RESOURCE_BASES:
+
         def step(items: list[Item], env: dict[str, Any]) -> list[Item]:
             return [("Resource", v) for _, v in items if isinstance(v, dict) and "resourceType" in v]
     else:
+
         def step(items: list[Item], env: dict[str, Any]) -> list[Item]:
             return [(t, v) for t, v in items if t == name]
+
     return step
 
 
@@ -221,12 +246,14 @@ def _ref_is(wanted: str) -> Callable[[Item, dict[str, Any]], bool]:
     def test(item: Item, env: dict[str, Any]) -> bool:
         type_, _ = reference_type(item[1], env)
         return type_ is not None and is_a(type_, wanted)
+
     return test
 
 
 def _filter(test: Callable[[Item, dict[str, Any]], bool]) -> Step:
     def step(items: list[Item], env: dict[str, Any]) -> list[Item]:
         return [it for it in items if test(it, env)]
+
     return step
 
 
@@ -256,10 +283,12 @@ def _chain(steps: list[Step]) -> Step:
     if len(steps) == 1:
         return steps[0]
     if any(getattr(s, "on_empty", False) for s in steps):
+
         def run_all(items: list[Item], env: dict[str, Any]) -> list[Item]:
             for step in steps:
                 items = step(items, env)
             return items
+
         return run_all
 
     def run(items: list[Item], env: dict[str, Any]) -> list[Item]:
@@ -282,7 +311,7 @@ def _steps(node: Node) -> list[Step]:
         return [_root(name)] if name[:1].isupper() else [_named(_member(name), name)]
     if kind == "index":
         n = node[2]
-        return [*_steps(node[1]), lambda items, env: items[n:n + 1]]
+        return [*_steps(node[1]), lambda items, env: items[n : n + 1]]
     if kind == "as":
         return _peephole(_steps(node[1]), [_type_filter(node[2])], ("call", "as", (("member", node[2]),)))
     if kind == "is":
@@ -291,7 +320,10 @@ def _steps(node: Node) -> list[Step]:
             test = _ref_is(normalize_type(node[2]))
             return [lambda items, env: _boolean(test(items[0], env)) if len(items) == 1 else []]
         wanted = normalize_type(node[2])
-        return [*_steps(inner), lambda items, env: _boolean(is_a(items[0][0], wanted)) if len(items) == 1 else []]
+        return [
+            *_steps(inner),
+            lambda items, env: _boolean(is_a(items[0][0], wanted)) if len(items) == 1 else [],
+        ]
     if kind == "call":
         return [_function(node[1], node[2])]
     return [_on_empty(_operator(node))]
@@ -345,7 +377,9 @@ def _function(name: str, args: tuple[Node, ...]) -> Step:
     if name == "empty" and not args:
         return _on_empty(lambda items, env: _boolean(not items))
     if name == "not" and not args:
-        return lambda items, env: [] if _singleton_bool(items) is None else _boolean(not _singleton_bool(items))
+        return lambda items, env: (
+            [] if _singleton_bool(items) is None else _boolean(not _singleton_bool(items))
+        )
     if name == "first" and not args:
         return lambda items, env: items[:1]
     if name == "last" and not args:
@@ -360,9 +394,13 @@ def _function(name: str, args: tuple[Node, ...]) -> Step:
 
         def extension(items: list[Item], env: dict[str, Any]) -> list[Item]:
             return [
-                ("Extension", e) for _, v in items if isinstance(v, dict)
-                for e in v.get("extension", ()) if isinstance(e, dict) and e.get("url") == url
+                ("Extension", e)
+                for _, v in items
+                if isinstance(v, dict)
+                for e in v.get("extension", ())
+                if isinstance(e, dict) and e.get("url") == url
             ]
+
         return extension
     raise UnsupportedExpressionError(f"function {name}() with {len(args)} argument(s)")
 
@@ -391,6 +429,7 @@ def _operator(node: Node) -> Step:
             pairs = zip(a, b, strict=False)
             equal = len(a) == len(b) and all(x[1] == y[1] and type(x[1]) is type(y[1]) for x, y in pairs)
             return _boolean(equal != negate)
+
         return compare
     if kind in ("and", "or"):
         left, right = _compile(node[1]), _compile(node[2])
@@ -401,6 +440,7 @@ def _operator(node: Node) -> Step:
             if a is stop or b is stop:
                 return _boolean(stop)
             return [] if a is None or b is None else _boolean(not stop)
+
         return logic
     raise UnsupportedExpressionError(f"operator {kind}")
 
@@ -447,6 +487,7 @@ def _fallback(expr: str) -> Step:
         for _, value in items:
             out.extend((guess_type(v), v) for v in compiled(value, {"resource": env}))
         return out
+
     return step
 
 

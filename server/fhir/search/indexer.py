@@ -51,9 +51,22 @@ from server.fhir.search.fhirpath import split_union
 from server.fhir.search.ucum import canonical
 
 __all__ = [
-    "DATE_MAX", "DATE_MIN", "DateRow", "IndexRows", "NumberRow", "QuantityRow", "ReferenceRow",
-    "StringRow", "TokenRow", "UriRow", "compartments_of", "composite_param", "index_resource",
-    "normalize_string", "parse_date_range", "parse_reference",
+    "DATE_MAX",
+    "DATE_MIN",
+    "DateRow",
+    "IndexRows",
+    "NumberRow",
+    "QuantityRow",
+    "ReferenceRow",
+    "StringRow",
+    "TokenRow",
+    "UriRow",
+    "compartments_of",
+    "composite_param",
+    "index_resource",
+    "normalize_string",
+    "parse_date_range",
+    "parse_reference",
 ]
 
 UCUM = "http://unitsofmeasure.org"
@@ -196,7 +209,9 @@ def _add_token(rows: IndexRows, param: str, type_: str, value: Any, group: int |
         if isinstance(text, str) and text and text not in displays:
             out.append(TokenRow(param, None, None, _text(text), group))
     elif type_ == "Coding":
-        out.append(TokenRow(param, value.get("system"), value.get("code"), _text(value.get("display")), group))
+        out.append(
+            TokenRow(param, value.get("system"), value.get("code"), _text(value.get("display")), group)
+        )
     elif type_ == "Identifier":
         _add_identifier(out, param, value, group)
     elif type_ == "ContactPoint":
@@ -234,7 +249,9 @@ def _add_string(rows: IndexRows, param: str, type_: str, value: Any, group: int 
         return
     if not isinstance(value, dict):
         return
-    parts: tuple[str, ...] = _NAME_PARTS if type_ == "HumanName" else _ADDRESS_PARTS if type_ == "Address" else ()
+    parts: tuple[str, ...] = (
+        _NAME_PARTS if type_ == "HumanName" else _ADDRESS_PARTS if type_ == "Address" else ()
+    )
     if type_ in ("CodeableConcept", "Coding", "ContactPoint"):
         parts = ("text", "display", "value")
     for part in parts:
@@ -292,8 +309,14 @@ def _quantity_row(param: str, value: dict[str, Any], group: int | None) -> Quant
     system, code, unit = value.get("system"), value.get("code"), value.get("unit")
     canon = canonical(number, code) if code and system in (UCUM, None) else None
     return QuantityRow(
-        param, number, system, code, unit,
-        canon[0] if canon else None, canon[1] if canon else None, group,
+        param,
+        number,
+        system,
+        code,
+        unit,
+        canon[0] if canon else None,
+        canon[1] if canon else None,
+        group,
     )
 
 
@@ -407,9 +430,7 @@ def _plans(resource_type: str) -> tuple[tuple[_Plan, ...], dict[str, tuple[_Plan
         if sp.name in _UNINDEXED:
             continue
         if sp.type == "composite":
-            comps = tuple(
-                (_ADDERS[t], compile_path(expr)) for t, expr, _ in sp.components if t in _ADDERS
-            )
+            comps = tuple((_ADDERS[t], compile_path(expr)) for t, expr, _ in sp.components if t in _ADDERS)
             if len(comps) != len(sp.components):
                 continue
             plan = _Plan(sp.name, None, compile_expression(sp.expression), comps)
@@ -455,7 +476,9 @@ def index_resource(resource: dict[str, Any]) -> IndexRows:
     return rows
 
 
-def _component_values(plan: _Plan, context: Any, resource: dict[str, Any]) -> list[list[tuple[str, Any]]] | None:
+def _component_values(
+    plan: _Plan, context: Any, resource: dict[str, Any]
+) -> list[list[tuple[str, Any]]] | None:
     """Return each component's values in one occurrence, or None if one has none."""
     # An occurrence lacking a component can never match the composite, so it gets no rows;
     # the value component is the one usually missing, so it is evaluated first.

@@ -55,8 +55,22 @@ UCUM = "http://unitsofmeasure.org"
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # Result and control parameters this server understands (besides search parameters).
 RESULT_PARAMS = frozenset(
-    {"_sort", "_count", "_offset", "_cursor", "_include", "_revinclude", "_summary", "_elements",
-     "_total", "_totalMethod", "_format", "_pretty", "_contained", "_containedType"}
+    {
+        "_sort",
+        "_count",
+        "_offset",
+        "_cursor",
+        "_include",
+        "_revinclude",
+        "_summary",
+        "_elements",
+        "_total",
+        "_totalMethod",
+        "_format",
+        "_pretty",
+        "_contained",
+        "_containedType",
+    }
 )
 # Parameters that only steer paging: left out of the self link's search part.
 PAGING_PARAMS = frozenset({"_offset", "_cursor"})
@@ -162,8 +176,16 @@ def _quantity(raw: str, param: str) -> QuantityValue:
     canon_low = canonical(low, code)
     canon_high = canonical(high, code)
     return QuantityValue(
-        prefix, number, low, high, system, code, canon[1],
-        canon_low[0] if canon_low else None, canon_high[0] if canon_high else None, canon[0],
+        prefix,
+        number,
+        low,
+        high,
+        system,
+        code,
+        canon[1],
+        canon_low[0] if canon_low else None,
+        canon_high[0] if canon_high else None,
+        canon[0],
     )
 
 
@@ -235,7 +257,7 @@ class _Parser:
                 sp.name,
             )
         parts = []
-        for (ctype, _expr, code), piece in zip(sp.components, pieces):
+        for (ctype, _expr, code), piece in zip(sp.components, pieces, strict=False):
             parts.append((ctype, code, self.value(ctype, piece, sp, None)))
         return CompositeValue(tuple(parts))
 
@@ -501,7 +523,11 @@ def parse_criteria(req: FhirRequest, type_: str, criteria: str | Iterable[tuple[
     """Parse conditional-interaction criteria strictly: an unknown parameter is a 400."""
     from urllib.parse import parse_qsl
 
-    pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True) if isinstance(criteria, str) else list(criteria)
+    pairs = (
+        parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        if isinstance(criteria, str)
+        else list(criteria)
+    )
     tests = [(k, v) for k, v in pairs if k.partition(":")[0] not in RESULT_PARAMS]
     if not tests:
         raise InvalidRequestError(

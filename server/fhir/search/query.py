@@ -13,7 +13,6 @@ from dataclasses import field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from typing import Union
 
 # -- values of one parameter (comma-separated values are OR'ed) ----------------------------
 
@@ -82,7 +81,7 @@ class CompositeValue:
     parts: tuple[tuple[str, str, Value], ...]  # (component type, component code, value)
 
 
-Value = Union[TokenValue, TextValue, RangeValue, QuantityValue, ReferenceValue, UriValue, CompositeValue]
+Value = TokenValue | TextValue | RangeValue | QuantityValue | ReferenceValue | UriValue | CompositeValue
 
 
 # -- tests (repeated parameters are AND'ed) -----------------------------------------------
@@ -140,7 +139,7 @@ class HasTest:
     inner: Test
 
 
-Test = Union[ParamTest, MissingTest, IdTest, LastUpdatedTest, ChainTest, HasTest]
+Test = ParamTest | MissingTest | IdTest | LastUpdatedTest | ChainTest | HasTest
 
 
 # -- result parameters ------------------------------------------------------------------

@@ -137,8 +137,10 @@ def test_nested_where_with_extension_exists() -> None:
     qr = {
         "resourceType": "QuestionnaireResponse",
         "item": [
-            {"extension": [{"url": "http://x/isSubject", "valueBoolean": True}],
-             "answer": [{"valueReference": {"reference": "Patient/1"}}]},
+            {
+                "extension": [{"url": "http://x/isSubject", "valueBoolean": True}],
+                "answer": [{"valueReference": {"reference": "Patient/1"}}],
+            },
             {"answer": [{"valueReference": {"reference": "Patient/2"}}]},
         ],
     }

@@ -37,9 +37,18 @@ def load(name: str) -> dict:
 
 def rows_of(rows: IndexRows, param: str) -> list:
     return [
-        r for table in (rows.tokens, rows.strings, rows.dates, rows.numbers, rows.quantities,
-                        rows.references, rows.uris)
-        for r in table if r.param == param
+        r
+        for table in (
+            rows.tokens,
+            rows.strings,
+            rows.dates,
+            rows.numbers,
+            rows.quantities,
+            rows.references,
+            rows.uris,
+        )
+        for r in table
+        if r.param == param
     ]
 
 
@@ -54,7 +63,9 @@ def test_observation_code_subject_date_and_quantity() -> None:
     assert (quantity.system, quantity.code, quantity.unit) == ("http://unitsofmeasure.org", "Cel", "C")
     assert (quantity.canon_value, quantity.canon_code) == (pytest.approx(309.65), "K")
     assert rows_of(rows, "_tag")[0].code == "HTEST"
-    assert rows_of(rows, "_profile") == [UriRow("_profile", "http://hl7.org/fhir/StructureDefinition/vitalsigns")]
+    assert rows_of(rows, "_profile") == [
+        UriRow("_profile", "http://hl7.org/fhir/StructureDefinition/vitalsigns")
+    ]
     assert rows_of(rows, "_id") == [] and rows_of(rows, "_lastUpdated") == []
 
 
@@ -92,7 +103,9 @@ def test_patient_name_birthdate_identifier_and_of_type() -> None:
     assert family == {"Chalmers", "Windsor"}
     assert StringRow("given", "jim", "Jim") in rows.strings
     assert StringRow("address-city", "pleasantville", "PleasantVille") in rows.strings
-    assert rows_of(rows, "birthdate") == [DateRow("birthdate", datetime(1974, 12, 25), datetime(1974, 12, 26))]
+    assert rows_of(rows, "birthdate") == [
+        DateRow("birthdate", datetime(1974, 12, 25), datetime(1974, 12, 26))
+    ]
     assert TokenRow("identifier", "urn:oid:1.2.36.146.595.217.0.1", "12345", None) in rows.tokens
     assert rows_of(rows, "identifier:of-type") == [
         TokenRow("identifier:of-type", "http://terminology.hl7.org/CodeSystem/v2-0203", "MR|12345", None)
@@ -129,7 +142,12 @@ def test_goal_dates_and_codeable_concept_text() -> None:
     rows = index_resource(load("Goal-stop-smoking"))
     assert rows_of(rows, "start-date") == [DateRow("start-date", datetime(2015, 4, 5), datetime(2015, 4, 6))]
     assert rows_of(rows, "achievement-status") == [
-        TokenRow("achievement-status", "http://terminology.hl7.org/CodeSystem/goal-achievement", "achieved", "achieved")
+        TokenRow(
+            "achievement-status",
+            "http://terminology.hl7.org/CodeSystem/goal-achievement",
+            "achieved",
+            "achieved",
+        )
     ]
     assert TokenRow("lifecycle-status", None, "completed", None) in rows.tokens
 
@@ -137,21 +155,35 @@ def test_goal_dates_and_codeable_concept_text() -> None:
 def test_medication_request_references_and_compartments() -> None:
     request = load("MedicationRequest-medrx0303")
     rows = index_resource(request)
-    assert rows_of(rows, "authoredon") == [DateRow("authoredon", datetime(2015, 1, 15), datetime(2015, 1, 16))]
+    assert rows_of(rows, "authoredon") == [
+        DateRow("authoredon", datetime(2015, 1, 15), datetime(2015, 1, 16))
+    ]
     assert rows_of(rows, "medication") == [ReferenceRow("medication", None, None, "#med0311")]
     assert rows_of(rows, "requester") == [ReferenceRow("requester", "Practitioner", "f007", None)]
     assert compartments_of(request) == [("Patient", "pat1"), ("Encounter", "f001"), ("Practitioner", "f007")]
 
 
 def test_timing_events_and_bounds() -> None:
-    rows = index_resource({
-        "resourceType": "CarePlan", "id": "t", "status": "active", "intent": "plan",
-        "subject": {"reference": "Patient/1"},
-        "activity": [{"detail": {"status": "scheduled", "scheduledTiming": {
-            "event": ["2021-03-04T10:00:00Z"],
-            "repeat": {"boundsPeriod": {"start": "2021-03-01", "end": "2021-03-31"}},
-        }}}],
-    })
+    rows = index_resource(
+        {
+            "resourceType": "CarePlan",
+            "id": "t",
+            "status": "active",
+            "intent": "plan",
+            "subject": {"reference": "Patient/1"},
+            "activity": [
+                {
+                    "detail": {
+                        "status": "scheduled",
+                        "scheduledTiming": {
+                            "event": ["2021-03-04T10:00:00Z"],
+                            "repeat": {"boundsPeriod": {"start": "2021-03-01", "end": "2021-03-31"}},
+                        },
+                    }
+                }
+            ],
+        }
+    )
     assert rows_of(rows, "activity-date") == [
         DateRow("activity-date", datetime(2021, 3, 4, 10), datetime(2021, 3, 4, 10, 0, 1)),
         DateRow("activity-date", datetime(2021, 3, 1), datetime(2021, 4, 1)),
@@ -172,19 +204,31 @@ def test_range_rows_have_low_and_high_params() -> None:
 def test_number_and_money() -> None:
     rows = index_resource(load("RiskAssessment-genetic"))
     assert Decimal("0.000168") in {r.value for r in rows_of(rows, "probability")}
-    claim = index_resource({"resourceType": "ChargeItemDefinition", "useContext": [
-        {"code": {"code": "age"}, "valueQuantity": {"value": 3, "system": "http://unitsofmeasure.org", "code": "mo"}}
-    ]})
+    claim = index_resource(
+        {
+            "resourceType": "ChargeItemDefinition",
+            "useContext": [
+                {
+                    "code": {"code": "age"},
+                    "valueQuantity": {"value": 3, "system": "http://unitsofmeasure.org", "code": "mo"},
+                }
+            ],
+        }
+    )
     (q,) = rows_of(claim, "context-quantity")
     assert (q.canon_value, q.canon_code) == (3 * 2629800.0, "s")
 
 
 def test_canonical_reference_keeps_version_and_versionless() -> None:
-    rows = index_resource({
-        "resourceType": "CarePlan", "status": "active", "intent": "plan",
-        "subject": {"reference": "urn:uuid:9b1a"},
-        "instantiatesCanonical": ["http://example.org/PlanDefinition/p|2.0"],
-    })
+    rows = index_resource(
+        {
+            "resourceType": "CarePlan",
+            "status": "active",
+            "intent": "plan",
+            "subject": {"reference": "urn:uuid:9b1a"},
+            "instantiatesCanonical": ["http://example.org/PlanDefinition/p|2.0"],
+        }
+    )
     assert rows_of(rows, "instantiates-canonical") == [
         ReferenceRow("instantiates-canonical", None, None, "http://example.org/PlanDefinition/p|2.0"),
         ReferenceRow("instantiates-canonical", None, None, "http://example.org/PlanDefinition/p"),
@@ -217,7 +261,11 @@ def test_parse_reference(ref: str, expected: tuple) -> None:
         ("2020-01-01T10:00", datetime(2020, 1, 1, 10), datetime(2020, 1, 1, 10, 1)),
         ("2020-01-01T10:00:00", datetime(2020, 1, 1, 10), datetime(2020, 1, 1, 10, 0, 1)),
         ("2020-01-01T10:00:00+02:00", datetime(2020, 1, 1, 8), datetime(2020, 1, 1, 8, 0, 1)),
-        ("2020-01-01T10:00:00.123Z", datetime(2020, 1, 1, 10, 0, 0, 123000), datetime(2020, 1, 1, 10, 0, 0, 124000)),
+        (
+            "2020-01-01T10:00:00.123Z",
+            datetime(2020, 1, 1, 10, 0, 0, 123000),
+            datetime(2020, 1, 1, 10, 0, 0, 124000),
+        ),
         ("9999", datetime(9999, 1, 1), DATE_MAX),
     ],
 )

@@ -66,7 +66,9 @@ def test_comma_is_or_and_escaped_comma_is_not() -> None:
 
 def test_string_modifiers_normalise_except_exact() -> None:
     assert _test("Patient", "family", "MÜLLER").values == (TextValue("muller"),)
-    assert _test("Patient", "family:exact", "Müller") == ParamTest("family", "string", (TextValue("Müller"),), "exact")
+    assert _test("Patient", "family:exact", "Müller") == ParamTest(
+        "family", "string", (TextValue("Müller"),), "exact"
+    )
     assert _test("Patient", "family:contains", "Ül").modifier == "contains"
 
 
@@ -95,7 +97,12 @@ def test_number_precision() -> None:
 def test_quantity_with_ucum_canonical() -> None:
     (value,) = _test("Observation", "value-quantity", "le5.4|http://unitsofmeasure.org|mg").values
     assert isinstance(value, QuantityValue)
-    assert (value.prefix, value.value, value.system, value.code) == ("le", Decimal("5.4"), "http://unitsofmeasure.org", "mg")
+    assert (value.prefix, value.value, value.system, value.code) == (
+        "le",
+        Decimal("5.4"),
+        "http://unitsofmeasure.org",
+        "mg",
+    )
     assert value.canon_code == "g" and value.canon_value == pytest.approx(0.0054)
     (plain,) = _test("Observation", "value-quantity", "5||[arb'U]").values
     assert plain.canon_code is None and plain.system is None and plain.code == "[arb'U]"
@@ -142,15 +149,23 @@ def test_chains_and_has() -> None:
 
 def test_result_parameters() -> None:
     q = parse_search(
-        _req(("_sort", "-birthdate,_id"), ("_count", "500"), ("_include", "Patient:organization"),
-             ("_revinclude:iterate", "Observation:subject"), ("_summary", "true"), ("_total", "accurate"),
-             ("_elements", "name,gender"), ("_format", "json")),
+        _req(
+            ("_sort", "-birthdate,_id"),
+            ("_count", "500"),
+            ("_include", "Patient:organization"),
+            ("_revinclude:iterate", "Observation:subject"),
+            ("_summary", "true"),
+            ("_total", "accurate"),
+            ("_elements", "name,gender"),
+            ("_format", "json"),
+        ),
         ("Patient",),
     )
     assert q.sort == (SortKey("birthdate", "date", True), SortKey("_id", "special"))
     assert q.count == 100  # capped at the maximum
     assert q.includes == (
-        Include("Patient", "organization"), Include("Observation", "subject", None, True, True),
+        Include("Patient", "organization"),
+        Include("Observation", "subject", None, True, True),
     )
     assert (q.summary, q.total, q.elements) == ("true", "accurate", ("name", "gender"))
     assert ("_format", "json") not in q.applied
@@ -164,17 +179,38 @@ def test_lenient_ignores_unknown_and_strict_names_it() -> None:
 
 
 BAD = [
-    ("birthdate", "garbage"), ("birthdate", "gt"), ("value-quantity", "gtx"), ("value-quantity", "1|a|b|c"),
-    ("probability", "NaN"), ("family:nope", "x"), ("gender:missing", "yes"), ("code-value-quantity", "a"),
-    ("_count", "-1"), ("_offset", "x"), ("_summary", "all"), ("_total", "some"), ("_include", "Patient"),
-    ("_include", "Patient:name"), ("_include:deep", "Patient:organization"), ("_cursor", "%%%"),
-    ("identifier:of-type", "a|b"), ("_has:Nope:x:y", "1"), ("_has:Observation", "1"), ("subject:Nope.name", "x"),
+    ("birthdate", "garbage"),
+    ("birthdate", "gt"),
+    ("value-quantity", "gtx"),
+    ("value-quantity", "1|a|b|c"),
+    ("probability", "NaN"),
+    ("family:nope", "x"),
+    ("gender:missing", "yes"),
+    ("code-value-quantity", "a"),
+    ("_count", "-1"),
+    ("_offset", "x"),
+    ("_summary", "all"),
+    ("_total", "some"),
+    ("_include", "Patient"),
+    ("_include", "Patient:name"),
+    ("_include:deep", "Patient:organization"),
+    ("_cursor", "%%%"),
+    ("identifier:of-type", "a|b"),
+    ("_has:Nope:x:y", "1"),
+    ("_has:Observation", "1"),
+    ("subject:Nope.name", "x"),
 ]
 
 
 @pytest.mark.parametrize(("key", "raw"), BAD, ids=[f"{k}={r}" for k, r in BAD])
 def test_malformed_values_are_400_even_when_lenient(key: str, raw: str) -> None:
-    type_ = "RiskAssessment" if key == "probability" else "Observation" if "quantity" in key or key.startswith("subject") else "Patient"
+    type_ = (
+        "RiskAssessment"
+        if key == "probability"
+        else "Observation"
+        if "quantity" in key or key.startswith("subject")
+        else "Patient"
+    )
     with pytest.raises(InvalidRequestError):
         parse_search(_req((key, raw)), (type_,))
 

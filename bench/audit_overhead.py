@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import bearer  # noqa: E402
 import loadgen
 import orjson
 import pt_data
@@ -83,46 +84,6 @@ def serve(database_url: str, audit: str, workers: int, workdir: Path) -> Iterato
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-TOKEN = {"value": ""}
-_plain_request_bytes = loadgen.HttpClient._request_bytes
-
-
-def _with_bearer(self: Any, method: str, path: str, body: bytes | None) -> bytes:
-    raw = _plain_request_bytes(self, method, path, body)
-    if not TOKEN["value"]:
-        return raw
-    return raw.replace(b"\r\n", f"\r\nAuthorization: Bearer {TOKEN['value']}\r\n".encode(), 1)
-
-
-loadgen.HttpClient._request_bytes = _with_bearer  # type: ignore[method-assign]
-
-
-def authorize(port: int, database_url: str) -> None:
-    """Get a system/*.cruds token by client_credentials when the server has auth (else send none)."""
-    try:
-        from auth.store import AuthStore
-    except ImportError:
-        return
-    import base64
-    import urllib.parse
-
-    from server.store.session import make_engine
-    from server.store.session import make_session_factory
-
-    engine = make_engine(database_url)
-    client, secret = AuthStore(make_session_factory(engine)).add_client(
-        "audit-bench", "system/*.cruds", "symmetric"
-    )
-    engine.dispose()
-    basic = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
-    data = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "system/*.cruds"}).encode()
-    req = urllib.request.Request(
-        f"http://{HOST}:{port}/auth/token", data=data, headers={"Authorization": "Basic " + basic}
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        TOKEN["value"] = orjson.loads(resp.read())["access_token"]
 
 
 def _posts(type_: str, bodies: list[dict[str, Any]]) -> list[tuple[str, str, bytes]]:
@@ -186,12 +147,12 @@ def run_db(kind: str, args: argparse.Namespace) -> list[tuple[str, str, loadgen.
     out = []
     with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp), args.pg_admin) as url:
         with serve(url, "on", args.workers, Path(tmp)) as port:
-            authorize(port, url)
+            bearer.authorize(port, url)
             ids = load(port, args.n, args.concurrency)
         for mode in ("on", "off", "on"):
             before = audit_rows(url)
             with serve(url, mode, args.workers, Path(tmp)) as port:
-                authorize(port, url)
+                bearer.authorize(port, url)
                 result = reads(port, ids, args)
             out.append((kind, mode, result, audit_rows(url) - before))
             print(

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bearer
 import loadgen
 import orjson
 import pt_data
@@ -164,6 +165,7 @@ class Runner:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.rows: list[Row] = []
+        self._auth: tuple[int, str] | None = None  # (port, database URL) of the FHIR server under test
 
     def phase(
         self,
@@ -176,6 +178,8 @@ class Runner:
         pg: bool = False,
     ) -> Row:
         """Run jobs, sampling server and PostgreSQL CPU around them; record and return the row."""
+        if self._auth is not None and server_pid:
+            bearer.authorize(*self._auth)  # a fresh token per phase (backend tokens live 5 minutes)
         print(f"  {name:<28} {db:<9} n={len(jobs):<6}", end=" ", flush=True)
         s0 = _cpu_of(root=server_pid) if server_pid else 0.0
         p0 = _cpu_of(comm="postgres") if pg else 0.0
@@ -214,6 +218,8 @@ class Runner:
         pg = db == "postgres"
         with _serve(argv, "/metadata", {"DATABASE_URL": database_url}, workdir) as (port, pid):
             spec, rng, n = ("http", HOST, port), random.Random(42), self.args.n
+            self._auth = (port, database_url)
+            bearer.authorize(port, database_url)
             self._warm_up(spec, rng)
             patients = [pt_data.patient(rng, i) for i in range(max(self.args.concurrency, n // 10))]
             made = self.phase("create Patient", db, spec, _posts("Patient", patients), server_pid=pid, pg=pg)
@@ -231,6 +237,7 @@ class Runner:
                 for i in order
             ]
             self.phase("update Observation", db, spec, puts, server_pid=pid, pg=pg)
+            self._auth, loadgen.BEARER = None, ""
 
     def _warm_up(self, spec: tuple[Any, ...], rng: random.Random) -> None:
         # First requests per worker import and build the R4B models; keep that out of p99.

@@ -45,6 +45,9 @@ class PhaseResult:
         return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(pct) - 1] * 1000
 
 
+BEARER = ""  # set by bench/bearer.py; forked client processes inherit it
+
+
 class HttpClient:
     """One keep-alive HTTP/1.1 connection on a bare socket; `do(job)` returns the Location id.
 

@@ -31,6 +31,16 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
         flask.g.repo = SqlRepository(session)
         flask.g.access = OPEN
 
+    @app.after_request  # registered first, so it runs after every other after_request hook
+    def _release_for_streams(response: flask.Response) -> flask.Response:
+        # A streamed body (NDJSON export, a bulk file) is sent after this and teardown runs only
+        # when the client closes it: give the connection back now (streams use their own session).
+        if response.is_streamed:
+            session = flask.g.get("session")
+            if session is not None:
+                session.close()
+        return response
+
     @app.teardown_request
     def _close_session(_exc: BaseException | None) -> None:
         session = flask.g.pop("session", None)

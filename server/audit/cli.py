@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import click
 import orjson
 
 
-def _session_and_key() -> tuple[object, bytes]:
+@contextlib.contextmanager
+def _session_and_key() -> Iterator[tuple[Any, bytes]]:
+    """A session on DATABASE_URL and the audit key; closed (and the engine disposed) afterwards."""
     from server.audit.flask_integration import AuditSettings
     from server.settings import Settings
     from server.store.session import make_engine
@@ -16,7 +21,12 @@ def _session_and_key() -> tuple[object, bytes]:
 
     settings = Settings.from_env()
     engine = make_engine(settings.database_url)
-    return make_session_factory(engine)(), AuditSettings.from_env(settings).key
+    session = make_session_factory(engine)()
+    try:
+        yield session, AuditSettings.from_env(settings).key
+    finally:
+        session.close()
+        engine.dispose()
 
 
 @click.group("audit")
@@ -29,8 +39,8 @@ def verify_command() -> None:
     """Verify the hash chain and checkpoints; exit 1 and name the first broken record if altered."""
     from server.audit.verify import verify
 
-    session, key = _session_and_key()
-    verdict = verify(session, key)  # type: ignore[arg-type]
+    with _session_and_key() as (session, key):
+        verdict = verify(session, key)
     click.echo(orjson.dumps(verdict.as_dict()).decode())
     sys.exit(0 if verdict.intact else 1)
 
@@ -41,8 +51,8 @@ def checkpoint_command() -> None:
     from server.audit.chain import checkpoint
     from server.store.session import begin_write
 
-    session, key = _session_and_key()
-    begin_write(session)  # type: ignore[arg-type]
-    head = checkpoint(session, key)  # type: ignore[arg-type]
-    session.commit()  # type: ignore[attr-defined]
+    with _session_and_key() as (session, key):
+        begin_write(session)
+        head = checkpoint(session, key)
+        session.commit()
     click.echo("empty chain" if head is None else f"checkpoint at record {head[0]}: {head[1]}")

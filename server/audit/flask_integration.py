@@ -48,6 +48,7 @@ from server.settings import Settings
 log = logging.getLogger("rehabfhir.audit")
 EXTENSION = "rehabfhir.audit"
 NDJSON = "application/fhir+ndjson"
+BATCHER = "rehabfhir.audit_batcher"
 
 
 @dataclass(frozen=True)
@@ -324,6 +325,11 @@ def _other_facts(response: flask.Response) -> list[AuditFacts]:
     return [replace(facts, action=action)]
 
 
+def _append(facts: list[AuditFacts]) -> None:
+    """Commit the events of a request that wrote nothing (group commit with concurrent requests)."""
+    flask.current_app.extensions[BATCHER].write(facts)
+
+
 def _audit_response(response: flask.Response) -> flask.Response:
     blueprint = flask.request.blueprint
     if blueprint not in ("fhir", "audit", *_OTHER) or flask.request.endpoint in _UNAUDITED:
@@ -331,8 +337,7 @@ def _audit_response(response: flask.Response) -> flask.Response:
     try:
         facts = _request_facts(response) if blueprint not in _OTHER else _other_facts(response)
         if facts:
-            cfg = audit_settings()
-            store.write_events(flask.g.session, facts, cfg.key, cfg.checkpoint_every)
+            _append(facts)
     except Exception:
         log.exception("audit write failed: refusing the response (fail closed)")
         outcome = operation_outcome([issue("fatal", "exception", "The audit record could not be written")])
@@ -348,7 +353,6 @@ def _audit_auth(response: flask.Response) -> flask.Response:
     from server.audit.events import auth_facts
 
     try:
-        cfg = audit_settings()
         facts = auth_facts(
             event.kind,
             0 if event.ok else outcome_for_status(response.status_code),
@@ -359,7 +363,7 @@ def _audit_auth(response: flask.Response) -> flask.Response:
             address=flask.request.remote_addr,
             detail=event.detail,
         )
-        store.write_events(flask.g.session, [facts], cfg.key, cfg.checkpoint_every)
+        _append([facts])
     except Exception:
         log.exception("audit write failed: refusing the %s response (fail closed)", event.kind)
         body = {"error": "server_error", "error_description": "The audit record could not be written"}
@@ -378,6 +382,12 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
     if not cfg.enabled:
         log.warning("REHABFHIR_AUDIT=off: the audit trail is NOT written (benchmarks only)")
         return
+    from server.audit.batching import GroupCommit
+
+    app.extensions[BATCHER] = GroupCommit(
+        lambda session, facts: store.write_events(session, facts, cfg.key, cfg.checkpoint_every),
+        app.extensions["rehabfhir.sessions"],
+    )
 
     @app.before_request
     def _wrap_repository() -> None:

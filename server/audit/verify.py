@@ -6,6 +6,7 @@ mismatch) and a cut tail (a signed checkpoint naming a record that is gone or di
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from dataclasses import dataclass
 from typing import Any
@@ -75,8 +76,13 @@ def verify(session: so.Session, key: bytes) -> Verdict:
                 f"checkpoint {cp.pk} has an invalid signature",
             )
         checkpoints[cp.event_pk] = cp.head_hash
-    prev, checked, last_pk = GENESIS, 0, 0
     rows = session.execute(sa.select(_E).order_by(_E.c.pk).execution_options(yield_per=1000))
+    with contextlib.closing(rows):  # an early verdict must not leave the server-side cursor open
+        return _walk(rows, checkpoints)
+
+
+def _walk(rows: Any, checkpoints: dict[int, str]) -> Verdict:
+    prev, checked, last_pk = GENESIS, 0, 0
     for row in rows:
         if row.prev_hash != prev:
             return Verdict(

@@ -411,7 +411,8 @@ def _verify(session: Any) -> dict[str, Any]:
 def forbid_writes() -> None:
     """AuditEvent is written by the server only."""
     raise MethodNotAllowedError(
-        "AuditEvent is read-only: the server writes the audit trail itself", headers={"Allow": "GET"}
+        "AuditEvent is append-only: the server's trail and submitted events cannot be changed",
+        headers={"Allow": "GET, POST"},
     )
 
 

@@ -71,14 +71,26 @@ class AuditedRepository:
         self._writes.append(Write(stored, patients))
         return stored
 
-    @staticmethod
-    def _refuse(type_: str) -> None:
-        if type_ == AUDIT_TYPE:
-            raise MethodNotAllowedError("AuditEvent is read-only: the server writes the audit trail itself")
+    def _refuse(self, type_: str, id_: str | None = None, *, new_only: bool = False) -> None:
+        """AuditEvents are append-only: another system may submit a new one (IHE ATNA "Record Audit
+        Event"), kept as received; no AuditEvent is ever changed or deleted, and ids made of digits
+        belong to the server's own trail."""
+        if type_ != AUDIT_TYPE:
+            return
+        if new_only and id_ is not None and not id_.isdigit():
+            with self.transaction():
+                existing = self.inner.read_resource(type_, id_)
+            if existing is None:
+                return
+        elif new_only and id_ is None:
+            return
+        raise MethodNotAllowedError(
+            "AuditEvent is append-only: the server's trail and submitted events cannot be changed"
+        )
 
     def create_resource(self, type_: str, write: WriteRequest, id_: str) -> StoredResource:
         """Create, noting the new version."""
-        self._refuse(type_)
+        self._refuse(type_, id_ if id_.isdigit() else None, new_only=True)
         with self.transaction():
             stored = self.inner.create_resource(type_, write, id_)
             return self._record(stored, _patients(type_, id_, write))
@@ -87,7 +99,7 @@ class AuditedRepository:
         self, type_: str, id_: str, write: WriteRequest, if_match: int | None = None
     ) -> tuple[StoredResource, bool]:
         """Update, noting the new version."""
-        self._refuse(type_)
+        self._refuse(type_, id_, new_only=True)
         with self.transaction():
             stored, created = self.inner.update_resource(type_, id_, write, if_match)
             self._record(stored, _patients(type_, id_, write))

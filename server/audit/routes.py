@@ -125,7 +125,11 @@ def read(id_: str) -> flask.Response:
         return _operation(id_[1:])
     ctx = _ctx()
     fi.require_auditor(ctx, "r")
-    row = store.read(flask.g.session, int(id_), ctx.patient) if id_.isdigit() else None
+    if not id_.isdigit():  # an event another system submitted: stored like any resource
+        from server.api import fhir_routes
+
+        return fhir_routes.read_route("AuditEvent", id_)
+    row = store.read(flask.g.session, int(id_), ctx.patient)
     if row is None:
         raise fi.not_found(id_)
     headers = {"ETag": 'W/"1"'}
@@ -150,7 +154,18 @@ def _operation(name: str) -> flask.Response:
 @bp.route("/AuditEvent", methods=_WRITES)
 @bp.route("/AuditEvent/<id_>", methods=_WRITES)
 @bp.route("/AuditEvent/<id_>/<path:rest>", methods=_WRITES)
-def refuse(id_: str | None = None, rest: str | None = None) -> flask.Response:
-    """Every write to AuditEvent is refused."""
+def write(id_: str | None = None, rest: str | None = None) -> flask.Response:
+    """Submitting a new AuditEvent (POST, or PUT with a new id) is a create; anything else is 405.
+
+    IHE RESTful ATNA: other systems record their audit events here. The server's own trail
+    (numeric ids) and every stored event are never changed or deleted (AuditedRepository).
+    """
+    from server.api import fhir_routes
+
+    method = flask.request.method
+    if rest is None and method == "POST" and id_ is None:
+        return fhir_routes.create_route("AuditEvent")
+    if rest is None and method == "PUT" and id_ is not None and not id_.isdigit():
+        return fhir_routes.update_route("AuditEvent", id_)
     fi.forbid_writes()
     raise AssertionError("unreachable")

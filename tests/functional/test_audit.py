@@ -261,24 +261,38 @@ VALID_EVENT = {
 }
 
 
-def test_audit_event_is_read_only(fhir: FhirClient, app: Any, patient: dict[str, Any]) -> None:
+def test_audit_events_are_append_only(fhir: FhirClient, app: Any, patient: dict[str, Any]) -> None:
     pk = events(app)[0]["pk"]
     for method, path in [
-        ("POST", "/AuditEvent"),
         ("PUT", f"/AuditEvent/{pk}"),
         ("DELETE", f"/AuditEvent/{pk}"),
         ("PATCH", f"/AuditEvent/{pk}"),
+        ("PUT", "/AuditEvent/12345"),  # digits: the server's own trail
     ]:
-        r = fhir.call(method, path, {"resourceType": "AuditEvent"})
+        r = fhir.call(method, path, {**VALID_EVENT, "id": path.rsplit("/", 1)[-1]})
         assert r.status_code == 405, (method, r.get_data(as_text=True))
         assert r.get_json()["resourceType"] == "OperationOutcome"
+    # Another system records its own event (IHE ATNA): a create, kept as received, audited.
+    made = fhir.call("POST", "/AuditEvent", VALID_EVENT)
+    assert made.status_code == 201, made.get_data(as_text=True)
+    sid = made.get_json()["id"]
+    put = fhir.call("PUT", "/AuditEvent/ehr-evt-1", {**VALID_EVENT, "id": "ehr-evt-1"})
+    assert put.status_code == 201
+    got = fhir.call("GET", "/AuditEvent/ehr-evt-1").get_json()
+    assert {k: v for k, v in got.items() if k != "meta"} == {**VALID_EVENT, "id": "ehr-evt-1"}
+    for method, path in [("PUT", "/AuditEvent/ehr-evt-1"), ("DELETE", f"/AuditEvent/{sid}")]:
+        r = fhir.call(method, path, {**VALID_EVENT, "id": "ehr-evt-1", "outcome": "8"})
+        assert r.status_code == 405, (method, r.get_data(as_text=True))
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
-        "entry": [{"resource": VALID_EVENT, "request": {"method": "POST", "url": "AuditEvent"}}],
+        "entry": [{"request": {"method": "DELETE", "url": "AuditEvent/ehr-evt-1"}}],
     }
     assert fhir.call("POST", "/", bundle).status_code == 405
-    assert len(events(app)) == 1 + 5  # the create, then one failure event per refused write
+    assert "outcome" not in fhir.call("GET", "/AuditEvent/ehr-evt-1").get_json()  # unchanged
+    rows = summary(events(app))
+    assert ("update", "U", 0, "AuditEvent/ehr-evt-1/_history/1", None) in rows  # update-as-create
+    assert sum(1 for r in rows if r[2] == 4) == 7  # one failure event per refused write
 
 
 def test_audit_event_read_and_search(fhir: FhirClient, app: Any) -> None:

@@ -1,4 +1,4 @@
-"""Flask wiring of the audit trail: audit every FHIR request, serve AuditEvent read-only.
+"""Flask wiring of the audit trail: audit every FHIR request, serve AuditEvent (append-only).
 
 - before_request wraps flask.g.repo in an AuditedRepository: writes are audited inside
   their own transaction, before it commits.

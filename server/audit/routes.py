@@ -1,9 +1,11 @@
-"""Blueprint "audit": AuditEvent over FHIR, read-only, served from the audit table.
+"""Blueprint "audit": AuditEvent over FHIR, append-only (the server's trail, and submitted events).
 
 GET /AuditEvent?date=ge..&agent=..&entity=..&patient=..&type=..&subtype=..&action=..&outcome=..
 &source=..&_sort=..&_count=..&_offset=..; GET /AuditEvent/<id>; GET /AuditEvent/$export-ndjson
 (the same filters, NDJSON oldest first); GET /AuditEvent/$verify (via the operation registry).
-Writes answer 405. https://hl7.org/fhir/R4B/auditevent.html
+POST /AuditEvent (or PUT with a new non-numeric id) stores an event another system submits
+(IHE RESTful ATNA), kept in the resource store; every other write answers 405.
+https://hl7.org/fhir/R4B/auditevent.html
 """
 
 from __future__ import annotations

@@ -69,6 +69,9 @@ def session_app(database_url: str) -> Any:
     """One app per backend (migrations run once)."""
     app = create_app(Settings(database_url=database_url, testing=True, base_url="http://testserver/fhir"))
     yield app
+    worker = app.extensions.get("rehabfhir.export_worker")
+    if worker is not None:
+        worker.stop()  # before its database is dropped (else it logs failed polls)
     app.extensions["rehabfhir.engine"].dispose()
 
 

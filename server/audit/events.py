@@ -54,6 +54,16 @@ def outcome_for_status(status: int) -> int:
     return 4 if status < 500 else 12
 
 
+def trail_id(text: str) -> bool:
+    """Whether an AuditEvent id is of the server's own trail (ASCII digits); submitted events' are not."""
+    return text.isascii() and text.isdigit()
+
+
+def chain_pk(text: str) -> int | None:
+    """The audit record key an id names, or None: never an out-of-range number for the database."""
+    return int(text) if trail_id(text) and len(text) <= 18 else None
+
+
 @dataclass(frozen=True, slots=True)
 class AuditFacts:
     """What one audit record says: who did what to which data, when, and how it ended."""

@@ -18,6 +18,7 @@ import os
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import flask
@@ -28,7 +29,9 @@ from server.api.responses import to_flask
 from server.audit import chain
 from server.audit import store
 from server.audit.events import AuditFacts
+from server.audit.events import auth_facts
 from server.audit.events import outcome_for_status
+from server.audit.hook import APPEND_ONLY
 from server.audit.hook import AuditedRepository
 from server.audit.hook import Interaction
 from server.audit.hook import Write
@@ -112,8 +115,6 @@ def _raw_request(method: str | None = None, path: str | None = None, query: str 
 
 
 def _per_patient(base: AuditFacts, patients: tuple[str, ...]) -> list[AuditFacts]:
-    from dataclasses import replace
-
     if not patients:
         return [base]
     return [replace(base, patient=p) for p in patients]
@@ -317,8 +318,6 @@ def _other_facts(response: flask.Response) -> list[AuditFacts]:
         return []
     args = flask.request.view_args or {}
     patient = f"Patient/{args['id_']}" if flask.request.endpoint == "rehab.get_progress" else None
-    from dataclasses import replace
-
     # The query (method and path) says which: a file download, a status poll, a cancel, a view.
     facts = _facts(Interaction("operation"), status, query=_raw_request(), patient=patient)
     action = {"bulk.download": "R", "bulk.cancel": "D"}.get(str(flask.request.endpoint), "E")
@@ -350,8 +349,6 @@ def _audit_auth(response: flask.Response) -> flask.Response:
     event = flask.g.pop("auth_event", None)
     if event is None:
         return response
-    from server.audit.events import auth_facts
-
     try:
         facts = auth_facts(
             event.kind,
@@ -410,10 +407,7 @@ def _verify(session: Any) -> dict[str, Any]:
 
 def forbid_writes() -> None:
     """AuditEvent is written by the server only."""
-    raise MethodNotAllowedError(
-        "AuditEvent is append-only: the server's trail and submitted events cannot be changed",
-        headers={"Allow": "GET, POST"},
-    )
+    raise MethodNotAllowedError(APPEND_ONLY, headers={"Allow": "GET, POST"})
 
 
 def require_auditor(ctx: AccessContext, interaction: str) -> None:

@@ -16,11 +16,13 @@ from typing import Any
 
 import orjson
 
+from server.audit.events import trail_id
 from server.errors import MethodNotAllowedError
 from server.fhir.repository import StoredResource
 from server.fhir.repository import WriteRequest
 
 AUDIT_TYPE = "AuditEvent"
+APPEND_ONLY = "AuditEvent is append-only: the server's trail and submitted events cannot be changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,26 +73,16 @@ class AuditedRepository:
         self._writes.append(Write(stored, patients))
         return stored
 
-    def _refuse(self, type_: str, id_: str | None = None, *, new_only: bool = False) -> None:
+    def _refuse_change(self, type_: str, id_: str) -> None:
         """AuditEvents are append-only: another system may submit a new one (IHE ATNA "Record Audit
-        Event"), kept as received; no AuditEvent is ever changed or deleted, and ids made of digits
-        belong to the server's own trail."""
-        if type_ != AUDIT_TYPE:
-            return
-        if new_only and id_ is not None and not id_.isdigit():
-            with self.transaction():
-                existing = self.inner.read_resource(type_, id_)
-            if existing is None:
-                return
-        elif new_only and id_ is None:
-            return
-        raise MethodNotAllowedError(
-            "AuditEvent is append-only: the server's trail and submitted events cannot be changed"
-        )
+        Event"), kept as received (a create, or an update that creates); none is ever changed or
+        deleted, and numeric ids name the server's own trail. Runs inside the write's transaction.
+        """
+        if type_ == AUDIT_TYPE and (trail_id(id_) or self.inner.read_resource(type_, id_)):
+            raise MethodNotAllowedError(APPEND_ONLY)
 
     def create_resource(self, type_: str, write: WriteRequest, id_: str) -> StoredResource:
-        """Create, noting the new version."""
-        self._refuse(type_, id_ if id_.isdigit() else None, new_only=True)
+        """Create (the server assigns the id, so an AuditEvent may always be created), noting it."""
         with self.transaction():
             stored = self.inner.create_resource(type_, write, id_)
             return self._record(stored, _patients(type_, id_, write))
@@ -99,15 +91,16 @@ class AuditedRepository:
         self, type_: str, id_: str, write: WriteRequest, if_match: int | None = None
     ) -> tuple[StoredResource, bool]:
         """Update, noting the new version."""
-        self._refuse(type_, id_, new_only=True)
         with self.transaction():
+            self._refuse_change(type_, id_)
             stored, created = self.inner.update_resource(type_, id_, write, if_match)
             self._record(stored, _patients(type_, id_, write))
             return stored, created
 
     def delete_resource(self, type_: str, id_: str, if_match: int | None = None) -> StoredResource | None:
         """Delete, noting the tombstone and the patients the last live version belonged to."""
-        self._refuse(type_)
+        if type_ == AUDIT_TYPE:
+            raise MethodNotAllowedError(APPEND_ONLY)
         with self.transaction():
             before = self.inner.read_resource(type_, id_)
             stored = self.inner.delete_resource(type_, id_, if_match)

@@ -15,10 +15,13 @@ from collections.abc import Iterator
 
 import flask
 
+from server.api import fhir_routes
 from server.api import requests as rq
 from server.api.responses import to_flask
 from server.audit import flask_integration as fi
 from server.audit import store
+from server.audit.events import chain_pk
+from server.audit.events import trail_id
 from server.errors import InvalidRequestError
 from server.errors import NotFoundError
 from server.fhir.access import AccessContext
@@ -50,7 +53,7 @@ def _query(params: list[tuple[str, str]], patient: str | None) -> store.AuditQue
                 raise InvalidRequestError(f"_count {value!r} is not a non-negative integer")
             count = min(int(value), s.max_page_size)
         elif name == "_offset":
-            if not value.isdigit():
+            if chain_pk(value) is None:
                 raise InvalidRequestError(f"_offset {value!r} is not a non-negative integer")
             offset = int(value)
         elif name == "_sort":
@@ -127,11 +130,10 @@ def read(id_: str) -> flask.Response:
         return _operation(id_[1:])
     ctx = _ctx()
     fi.require_auditor(ctx, "r")
-    if not id_.isdigit():  # an event another system submitted: stored like any resource
-        from server.api import fhir_routes
-
+    if not trail_id(id_):  # an event another system submitted: stored like any resource
         return fhir_routes.read_route("AuditEvent", id_)
-    row = store.read(flask.g.session, int(id_), ctx.patient)
+    pk = chain_pk(id_)
+    row = None if pk is None else store.read(flask.g.session, pk, ctx.patient)
     if row is None:
         raise fi.not_found(id_)
     headers = {"ETag": 'W/"1"'}
@@ -162,12 +164,10 @@ def write(id_: str | None = None, rest: str | None = None) -> flask.Response:
     IHE RESTful ATNA: other systems record their audit events here. The server's own trail
     (numeric ids) and every stored event are never changed or deleted (AuditedRepository).
     """
-    from server.api import fhir_routes
-
     method = flask.request.method
     if rest is None and method == "POST" and id_ is None:
         return fhir_routes.create_route("AuditEvent")
-    if rest is None and method == "PUT" and id_ is not None and not id_.isdigit():
+    if rest is None and method == "PUT" and id_ is not None and not trail_id(id_):
         return fhir_routes.update_route("AuditEvent", id_)
     fi.forbid_writes()
     raise AssertionError("unreachable")

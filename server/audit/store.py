@@ -17,6 +17,7 @@ from sqlalchemy import orm as so
 
 from server.audit import chain
 from server.audit.events import AuditFacts
+from server.audit.events import chain_pk
 from server.audit.models import AuditRecord
 from server.errors import InvalidRequestError
 from server.fhir.search.dates import parse_date_range
@@ -104,13 +105,13 @@ def _clause(name: str, value: str, server: str) -> Any:
         elif name in ("type", "subtype", "action"):
             alternatives.append(getattr(_E.c, name) == _code(v))
         elif name == "outcome":
-            if not _code(v).isdigit():
+            if _code(v) not in ("0", "4", "8", "12"):
                 raise InvalidRequestError(f"outcome {v!r}: expected 0, 4, 8 or 12")
             alternatives.append(_E.c.outcome == int(_code(v)))
         elif name == "source":
             alternatives.append(sa.true() if _code(v) in (server, "rehabfhir") else sa.false())
         elif name == "_id":
-            alternatives.append(_E.c.pk == (int(v) if v.isdigit() else -1))
+            alternatives.append(_E.c.pk == (chain_pk(v) or -1))
     return sa.or_(*alternatives)
 
 

@@ -81,47 +81,26 @@ def verify(session: so.Session, key: bytes) -> Verdict:
         return _walk(rows, checkpoints)
 
 
+def _fault(row: Any, prev: str, signed: str | None) -> str | None:
+    """Why a record breaks the chain, or None."""
+    if row.prev_hash != prev:
+        return "prev_hash does not match the preceding record (a record was deleted, inserted or moved)"
+    if record_hash(row.prev_hash, {f: getattr(row, f) for f in _FIELDS}) != row.hash:
+        return "the record's content does not match its hash (altered)"
+    if signed is not None and signed != row.hash:
+        return "the record differs from the signed checkpoint of its position"
+    return None
+
+
 def _walk(rows: Any, checkpoints: dict[int, str]) -> Verdict:
     prev, checked, last_pk = GENESIS, 0, 0
     for row in rows:
-        if row.prev_hash != prev:
-            return Verdict(
-                False,
-                checked,
-                len(checkpoints),
-                prev,
-                row.pk,
-                "prev_hash does not match the preceding record (a record was deleted, inserted or moved)",
-            )
-        digest = record_hash(row.prev_hash, {f: getattr(row, f) for f in _FIELDS})
-        if digest != row.hash:
-            return Verdict(
-                False,
-                checked,
-                len(checkpoints),
-                prev,
-                row.pk,
-                "the record's content does not match its hash (altered)",
-            )
-        signed = checkpoints.get(row.pk)
-        if signed is not None and signed != row.hash:
-            return Verdict(
-                False,
-                checked,
-                len(checkpoints),
-                prev,
-                row.pk,
-                "the record differs from the signed checkpoint of its position",
-            )
+        reason = _fault(row, prev, checkpoints.get(row.pk))
+        if reason is not None:
+            return Verdict(False, checked, len(checkpoints), prev, row.pk, reason)
         prev, last_pk, checked = row.hash, row.pk, checked + 1
     missing = [pk for pk in checkpoints if pk > last_pk]
     if missing:
-        return Verdict(
-            False,
-            checked,
-            len(checkpoints),
-            prev,
-            min(missing),
-            f"a signed checkpoint names record {min(missing)}, which is gone (the tail was cut)",
-        )
+        reason = f"a signed checkpoint names record {min(missing)}, which is gone (the tail was cut)"
+        return Verdict(False, checked, len(checkpoints), prev, min(missing), reason)
     return Verdict(True, checked, len(checkpoints), prev)

@@ -525,3 +525,22 @@ def test_export_status_download_and_rehab_views_are_audited(
     assert ("E", 0, f"GET /rehab/patients/{patient['id']}/progress", f"Patient/{patient['id']}") in got
     assert ("E", 8, "GET /rehab/patients/x/progress", "Patient/x") in got
     assert got[-1] == ("D", 0, f"DELETE {status_path}", None)
+
+
+def test_out_of_range_and_non_ascii_ids_and_numbers_are_client_errors(fhir: FhirClient, app: Any) -> None:
+    fhir.create({"resourceType": "Patient"})  # audit record 1 exists
+    for path, status in [
+        ("/AuditEvent/99999999999999999999999", 404),  # beyond BIGINT: no such record, not a 500
+        ("/AuditEvent/%EF%BC%91", 400),  # a full-width "1" is not record 1, nor a FHIR id
+        ("/AuditEvent?_offset=99999999999999999999999", 400),
+        ("/AuditEvent?outcome=99999999999999999999", 400),
+    ]:
+        r = fhir.call("GET", path)
+        assert r.status_code == status, (path, r.get_data(as_text=True))
+        assert r.get_json()["resourceType"] == "OperationOutcome"
+    r = fhir.call("GET", "/AuditEvent?_id=99999999999999999999999")
+    assert r.status_code == 200 and r.get_json().get("entry", []) == []
+    put = fhir.call(
+        "PUT", "/AuditEvent/99999999999999999999999", {**VALID_EVENT, "id": "99999999999999999999999"}
+    )
+    assert put.status_code == 405  # numeric: the server's own trail, never written by clients

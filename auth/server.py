@@ -110,6 +110,16 @@ def _fetch_jwks(uri: str) -> dict[str, Any]:
         return json.loads(resp.read())  # type: ignore[no-any-return]
 
 
+def unverified_part(token: str, index: int) -> dict[str, Any] | None:
+    """A JWT's header (0) or claims (1) as JSON, not verified; None if it is not one."""
+    try:
+        part = token.split(".")[index]
+        value = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (ValueError, IndexError, binascii.Error):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 _VERIFIED_MAX = 4096  # tokens remembered per worker after their signature was checked
 
 
@@ -285,7 +295,7 @@ class AuthServer:
         row = self.store.refresh(value)
         if row is None or row.client_id != client.client_id:
             raise OAuthError("invalid_grant", "Unknown refresh token")
-        if self.store.revoked(["fam:" + row.family_id]):
+        if self.store.revoked("fam:" + row.family_id):
             raise OAuthError("invalid_grant", "The refresh token was revoked")
         if not self.store.use_refresh(value):
             self.store.revoke("fam:" + row.family_id, now() + timedelta(seconds=REFRESH_TTL))
@@ -409,8 +419,8 @@ class AuthServer:
         if not isinstance(exp, (int, float)) or exp <= time.time():
             raise OAuthError("invalid_token", "The token has expired", 401)
         if check_revoked:
-            keys = ["jti:" + str(claims.get("jti"))] + (["fam:" + claims["fam"]] if claims.get("fam") else [])
-            if self.store.revoked(keys, session):
+            family = "fam:" + claims["fam"] if claims.get("fam") else None
+            if self.store.revoked("jti:" + str(claims.get("jti")), family, session):
                 raise OAuthError("invalid_token", "The token was revoked", 401)
         return {k: v for k, v in claims.items() if k != "_kid"}
 
@@ -418,11 +428,10 @@ class AuthServer:
         def fail(why: str) -> OAuthError:
             return OAuthError("invalid_token", why, 401)
 
-        try:
-            header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
-        except (ValueError, IndexError, binascii.Error):
-            raise fail("The token is not a JWT") from None
-        if not isinstance(header, dict) or header.get("alg") != TOKEN_ALG or not header.get("kid"):
+        header = unverified_part(token, 0)
+        if header is None:
+            raise fail("The token is not a JWT")
+        if header.get("alg") != TOKEN_ALG or not header.get("kid"):
             raise fail("The token is not signed by this server")
         try:
             claims = dict(

@@ -229,11 +229,12 @@ class AuthStore:
                     .values(used_at=now())
                 )
 
-    def revoked(self, keys: list[str], session: so.Session | None = None) -> bool:
-        """Return whether any of the keys is revoked (on `session` if given: no second connection)."""
-        params = {"a": keys[0], "b": keys[-1]} if len(keys) <= 2 else None
-        if params is None:  # never from verify(); kept general
-            return any(self.revoked([k], session) for k in keys)
+    def revoked(self, key: str, family: str | None = None, session: so.Session | None = None) -> bool:
+        """Whether a token ("jti:...") or its refresh family ("fam:...") is revoked.
+
+        On `session` if given (the request's own connection, no second one).
+        """
+        params = {"a": key, "b": family or key}
         if session is not None:
             return session.connection().execute(_REVOKED, params).first() is not None
         with self.sessions() as own:

@@ -192,43 +192,51 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def spawn_server(
+    database_url: str,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    *,
+    output: Any = subprocess.DEVNULL,
+    new_session: bool = False,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `rehabfhir serve` (gunicorn) in a subprocess and wait until it answers; return it and its URL."""
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--workers", str(workers)],
+        env=dict(os.environ, DATABASE_URL=database_url, **(env or {})),
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=new_session,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError("server exited")
+        try:
+            urllib.request.urlopen(base + "/metadata", timeout=2)
+            break
+        except Exception:
+            time.sleep(0.1)
+    return proc, base
+
+
 @contextlib.contextmanager
 def running_server(database_url: str, workers: int = 2, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run `rehabfhir serve` (gunicorn) in a subprocess; yield its base URL."""
     import tempfile
-    import urllib.request
 
-    port = free_port()
-    environ = dict(os.environ, DATABASE_URL=database_url, **(env or {}))
     # The access log goes to a file: an unread pipe fills up and blocks the server.
     log = tempfile.NamedTemporaryFile(prefix="rehabfhir-server-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=environ,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise RuntimeError("server exited: " + pathlib.Path(log.name).read_text()[-2000:])
-            try:
-                urllib.request.urlopen(base + "/metadata", timeout=2)
-                break
-            except Exception:
-                time.sleep(0.1)
+        proc, base = spawn_server(database_url, workers, env, output=log)
+    except RuntimeError:
+        log.close()
+        raise RuntimeError("server exited: " + pathlib.Path(log.name).read_text()[-2000:]) from None
+    try:
         yield base
     finally:
         proc.terminate()

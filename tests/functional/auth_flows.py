@@ -70,6 +70,12 @@ def query_of(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
+def login(c: Any, page: str, username: str, password: str = PASSWORD) -> Any:
+    """Post the sign-in form of an authorization page; return the response."""
+    form = {"step": "login", "csrf_token": hidden(page, "csrf_token")}
+    return c.post("/auth/authorize", data={**form, "username": username, "password": password})
+
+
 def get_code(
     c: Any, params: dict[str, str], username: str, patient: str | None = None, decision: str = "approve"
 ) -> dict[str, str]:
@@ -79,15 +85,7 @@ def get_code(
         return query_of(r.headers["Location"])
     page = r.get_data(as_text=True)
     if 'name="username"' in page:
-        r = c.post(
-            "/auth/authorize",
-            data={
-                "step": "login",
-                "csrf_token": hidden(page, "csrf_token"),
-                "username": username,
-                "password": PASSWORD,
-            },
-        )
+        r = login(c, page, username)
         assert r.status_code == 200, r.get_data(as_text=True)
         page = r.get_data(as_text=True)
     if 'value="pick"' in page:

@@ -7,14 +7,13 @@ from typing import Any
 
 import pytest
 
-from tests.functional.auth_flows import PASSWORD
 from tests.functional.auth_flows import add_app
 from tests.functional.auth_flows import add_user
 from tests.functional.auth_flows import authorize_params
 from tests.functional.auth_flows import basic
 from tests.functional.auth_flows import exchange
 from tests.functional.auth_flows import get_code
-from tests.functional.auth_flows import hidden
+from tests.functional.auth_flows import login
 from tests.functional.test_audit import events
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -65,8 +64,7 @@ def test_login_code_exchange_refresh_and_revoke(app: Any, fhir: Any) -> None:
     verifier = secrets.token_urlsafe(48)
     params = authorize_params(client_id, scope, verifier)
     page = c.get("/auth/authorize", query_string=params).get_data(as_text=True)
-    wrong = {"step": "login", "csrf_token": hidden(page, "csrf_token"), "username": "pat", "password": "x"}
-    assert c.post("/auth/authorize", data=wrong).status_code == 401
+    assert login(c, page, "pat", "x").status_code == 401
     got = get_code(c, params, "pat")
     tok = exchange(c, client_id, got["code"], verifier).get_json()
     r = c.post(
@@ -94,9 +92,9 @@ def test_login_code_exchange_refresh_and_revoke(app: Any, fhir: Any) -> None:
         ("110114", "token-refresh", 4, client_id, None),
         ("110114", "token-revoke", 0, client_id, None),
     ]
-    login = [r["body"] for r in events(app, auth=True) if r["subtype"] == "110122"]
-    assert all(f'"system":"{DCM}"' in body for body in login)
-    assert "wrong username or password" in login[0]
+    logins = [r["body"] for r in events(app, auth=True) if r["subtype"] == "110122"]
+    assert all(f'"system":"{DCM}"' in body for body in logins)
+    assert "wrong username or password" in logins[0]
 
 
 @pytest.mark.parametrize("path", ["/auth/token", "/auth/authorize"])
@@ -121,13 +119,5 @@ def test_audit_failure_refuses_the_sign_in(app: Any, path: str, monkeypatch: pyt
         c = app.test_client()
         params = authorize_params(app_id, "openid fhirUser user/*.rs", "v" * 50)
         page = c.get("/auth/authorize", query_string=params).get_data(as_text=True)
-        r = c.post(
-            "/auth/authorize",
-            data={
-                "step": "login",
-                "csrf_token": hidden(page, "csrf_token"),
-                "username": "doc",
-                "password": PASSWORD,
-            },
-        )
+        r = login(c, page, "doc")
         assert r.status_code == 500 and "code=" not in r.headers.get("Location", "")

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -17,41 +16,15 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from tests.conftest import free_port
+from tests.conftest import spawn_server
 from tests.conftest import token_for
 
 
 @contextlib.contextmanager
 def killable_server(database_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`rehabfhir serve` in its own process group, so the test can SIGKILL master and workers."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env=dict(os.environ, DATABASE_URL=database_url),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, base = spawn_server(database_url, workers=1, new_session=True)
     try:
-        for _ in range(300):
-            assert proc.poll() is None, "server exited"
-            try:
-                urllib.request.urlopen(base + "/metadata", timeout=2)
-                break
-            except Exception:
-                time.sleep(0.1)
         TOKENS[base] = token_for(base, database_url)
         yield base, proc
     finally:

@@ -23,6 +23,7 @@ from tests.functional.auth_flows import exchange
 from tests.functional.auth_flows import ext
 from tests.functional.auth_flows import get_code
 from tests.functional.auth_flows import hidden
+from tests.functional.auth_flows import login
 from tests.functional.auth_flows import query_of
 from tests.functional.auth_flows import s256
 
@@ -167,16 +168,7 @@ def test_practitioner_picks_the_patient(app: Any, fhir: Any) -> None:
     verifier = _verifier()
     c = app.test_client()
     r = c.get("/auth/authorize", query_string=authorize_params(client_id, scope, verifier))
-    page = r.get_data(as_text=True)
-    r = c.post(
-        "/auth/authorize",
-        data={
-            "step": "login",
-            "csrf_token": hidden(page, "csrf_token"),
-            "username": "doc",
-            "password": PASSWORD,
-        },
-    )
+    r = login(c, r.get_data(as_text=True), "doc")
     picker = r.get_data(as_text=True)
     assert 'value="pick"' in picker and ids["other"] in picker and "mine" in picker
     r = c.post(

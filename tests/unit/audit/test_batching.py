@@ -12,10 +12,16 @@ from server.audit.batching import GroupCommit
 
 
 class FakeSession:
-    closed = 0
+    """Counts its own closes; `opened` lists every session the batcher made."""
+
+    opened: list[FakeSession] = []
+
+    def __init__(self) -> None:
+        self.closed = False
+        FakeSession.opened.append(self)
 
     def close(self) -> None:
-        FakeSession.closed += 1
+        self.closed = True
 
 
 def test_concurrent_callers_share_transactions_and_all_are_written() -> None:
@@ -25,6 +31,7 @@ def test_concurrent_callers_share_transactions_and_all_are_written() -> None:
         time.sleep(0.01)  # a commit that waits for the disk
         written.append(list(facts))
 
+    FakeSession.opened.clear()
     gc = GroupCommit(write, FakeSession)
     returned: list[int] = []
 
@@ -41,7 +48,7 @@ def test_concurrent_callers_share_transactions_and_all_are_written() -> None:
     assert sorted(returned) == list(range(40))
     assert sorted(f for batch in written for f in batch) == list(range(40))
     assert gc.batches == len(written) < 40  # grouped
-    assert FakeSession.closed >= gc.batches
+    assert len(FakeSession.opened) == gc.batches and all(s.closed for s in FakeSession.opened)
 
 
 def test_a_failed_batch_fails_every_caller_in_it_and_the_next_one_works() -> None:

@@ -35,6 +35,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[im
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from joserfc.jws import JWSRegistry
 from sqlalchemy import orm as so
 
 from auth import scopes as scope_rules
@@ -52,6 +53,9 @@ APP_TOKEN_TTL = 3600
 BACKEND_TOKEN_TTL = 300
 REFRESH_TTL = 30 * 24 * 3600
 MAX_ASSERTION_LIFETIME = 300
+# RFC 7515 §4.1.11: header parameters we do not know are ignored (the SMART Bulk Data test tool
+# sends `kty`), unless the sender lists them in `crit`; this server understands no extension.
+_ASSERTION_REGISTRY = JWSRegistry(algorithms=list(ASSERTION_ALGS), strict_check_header=False)
 _VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 
 
@@ -191,6 +195,7 @@ class AuthServer:
             raise fail("Unknown client or not registered for private_key_jwt")
         if form.get("client_id") and form["client_id"] != client_id:
             raise fail("client_id does not match the assertion's issuer")
+        self._check_assertion_header(header, client)
         jwks = self._client_keys(client)
         kid = header.get("kid")
         candidates = [k for k in jwks.get("keys", []) if isinstance(k, dict) and k.get("kid") == kid]
@@ -198,7 +203,10 @@ class AuthServer:
             raise fail("The assertion's kid matches no registered key")
         try:
             token = jwt.decode(
-                assertion, KeySet.import_key_set({"keys": candidates}), algorithms=list(ASSERTION_ALGS)
+                assertion,
+                KeySet.import_key_set({"keys": candidates}),
+                algorithms=list(ASSERTION_ALGS),
+                registry=_ASSERTION_REGISTRY,
             )
         except (JoseError, ValueError, TypeError):
             raise fail("The client assertion's signature does not verify") from None
@@ -208,6 +216,18 @@ class AuthServer:
         if not self.store.first_jti(client_id, str(claims["jti"]), expires):
             raise fail("The client assertion's jti was already used")
         return client
+
+    @staticmethod
+    def _check_assertion_header(header: dict[str, Any], client: AuthClient) -> None:
+        """Refuse a `crit` extension (we understand none) and a `jku` other than the registered JWKS URL."""
+        if "crit" in header:
+            crit = header["crit"]
+            names = " ".join(map(str, crit)) if isinstance(crit, list) else repr(crit)
+            raise OAuthError("invalid_client", f"Unsupported critical header parameter(s): {names}", 401)
+        if "jku" in header and (not client.jwks_uri or header["jku"] != client.jwks_uri):
+            raise OAuthError(
+                "invalid_client", "The assertion's jku is not the client's registered JWKS URL", 401
+            )
 
     @staticmethod
     def _check_assertion_claims(claims: dict[str, Any], client_id: str, urls: Urls) -> None:
@@ -245,9 +265,12 @@ class AuthServer:
     def _client_credentials(self, client: AuthClient, form: dict[str, str], urls: Urls) -> dict[str, Any]:
         if client.client_type == "public":
             raise OAuthError("unauthorized_client", "Public clients cannot use client_credentials")
+        if not (form.get("scope") or "").strip():
+            # SMART Backend Services: the scope parameter is required; never default to the registration.
+            raise OAuthError("invalid_scope", "A scope parameter naming system/ scopes is required")
         granted = [
             s
-            for s in scope_rules.grant(form.get("scope") or client.scope, client.scope)
+            for s in scope_rules.grant(form.get("scope"), client.scope)
             if (rule := scope_rules.parse_rule(s)) is not None and rule.context == "system"
         ]
         if not granted:
@@ -464,11 +487,21 @@ class AuthServer:
             self.store.revoke("jti:" + str(claims["jti"]), datetime.fromtimestamp(int(claims["exp"])))
 
     def introspect(self, form: dict[str, str], authorization: str | None, urls: Urls) -> dict[str, Any]:
-        """RFC 7662: describe a token to an authenticated client or bearer; {"active": false} if invalid."""
-        if authorization and authorization.lower().startswith("bearer "):
-            self.verify(authorization[7:].strip(), urls)
-        else:
-            self.authenticate_client(form, authorization, urls)
+        """RFC 7662: describe a token to an authenticated confidential client; {"active": false} if invalid.
+
+        A bearer token or a public client (client_id alone) is not client authentication: 401.
+        """
+        if authorization and not authorization.lower().startswith("basic "):
+            raise OAuthError(
+                "invalid_client",
+                "Introspection needs confidential client authentication (client_secret_basic, "
+                "client_secret_post or private_key_jwt)",
+                401,
+                {"WWW-Authenticate": 'Basic realm="rehabfhir"'},
+            )
+        client = self.authenticate_client(form, authorization, urls)
+        if client.client_type == "public":
+            raise OAuthError("invalid_client", "Public clients may not introspect tokens", 401)
         try:
             claims = self.verify(form.get("token", ""), urls)
         except OAuthError:

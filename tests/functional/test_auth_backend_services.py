@@ -124,8 +124,7 @@ def test_access_token_lifetime_is_at_most_five_minutes(app: Any) -> None:
         app.test_client()
         .post(
             "/auth/introspect",
-            data={"token": body["access_token"]},
-            headers={"Authorization": "Bearer " + body["access_token"]},
+            data={**backend_form(assertion(key, client_id)), "token": body["access_token"]},
         )
         .get_json()
     )

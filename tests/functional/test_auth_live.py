@@ -16,6 +16,7 @@ from server.store.session import make_engine
 from server.store.session import make_session_factory
 from tests.functional.auth_flows import PASSWORD
 from tests.functional.auth_flows import REDIRECT
+from tests.functional.auth_flows import assertion
 from tests.functional.auth_flows import public_jwks
 from tests.functional.auth_flows import query_of
 from tests.functional.auth_flows import rsa_key
@@ -145,8 +146,11 @@ def test_backend_service_with_authlib_private_key_jwt(live_server: str, database
     assert r.status_code == 200 and r.json()["resourceType"] == "Bundle"
     info = requests.post(
         conf["introspection_endpoint"],
-        data={"token": token["access_token"]},
-        headers={"Authorization": "Bearer " + token["access_token"]},
+        data={
+            "token": token["access_token"],
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion(key, client.client_id, aud=conf["token_endpoint"]),
+        },
         timeout=30,
     ).json()
     assert info["active"] is True and info["client_id"] == client.client_id

@@ -238,7 +238,9 @@ def test_revocation_and_introspection(app: Any) -> None:
     client, secret = ext(app).store.add_client("ehr", "system/*.rs", "symmetric")
     c = app.test_client()
     token = c.post(
-        "/auth/token", data={"grant_type": "client_credentials"}, headers=basic(client.client_id, secret)
+        "/auth/token",
+        data={"grant_type": "client_credentials", "scope": "system/*.rs"},
+        headers=basic(client.client_id, secret),
     ).get_json()["access_token"]
     assert c.get("/Patient", headers=bearer(token)).status_code == 200
     r = c.post("/auth/introspect", data={"token": token}, headers=basic(client.client_id, secret))

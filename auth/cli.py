@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from auth import scopes as scope_rules
-from auth.store import ROLES
+from auth.roles import ROLES
 from auth.store import AuthStore
 
 

@@ -38,10 +38,12 @@ from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 from sqlalchemy import orm as so
 
+from auth import roles
 from auth import scopes as scope_rules
 from auth.keys import KeyStore
 from auth.keys import now
 from auth.models import AuthClient
+from auth.models import AuthUser
 from auth.store import AuthStore
 from auth.store import digest
 
@@ -299,7 +301,7 @@ class AuthServer:
         if not hmac.compare_digest(create_s256_code_challenge(verifier), code.code_challenge):
             raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge (S256)")
         user = self.store.user(code.user_id)
-        granted = tuple(code.scope.split())
+        granted = self._role_cap(user, tuple(code.scope.split()), code.patient)
         return self._issue(
             client,
             urls,
@@ -331,6 +333,7 @@ class AuthServer:
         if wanted and set(wanted) - set(granted):
             raise OAuthError("invalid_scope", "A refresh may narrow the scopes, never widen them")
         user = self.store.user(row.user_id) if row.user_id else None
+        granted = self._role_cap(user, granted, row.patient)
         return self._issue(
             client,
             urls,
@@ -341,6 +344,20 @@ class AuthServer:
             fhir_user=user.fhir_user if user else None,
             family=row.family_id,
         )
+
+    @staticmethod
+    def _role_cap(user: AuthUser | None, scopes: tuple[str, ...], patient: str | None) -> tuple[str, ...]:
+        """Cap a user grant by the user's current role (a demotion takes effect at the next refresh)."""
+        if user is None:
+            raise OAuthError("invalid_grant", "The user of this grant no longer exists")
+        capped = roles.cap(user.role, scopes)
+        granted = capped.granted
+        if user.role == "patient" and (not patient or user.fhir_user != f"Patient/{patient}"):
+            # A patient's grant covers their own record only.
+            granted = tuple(s for s in granted if scope_rules.parse_rule(s) is None)
+        if not any(scope_rules.parse_rule(s) for s in granted):
+            raise OAuthError("invalid_grant", "The user's role no longer allows any of the granted scopes")
+        return granted
 
     def _issue(
         self,

@@ -28,6 +28,7 @@ from auth.models import AuthRefreshToken
 from auth.models import AuthRevocation
 from auth.models import AuthUsedJti
 from auth.models import AuthUser
+from auth.roles import ROLES
 from server.store.session import begin_write
 
 # Two fixed parameters (a token's jti and its refresh family), not an expanding IN: every request runs it.
@@ -36,7 +37,6 @@ _REVOKED = (
     .where(sa.or_(AuthRevocation.key == sa.bindparam("a"), AuthRevocation.key == sa.bindparam("b")))
     .limit(1)
 )
-ROLES = ("practitioner", "patient", "auditor", "admin")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 
 

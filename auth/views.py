@@ -20,6 +20,7 @@ from typing import Any
 
 import flask
 
+from auth import roles
 from auth import scopes as scope_rules
 from auth.discovery import openid_configuration
 from auth.discovery import smart_configuration
@@ -230,21 +231,34 @@ def _picker_page() -> flask.Response:
 
 
 def _consent_page() -> flask.Response:
+    """Show what will be granted, and each requested scope that will not be, with the reason."""
     pending = flask.session["authz"]
     items = "".join(
         f"<li>{html.escape(scope_rules.describe(s))} <code>{html.escape(s)}</code></li>"
         for s in pending["scope"]
     )
-    patient = f"<p>Patient: {html.escape(pending['patient'])}</p>" if pending.get("patient") else ""
-    inner = (
-        '<button type="submit" name="decision" value="approve">Approve</button>'
-        '<button type="submit" name="decision" value="deny">Deny</button>'
+    dropped = "".join(
+        f"<li><code>{html.escape(s)}</code>: {html.escape(why)}</li>" for s, why in pending.get("dropped", [])
     )
+    not_granted = f'<h2>Not granted</h2><ul class="dropped">{dropped}</ul>' if dropped else ""
+    patient = f"<p>Patient: {html.escape(pending['patient'])}</p>" if pending.get("patient") else ""
+    deny = '<button type="submit" name="decision" value="deny">Deny</button>'
+    if not _grants_data(pending["scope"]):
+        return _page(
+            "Nothing to allow",
+            f"<p><strong>{html.escape(pending['client_name'])}</strong> asked for nothing your account "
+            f"may grant.</p>{not_granted}" + _form_html("consent", deny),
+        )
+    approve = '<button type="submit" name="decision" value="approve">Approve</button>'
     return _page(
         "Allow access?",
         f"<p><strong>{html.escape(pending['client_name'])}</strong> asks to:</p>"
-        f"<ul>{items}</ul>{patient}" + _form_html("consent", inner),
+        f"<ul>{items}</ul>{patient}{not_granted}" + _form_html("consent", approve + deny),
     )
+
+
+def _grants_data(scopes: list[str]) -> bool:
+    return any(scope_rules.parse_rule(s) for s in scopes)
 
 
 def _redirect(uri: str, **params: str | None) -> flask.Response:
@@ -284,8 +298,18 @@ def _start(values: dict[str, str]) -> flask.Response:
         for s in scope_rules.grant(values.get("scope"), client.scope)
         if (r := scope_rules.parse_rule(s)) is None or r.context != "system"
     ]
-    if not any(scope_rules.parse_rule(s) for s in granted):
+    if not _grants_data(granted):
         return error("invalid_scope", "None of the requested clinical scopes is allowed for this app")
+    dropped = [
+        [
+            s,
+            "system/ scopes are for backend services"
+            if s.startswith("system/")
+            else "not registered for this app",
+        ]
+        for s in scope_rules.parse(values.get("scope")).scopes
+        if s not in granted
+    ]
     launch_patient = launch_encounter = None
     if values.get("launch"):
         context = store.launch(values["launch"])
@@ -298,7 +322,10 @@ def _start(values: dict[str, str]) -> flask.Response:
         "client_name": client.name,
         "redirect_uri": uri,
         "state": state,
+        "asked": granted,  # what the app may have; the signed-in user's role caps it (_next)
         "scope": granted,
+        "dropped": dropped,
+        "app_dropped": dropped,
         "challenge": challenge,
         "nonce": values.get("nonce"),
         "patient": launch_patient,
@@ -324,6 +351,9 @@ def _next() -> flask.Response:
     user = _user()
     if user is None:
         return _login_page()
+    capped = roles.cap(user.role, pending["asked"])
+    pending["scope"] = list(capped.granted)
+    pending["dropped"] = pending["app_dropped"] + [list(d) for d in capped.dropped]
     policy = scope_rules.parse(" ".join(pending["scope"]))
     needs_patient = policy.has_patient_scopes or "launch/patient" in pending["scope"]
     if user.role == "patient":
@@ -332,11 +362,13 @@ def _next() -> flask.Response:
             return _page("No patient record", "<p>Your account is not linked to a patient record.</p>", 403)
         # A patient only ever gets patient-level access to their own record.
         pending["patient"] = own
-        pending["scope"] = [
-            s for s in pending["scope"] if (r := scope_rules.parse_rule(s)) is None or r.context == "patient"
-        ]
-        flask.session["authz"] = pending
-    elif needs_patient and not pending.get("patient"):
+    flask.session["authz"] = pending
+    if (
+        user.role != "patient"
+        and needs_patient
+        and not pending.get("patient")
+        and _grants_data(pending["scope"])
+    ):
         return _picker_page()
     return _consent_page()
 
@@ -349,6 +381,13 @@ def _finish(decision: str) -> flask.Response:
             pending["redirect_uri"],
             error="invalid_request",
             error_description="No patient chosen",
+            state=pending["state"],
+        )
+    if decision == "approve" and not _grants_data(pending["scope"]):
+        return _redirect(
+            pending["redirect_uri"],
+            error="invalid_scope",
+            error_description="None of the requested scopes may be granted to this user",
             state=pending["state"],
         )
     if decision != "approve":

@@ -163,7 +163,8 @@ def test_parameter_restricted_and_v1_scopes(app: Any, fhir: Any) -> None:
 def test_practitioner_picks_the_patient(app: Any, fhir: Any) -> None:
     ids = _seed(fhir)
     add_user(app, "doc", "practitioner", f"Practitioner/{ids['practitioner']}")
-    scope = "launch/patient openid fhirUser patient/*.rs"
+    # A practitioner names the clinical types (a wildcard would include AuditEvent: auth/roles.py).
+    scope = "launch/patient openid fhirUser patient/Patient.rs patient/Observation.rs"
     client_id, _ = add_app(app, scope)
     verifier = _verifier()
     c = app.test_client()
@@ -176,7 +177,7 @@ def test_practitioner_picks_the_patient(app: Any, fhir: Any) -> None:
         data={"step": "pick", "csrf_token": hidden(picker, "csrf_token"), "patient": ids["other"]},
     )
     consent = r.get_data(as_text=True)
-    assert "Rehab Tracker" in consent and "Read, search all data of the selected patient" in consent
+    assert "Rehab Tracker" in consent and "Read, search Observation records of the selected patient" in consent
     r = c.post(
         "/auth/authorize",
         data={"step": "consent", "csrf_token": hidden(consent, "csrf_token"), "decision": "approve"},
@@ -190,7 +191,7 @@ def test_practitioner_picks_the_patient(app: Any, fhir: Any) -> None:
 def test_ehr_launch_uses_the_registered_context(app: Any, fhir: Any) -> None:
     ids = _seed(fhir)
     add_user(app, "doc", "practitioner", f"Practitioner/{ids['practitioner']}")
-    scope = "launch patient/*.rs"
+    scope = "launch patient/Patient.rs"
     client_id, _ = add_app(app, scope)
     launch = ext(app).store.add_launch(ids["mine"])
     verifier = _verifier()

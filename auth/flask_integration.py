@@ -16,6 +16,7 @@ import flask
 from auth import discovery  # noqa: F401  (contributes the CapabilityStatement security block)
 from auth.keys import KeyStore
 from auth.ratelimit import FailureLimiter
+from auth.ratelimit import LoginLimiter
 from auth.server import AuthServer
 from auth.server import Urls
 from auth.store import AuthStore
@@ -39,7 +40,7 @@ class AuthExtension:
     store: AuthStore
     keys: KeyStore
     server: AuthServer
-    login_limiter: FailureLimiter
+    login_limiter: LoginLimiter
     token_limiter: FailureLimiter
 
 
@@ -48,7 +49,11 @@ def build(sessions: object, settings: Settings) -> AuthExtension:
     store = AuthStore(sessions)  # type: ignore[arg-type]
     keys = KeyStore(sessions, settings.secret_key)  # type: ignore[arg-type]
     return AuthExtension(
-        store, keys, AuthServer(store, keys), FailureLimiter(5, 60.0), FailureLimiter(20, 60.0)
+        store,
+        keys,
+        AuthServer(store, keys),
+        LoginLimiter(sessions, per_user=5, per_address=20, window=60.0),  # type: ignore[arg-type]
+        FailureLimiter(20, 60.0),
     )
 
 

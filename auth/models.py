@@ -119,3 +119,17 @@ class AuthLaunchContext(Base):
     encounter: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     user_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     expires_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime())
+
+
+class AuthLoginAttempt(Base):
+    """Password checks reserved for a key ("user:<name>" / "addr:<ip>") in its current fixed window.
+
+    A sign-in increments the counts first (one atomic upsert each) and checks the password only if
+    they are still within the limit: shared by every worker and host, exact under concurrency.
+    """
+
+    __tablename__ = "auth_login_attempt"
+
+    key: so.Mapped[str] = so.mapped_column(sa.String(300), primary_key=True)
+    window_start: so.Mapped[datetime] = so.mapped_column(sa.DateTime())
+    count: so.Mapped[int] = so.mapped_column(sa.Integer())

@@ -416,9 +416,9 @@ def _finish(decision: str) -> flask.Response:
 
 def _login() -> flask.Response:
     username = flask.request.form.get("username", "")
-    key = f"login:{flask.request.remote_addr}:{username.lower()}"
+    address = flask.request.remote_addr
     limiter = _ext().login_limiter
-    wait = limiter.blocked(key)
+    wait = limiter.reserve(username, address)  # reserve, then check: never check-then-record
     if wait:
         _note(
             AuthEvent(
@@ -435,9 +435,9 @@ def _login() -> flask.Response:
     user = _ext().store.authenticate_user(username, flask.request.form.get("password", ""))
     client_id = flask.session["authz"].get("client_id")
     if user is None:
-        limiter.fail(key)
         _note(AuthEvent("login", False, client_id, username[:64] or None, "wrong username or password"))
         return _login_page("Wrong username or password.", 401)
+    limiter.release(username, address)
     _note(AuthEvent("login", True, client_id, user.fhir_user or user.username))
     flask.session["uid"] = user.id
     flask.session["csrf"] = secrets.token_urlsafe(24)  # a new session state after login

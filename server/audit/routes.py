@@ -10,8 +10,10 @@ https://hl7.org/fhir/R4B/auditevent.html
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from collections.abc import Iterator
+from typing import Any
 
 import flask
 
@@ -22,12 +24,18 @@ from server.audit import flask_integration as fi
 from server.audit import store
 from server.audit.events import chain_pk
 from server.audit.events import trail_id
+from server.errors import ForbiddenError
 from server.errors import InvalidRequestError
 from server.errors import NotFoundError
 from server.fhir.access import AccessContext
 from server.fhir.bundles import Entry
 from server.fhir.bundles import bundle_text
 from server.fhir.http import FhirResponse
+from server.fhir.interactions.create import create
+from server.fhir.interactions.update import update
+from server.fhir.search.paging import nonnegative
+from server.fhir.search.paging import page_size
+from server.fhir.search.params import check_text
 
 bp = flask.Blueprint("audit", __name__)
 _WRITES = ["POST", "PUT", "PATCH", "DELETE"]
@@ -48,14 +56,11 @@ def _query(params: list[tuple[str, str]], patient: str | None) -> store.AuditQue
     filters, sort, count, offset = [], [], s.default_page_size, 0
     strict = "strict" in (flask.request.headers.get("Prefer") or "")
     for name, value in params:
+        check_text(name, value)
         if name == "_count":
-            if not value.isdigit():
-                raise InvalidRequestError(f"_count {value!r} is not a non-negative integer")
-            count = min(int(value), s.max_page_size)
+            count = page_size(value, default=s.default_page_size, maximum=s.max_page_size)
         elif name == "_offset":
-            if chain_pk(value) is None:
-                raise InvalidRequestError(f"_offset {value!r} is not a non-negative integer")
-            offset = int(value)
+            offset = nonnegative(value, "_offset")
         elif name == "_sort":
             for key in value.split(","):
                 desc = key.startswith("-")
@@ -165,9 +170,45 @@ def write(id_: str | None = None, rest: str | None = None) -> flask.Response:
     (numeric ids) and every stored event are never changed or deleted (AuditedRepository).
     """
     method = flask.request.method
-    if rest is None and method == "POST" and id_ is None:
-        return fhir_routes.create_route("AuditEvent")
-    if rest is None and method == "PUT" and id_ is not None and not trail_id(id_):
-        return fhir_routes.update_route("AuditEvent", id_)
+    is_create = rest is None and method == "POST" and id_ is None
+    if is_create or (rest is None and method == "PUT" and id_ is not None and not trail_id(id_)):
+        ctx = _ctx()
+        _require_submitter(ctx)
+        body = _as_submitted_by(rq.parse_body(), ctx)
+        request = rq.fhir_request(body)
+        repo = flask.g.repo
+        if is_create:
+            return to_flask(create(repo, ctx, request, "AuditEvent"))
+        return to_flask(update(repo, ctx, request, "AuditEvent", id_ or ""))
     fi.forbid_writes()
     raise AssertionError("unreachable")
+
+
+def _require_submitter(ctx: AccessContext) -> None:
+    """Only a backend system may record audit events (a system/ grant with AuditEvent.c), never a user."""
+    if not any(r.context == "system" and r.covers("AuditEvent", "c") for r in ctx.rules):
+        raise ForbiddenError(
+            "Submitting an AuditEvent needs a system/ scope granting AuditEvent create (backend services)",
+            message_id="MSG_FORBIDDEN",
+        )
+
+
+def _as_submitted_by(body: Any, ctx: AccessContext) -> Any:
+    """Record the authenticated client as the event's audit source (IHE ATNA: source.observer).
+
+    The audit source is the system that detected and reported the event; here that is the
+    client whose token submitted it, whatever the body claims. A claimed observer that differs
+    is kept as source.site's text so nothing the submitter said is lost.
+    """
+    if not isinstance(body, dict):
+        return body  # validation answers it
+    source = dict(body.get("source") or {}) if isinstance(body.get("source"), dict) else {}
+    claimed = source.get("observer")
+    # The system: this server's namespace of registered OAuth client ids.
+    observer = {
+        "identifier": {"system": rq.base_url() + "/auth/clients", "value": ctx.client_id or "unknown"}
+    }
+    if claimed and claimed != observer and not source.get("site"):
+        source["site"] = f"observer claimed by the submitter: {json.dumps(claimed, sort_keys=True)}"
+    source["observer"] = observer
+    return {**body, "source": source}

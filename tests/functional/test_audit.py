@@ -279,7 +279,10 @@ def test_audit_events_are_append_only(fhir: FhirClient, app: Any, patient: dict[
     put = fhir.call("PUT", "/AuditEvent/ehr-evt-1", {**VALID_EVENT, "id": "ehr-evt-1"})
     assert put.status_code == 201
     got = fhir.call("GET", "/AuditEvent/ehr-evt-1").get_json()
-    assert {k: v for k, v in got.items() if k != "meta"} == {**VALID_EVENT, "id": "ehr-evt-1"}
+    # Kept as received, but for the audit source: the submitting client (test_auth_audit_submission.py).
+    assert {k: v for k, v in got.items() if k not in ("meta", "source")} == {
+        k: v for k, v in {**VALID_EVENT, "id": "ehr-evt-1"}.items() if k != "source"
+    }
     for method, path in [("PUT", "/AuditEvent/ehr-evt-1"), ("DELETE", f"/AuditEvent/{sid}")]:
         r = fhir.call(method, path, {**VALID_EVENT, "id": "ehr-evt-1", "outcome": "8"})
         assert r.status_code == 405, (method, r.get_data(as_text=True))

@@ -158,3 +158,27 @@ def test_introspection_needs_a_confidential_client(app: Any) -> None:
     for r in (by_secret, by_post, by_jwt):
         assert r.status_code == 200 and r.get_json()["active"] is True
         assert r.get_json()["client_id"] == client.client_id
+
+
+def test_oauth_errors_carry_the_standard_reason_phrases(app: Any) -> None:
+    client, secret = ext(app).store.add_client("ehr", "system/*.rs", "symmetric")
+    c = app.test_client()
+    r = c.post("/auth/introspect", data={"token": "x"})
+    assert r.status == "401 Unauthorized" and r.get_json()["error"] == "invalid_client"
+    r = c.post(
+        "/auth/token",
+        data={"grant_type": "client_credentials"},
+        headers=basic(client.client_id, secret or ""),
+    )
+    assert r.status == "400 Bad Request" and r.get_json()["error"] == "invalid_scope"
+    token = c.post(
+        "/auth/token",
+        data={"grant_type": "client_credentials", "scope": "system/*.rs"},
+        headers=basic(client.client_id, secret or ""),
+    ).get_json()["access_token"]
+    r = c.post(
+        "/AuditEvent",
+        json={"resourceType": "AuditEvent"},
+        headers={**bearer(token), "Content-Type": "application/fhir+json"},
+    )
+    assert r.status == "403 Forbidden"

@@ -131,3 +131,9 @@ class NotSupportedError(FhirError):
     """The server does not implement what was asked."""
 
     status, issue_code = 501, "not-supported"
+
+
+class ServiceUnavailableError(FhirError):
+    """A dependency (the database) is unreachable for now; the client may retry (Retry-After)."""
+
+    status, issue_code = 503, "transient"

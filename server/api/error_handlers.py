@@ -8,12 +8,14 @@ import uuid
 import flask
 from werkzeug.exceptions import HTTPException
 
+from server.api.responses import StandardReasonPhrases
 from server.api.responses import to_flask
 from server.errors import FhirError
 from server.fhir.http import FhirResponse
 from server.fhir.outcomes import issue
 from server.fhir.outcomes import operation_outcome
 from server.fhir.outcomes import to_operation_outcome
+from server.store.session import database_error
 
 log = logging.getLogger("rehabfhir")
 
@@ -29,6 +31,7 @@ _HTTP_CODES = {
     413: "too-costly",
     415: "not-supported",
     429: "throttled",
+    503: "transient",
 }
 
 
@@ -50,7 +53,14 @@ def handle_http_exception(err: HTTPException) -> flask.Response:
 
 
 def handle_unexpected(err: Exception) -> flask.Response:
-    """Log an unexpected error with a request id and answer 500 (never 400)."""
+    """Log an unexpected error with a request id and answer 500 (never 400).
+
+    A lost database connection is not a bug: 503 with Retry-After (the next request reconnects).
+    """
+    known = database_error(err)
+    if known is not None:
+        log.warning("database error answered %s: %s", known.status, err)
+        return handle_fhir_error(known)
     request_id = uuid.uuid4().hex
     log.exception("unhandled error, request id %s", request_id)
     outcome = operation_outcome(
@@ -60,7 +70,9 @@ def handle_unexpected(err: Exception) -> flask.Response:
 
 
 def register_error_handlers(app: flask.Flask) -> None:
-    """Attach the three handlers."""
+    """Attach the three handlers; send every status with its standard reason phrase."""
     app.register_error_handler(FhirError, handle_fhir_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)
+    if not isinstance(app.wsgi_app, StandardReasonPhrases):
+        app.wsgi_app = StandardReasonPhrases(app.wsgi_app)  # type: ignore[method-assign]

@@ -12,6 +12,7 @@ from server.errors import NotAcceptableError
 from server.errors import PayloadTooLargeError
 from server.errors import UnsupportedMediaTypeError
 from server.fhir.http import FhirRequest
+from server.fhir.resources import nul_path
 from server.settings import Settings
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
@@ -90,9 +91,19 @@ def parse_json(data: bytes) -> Any:
     if not data.strip():
         raise InvalidRequestError("The request body is empty; a JSON resource is required")
     try:
-        return orjson.loads(data)
+        doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(f"Malformed JSON: {exc}", message_id="MSG_JSON_PARSE") from None
+    # JSON can carry NUL only as the escape \u0000: look for it before walking the document.
+    if b"\\u0000" in data:
+        path = nul_path(doc)
+        if path is not None:
+            raise InvalidRequestError(
+                f"{path} contains a NUL character (U+0000), which no FHIR string may hold",
+                expression=(path,),
+                message_id="MSG_JSON_PARSE",
+            )
+    return doc
 
 
 def parse_body(allowed: tuple[str, ...] = JSON_TYPES) -> Any:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import http
+from collections.abc import Iterable
+from typing import Any
+
 import flask
 import orjson
 
@@ -40,3 +44,29 @@ def to_flask(resp: FhirResponse) -> flask.Response:
     for name, value in resp.headers.items():
         out.headers[name] = value
     return out
+
+
+class StandardReasonPhrases:
+    """WSGI middleware: send the RFC 9110 reason phrase ("401 Unauthorized"), not werkzeug's upper case.
+
+    werkzeug builds the status line of an integer status as "401 UNAUTHORIZED"; every response
+    passes here, whichever view, hook or handler made it.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(standard_status(status), headers, exc_info)
+
+        return self.app(environ, start)  # type: ignore[no-any-return]
+
+
+def standard_status(status: str) -> str:
+    """ "401 UNAUTHORIZED" -> "401 Unauthorized"; unknown codes are left as they are."""
+    code, _, _ = status.partition(" ")
+    try:
+        return f"{code} {http.HTTPStatus(int(code)).phrase}"
+    except ValueError:
+        return status

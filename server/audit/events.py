@@ -83,10 +83,31 @@ class AuditFacts:
     subtype_system: str = INTERACTION
     action: str | None = None
 
+    def __post_init__(self) -> None:
+        # The facts come from the request (path, query, ids, form fields): a NUL in them must not stop
+        # the request being audited, and PostgreSQL text cannot hold one. U+FFFD marks where it was.
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and "\x00" in value:
+                object.__setattr__(self, name, value.replace("\x00", "\ufffd"))
+
     @property
     def action_code(self) -> str:
         """The action letter, derived from the subtype unless given."""
         return self.action or ACTIONS.get(self.subtype, "E")
+
+
+_TEXT_FIELDS = (
+    "subtype",
+    "server",
+    "user",
+    "client_id",
+    "address",
+    "resource",
+    "query",
+    "patient",
+    "description",
+)
 
 
 def instant(moment: datetime) -> str:

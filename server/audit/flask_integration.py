@@ -46,7 +46,11 @@ from server.fhir.access import AccessContext
 from server.fhir.http import FhirResponse
 from server.fhir.outcomes import issue
 from server.fhir.outcomes import operation_outcome
+from server.fhir.outcomes import to_operation_outcome
+from server.fhir.resources import nul_path
 from server.settings import Settings
+from server.store.session import is_connection_lost
+from server.store.session import unavailable
 
 log = logging.getLogger("rehabfhir.audit")
 EXTENSION = "rehabfhir.audit"
@@ -160,6 +164,13 @@ def _provenance(inner: Any, writes: list[Write]) -> list[Write]:
         raise InvalidRequestError(f"X-Provenance is not JSON: {exc}", message_id="MSG_PROVENANCE") from None
     if not isinstance(provenance, dict) or provenance.get("resourceType") != "Provenance":
         raise InvalidRequestError("X-Provenance must hold a Provenance resource", message_id="MSG_PROVENANCE")
+    nul = nul_path(provenance)
+    if nul is not None:
+        raise InvalidRequestError(
+            f"X-Provenance: {nul} contains a NUL character (U+0000), which no FHIR string may hold",
+            expression=(nul,),
+            message_id="MSG_PROVENANCE",
+        )
     id_ = new_id()
     provenance = {
         **provenance,
@@ -337,8 +348,11 @@ def _audit_response(response: flask.Response) -> flask.Response:
         facts = _request_facts(response) if blueprint not in _OTHER else _other_facts(response)
         if facts:
             _append(facts)
-    except Exception:
+    except Exception as exc:
         log.exception("audit write failed: refusing the response (fail closed)")
+        if is_connection_lost(exc):  # the database is gone: no response still, but say retry (503)
+            err = unavailable()
+            return to_flask(FhirResponse(err.status, to_operation_outcome(err), dict(err.headers)))
         outcome = operation_outcome([issue("fatal", "exception", "The audit record could not be written")])
         return to_flask(FhirResponse(500, outcome))
     return response

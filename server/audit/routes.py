@@ -33,6 +33,9 @@ from server.fhir.bundles import bundle_text
 from server.fhir.http import FhirResponse
 from server.fhir.interactions.create import create
 from server.fhir.interactions.update import update
+from server.fhir.search.paging import nonnegative
+from server.fhir.search.paging import page_size
+from server.fhir.search.params import check_text
 
 bp = flask.Blueprint("audit", __name__)
 _WRITES = ["POST", "PUT", "PATCH", "DELETE"]
@@ -53,14 +56,11 @@ def _query(params: list[tuple[str, str]], patient: str | None) -> store.AuditQue
     filters, sort, count, offset = [], [], s.default_page_size, 0
     strict = "strict" in (flask.request.headers.get("Prefer") or "")
     for name, value in params:
+        check_text(name, value)
         if name == "_count":
-            if not value.isdigit():
-                raise InvalidRequestError(f"_count {value!r} is not a non-negative integer")
-            count = min(int(value), s.max_page_size)
+            count = page_size(value, default=s.default_page_size, maximum=s.max_page_size)
         elif name == "_offset":
-            if chain_pk(value) is None:
-                raise InvalidRequestError(f"_offset {value!r} is not a non-negative integer")
-            offset = int(value)
+            offset = nonnegative(value, "_offset")
         elif name == "_sort":
             for key in value.split(","):
                 desc = key.startswith("-")

@@ -76,7 +76,7 @@ def parse_etag(value: str) -> int:
     if text.startswith("W/"):
         text = text[2:]
     text = text.strip('"')
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise InvalidRequestError(f'Invalid ETag / version {value!r}: expected W/"<version>"')
     return int(text)
 

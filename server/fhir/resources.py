@@ -51,6 +51,30 @@ def check_id(id_: str) -> str:
     return id_
 
 
+def nul_path(doc: Any) -> str | None:
+    """The FHIRPath-like location of the first string (or key) in a parsed JSON body holding NUL.
+
+    FHIR strings may not contain control characters below U+0020 but tab, CR and LF
+    (https://hl7.org/fhir/R4B/datatypes.html#string), and PostgreSQL text cannot store U+0000 at
+    all: a NUL must be refused before it reaches the store. Iterative: bodies may nest deeply.
+    """
+    root = doc.get("resourceType") if isinstance(doc, dict) else None
+    stack: list[tuple[str, Any]] = [(root if isinstance(root, str) and "\x00" not in root else "", doc)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return path or "(body)"
+        elif isinstance(node, dict):
+            for key, value in reversed(node.items()):
+                if "\x00" in key:
+                    return f"{path}.{key}".lstrip(".").replace("\x00", "\ufffd")
+                stack.append((f"{path}.{key}".lstrip("."), value))
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{i}]", node[i]) for i in reversed(range(len(node))))
+    return None
+
+
 def _loc_to_expression(type_: str, loc: tuple[Any, ...]) -> str:
     path = type_
     for part in loc:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import orm as so
 
+from server.errors import InvalidRequestError
 from server.errors import PreconditionFailedError
 from server.errors import VersionConflictError
 from server.fhir.repository import HistoryPage
@@ -37,6 +38,9 @@ _V = ResourceVersion.__table__
 _PK_POOLS: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
 _PK_LOCK = threading.Lock()
 _PK_BLOCK = sa.text("SELECT nextval(pg_get_serial_sequence('resource', 'pk')) FROM generate_series(1, 64)")
+# Largest values of the key (BIGINT) and version (INTEGER) columns: larger ones cannot be bound.
+_KEY_MAX = 2**63 - 1
+_VERSION_MAX = 2**31 - 1
 # Built once: a read by id is the hottest statement.
 _READ = sa.select(_R.c.type, _R.c.id, _R.c.version, _R.c.last_updated, _R.c.deleted, _R.c.body).where(
     _R.c.type == sa.bindparam("type"), _R.c.id == sa.bindparam("id")
@@ -69,6 +73,14 @@ def _stored(row: ResourceRecord | ResourceVersion, method: str = "PUT") -> Store
         body=row.body,
         method=getattr(row, "method", method),
     )
+
+
+def _check_cursor(cursor: int | None) -> None:
+    """A paging cursor is a row key: one the key column cannot hold was not made here (400, not 500)."""
+    if cursor is not None and not 0 <= cursor <= _KEY_MAX:
+        raise InvalidRequestError(
+            f"Invalid paging cursor {cursor}", expression=("_cursor",), message_id="MSG_PARAM_INVALID"
+        )
 
 
 def forget_reserved_keys() -> None:
@@ -180,7 +192,9 @@ class SqlRepository:
         return None if row is None else StoredResource(*row)
 
     def read_version(self, type_: str, id_: str, version: int) -> StoredResource | None:
-        """Return one version of a resource, or None."""
+        """Return one version of a resource, or None (also for a number no version can have)."""
+        if not 0 < version <= _VERSION_MAX:
+            return None
         self.flush()
         row = self.session.scalars(
             sa.select(ResourceVersion).where(
@@ -338,6 +352,7 @@ class SqlRepository:
         self, patient_id: str, *, since: datetime | None, types: Any, count: int, cursor: int | None
     ) -> HistoryPage:
         """Return a page of Patient/$everything (see server.store.everything)."""
+        _check_cursor(cursor)
         self.flush()
         from server.store.everything import everything
 
@@ -362,6 +377,7 @@ class SqlRepository:
         cursor: int | None,
     ) -> HistoryPage:
         """Return versions newest first, filtered by time, keyset-paged by version pk."""
+        _check_cursor(cursor)
         self.flush()
         v = ResourceVersion
         stmt = sa.select(v)

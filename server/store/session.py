@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
+import psycopg
+import psycopg.errors
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import orm as so
+
+from server.errors import FhirError
+from server.errors import InvalidRequestError
+from server.errors import ServiceUnavailableError
 
 # Execution option a write transaction sets so SQLite takes the write lock up front
 # (BEGIN IMMEDIATE): a deferred transaction that reads and then writes can fail with
@@ -35,7 +42,10 @@ def make_engine(database_url: str, **kwargs: Any) -> sa.Engine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    # No pre-ping (a SELECT 1 round trip per request); stale connections are recycled instead.
+    # No pre-ping (a SELECT 1 round trip per request); stale connections are recycled instead, and
+    # a disconnect seen by any statement invalidates the whole pool (SQLAlchemy's default), so the
+    # request that meets a lost connection answers 503 (see database_error) and the next one
+    # connects afresh.
     kwargs.setdefault("pool_recycle", 1800)
     return sa.create_engine(url, **kwargs)
 
@@ -89,3 +99,63 @@ def _pg_in_good_transaction(conn: sa.Connection) -> bool:
 
     raw = conn.connection.driver_connection
     return raw is not None and raw.info.transaction_status == TransactionStatus.INTRANS
+
+
+# PostgreSQL SQLSTATEs of a connection that is gone or refused: class 08 (connection exception),
+# admin/crash shutdown and "cannot connect now" (57P01-57P03: pg_terminate_backend, a restart),
+# too many connections (53300).
+_CONNECTION_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+RETRY_AFTER_SECONDS = 5
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    return exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """Whether the database connection was lost, refused or unavailable (the client may retry)."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (sa.exc.DisconnectionError, sa.exc.TimeoutError)):  # TimeoutError: pool exhausted
+        return True
+    orig = _driver_error(exc)
+    if isinstance(orig, sqlite3.OperationalError):
+        # The embedded database's file cannot be opened (gone, or its volume unmounted).
+        return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN
+    if not isinstance(orig, psycopg.OperationalError) or isinstance(orig, psycopg.errors.PipelineAborted):
+        return False
+    # No SQLSTATE: the client side failed (connection refused, closed, or lost mid-statement).
+    state = orig.sqlstate
+    return state is None or state.startswith("08") or state in _CONNECTION_STATES
+
+
+def _is_nul_refused(exc: BaseException) -> bool:
+    # psycopg refuses to send a str holding U+0000 to a text parameter (PostgreSQL text cannot hold it).
+    orig = _driver_error(exc)
+    return isinstance(orig, psycopg.DataError) and "NUL (0x00)" in str(orig)
+
+
+def unavailable() -> ServiceUnavailableError:
+    """The 503 of a database that cannot be reached (transient: retry after a few seconds)."""
+    return ServiceUnavailableError(
+        "The database is unavailable; retry the request shortly",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        message_id="MSG_DB_UNAVAILABLE",
+    )
+
+
+def database_error(exc: BaseException) -> FhirError | None:
+    """Translate a database exception the client can act on into a FhirError; None for any other.
+
+    A lost or refused connection is a 503 (transient, Retry-After); a NUL character that reached a
+    text parameter (the input checks refuse them, this catches any path they miss) is a 400.
+    Anything else is a bug and stays a 500.
+    """
+    if is_connection_lost(exc):
+        return unavailable()
+    if _is_nul_refused(exc):
+        return InvalidRequestError(
+            "The request contains a NUL character (U+0000), which no FHIR value may hold",
+            message_id="MSG_NUL",
+        )
+    return None

@@ -13,8 +13,10 @@ import base64
 import binascii
 from collections.abc import Iterable
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from decimal import InvalidOperation
+from decimal import localcontext
 from functools import cache
 from typing import Any
 
@@ -28,6 +30,8 @@ from server.fhir.search.definitions import params_for
 from server.fhir.search.definitions import resource_types
 from server.fhir.search.indexer import normalize_string
 from server.fhir.search.indexer import parse_date_range
+from server.fhir.search.paging import INT64_MAX
+from server.fhir.search.paging import nonnegative
 from server.fhir.search.paging import page_size
 from server.fhir.search.query import ChainTest
 from server.fhir.search.query import Compartment
@@ -88,6 +92,8 @@ _SORTABLE = frozenset({"token", "string", "date", "number", "quantity", "referen
 _SUMMARY = frozenset({"true", "false", "text", "data", "count"})
 _TOTAL = frozenset({"none", "estimate", "accurate"})
 _MAX_DEPTH = 4
+_NUMBER_EXPONENT_MAX = 1000
+_NUMBER_DIGITS_MAX = 1000
 
 
 def _bad(message: str, param: str) -> InvalidRequestError:
@@ -139,8 +145,18 @@ def parse_number(raw: str, param: str) -> tuple[Decimal, Decimal, Decimal]:
         raise _bad(f"Invalid number {raw!r} for parameter {param}", param) from None
     if not number.is_finite():
         raise _bad(f"Invalid number {raw!r} for parameter {param}", param)
+    # Far beyond any stored value (JSON numbers here are doubles, |x| < 1e309) and within what both
+    # databases bind as a numeric (PostgreSQL: 16383 digits after the point; SQLite: a double).
+    if abs(number.adjusted()) > _NUMBER_EXPONENT_MAX or len(number.as_tuple().digits) > _NUMBER_DIGITS_MAX:
+        raise _bad(
+            f"Number {raw!r} for parameter {param} is out of range: at most {_NUMBER_DIGITS_MAX} digits"
+            f" and an exponent from -{_NUMBER_EXPONENT_MAX} to {_NUMBER_EXPONENT_MAX}",
+            param,
+        )
     half = Decimal(5).scaleb(number.as_tuple().exponent - 1)  # type: ignore[operator]
-    return number, number - half, number + half
+    # Exact bounds: the default 28-digit context would round a longer number's range off it.
+    with localcontext(prec=max(28, len(number.as_tuple().digits) + 2)):
+        return number, number - half, number + half
 
 
 def _date(raw: str, param: str) -> RangeValue:
@@ -417,18 +433,40 @@ def encode_cursor(cursor: Cursor) -> str:
 
 
 def decode_cursor(token: str) -> Cursor:
-    """Decode a token made by encode_cursor; 400 if it is not one."""
+    """Decode a token made by encode_cursor; 400 if it is not one (or was altered out of range)."""
     try:
         data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        return Cursor(tuple(data["v"]), int(data["p"]), bool(data.get("b")))
+        values, pk = data["v"], data["p"]
+        # The server writes string sort values (ids, instants) and a 64-bit row key: anything else
+        # was not made here and must not reach the database.
+        if not isinstance(values, list) or not all(isinstance(v, str) and "\x00" not in v for v in values):
+            raise ValueError("sort values")
+        if not isinstance(pk, int) or isinstance(pk, bool) or not 0 <= pk <= INT64_MAX:
+            raise ValueError("row key")
+        return Cursor(tuple(values), pk, bool(data.get("b")))
     except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError):
         raise _bad(f"Invalid paging cursor {token!r}", "_cursor") from None
 
 
-def _nonnegative(raw: str, name: str) -> int:
-    if not raw.isdigit():
-        raise _bad(f"Invalid {name} {raw!r}: expected a non-negative integer", name)
-    return int(raw)
+def _check_cursor(cursor: Cursor, sort: tuple[SortKey, ...]) -> None:
+    """A keyset cursor's _lastUpdated values must be the instants encode_cursor wrote."""
+    for key, value in zip(sort, cursor.values, strict=False):
+        if key.param == "_lastUpdated":
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise _bad(f"Invalid paging cursor: {value!r} is not an instant", "_cursor") from None
+
+
+def check_text(name: str, value: str) -> None:
+    """Refuse a parameter whose name or value holds NUL (U+0000): no FHIR string may, and PostgreSQL
+    text cannot store or compare one."""
+    if "\x00" in name or "\x00" in value:
+        raise InvalidRequestError(
+            f"Parameter {name!r} contains a NUL character (U+0000), which no FHIR value may hold",
+            expression=(name.replace("\x00", "\ufffd"),),
+            message_id="MSG_PARAM_INVALID",
+        )
 
 
 def parse_search(
@@ -451,6 +489,7 @@ def parse_search(
     result: dict[str, Any] = {"sort": (), "includes": [], "elements": ()}
     count = req.default_count
     for key, raw in req.params if params is None else params:
+        check_text(key, raw)
         name = key.partition(":")[0]
         if key in skipped:
             continue
@@ -465,6 +504,8 @@ def parse_search(
         if test is not None:
             tests.append(test)
             applied.append((key, raw))
+    if result.get("cursor") is not None:
+        _check_cursor(result["cursor"], result["sort"])
     return SearchQuery(
         types=types,
         tests=tuple(tests),
@@ -493,7 +534,7 @@ def _result_param(
     elif name == "_count":
         page_size(raw, default=req.default_count, maximum=req.max_count)
     elif name == "_offset":
-        out["offset"] = _nonnegative(raw, "_offset")
+        out["offset"] = nonnegative(raw, "_offset")
     elif name == "_cursor":
         out["cursor"] = decode_cursor(raw)
     elif name in ("_include", "_revinclude"):

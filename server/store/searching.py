@@ -87,6 +87,14 @@ def _number_cond(col: Any, v: RangeValue | QuantityValue, value: Any, low: Any, 
     return sa.and_(col >= value - margin, col <= value + margin)
 
 
+def _shift(moment: datetime, delta: timedelta) -> datetime:
+    """moment + delta, saturated at the ends of the datetime range (ap near year 1 or 9999)."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return datetime.max if delta > timedelta(0) else datetime.min
+
+
 def _date_cond(low: Any, high: Any, v: RangeValue) -> Clause:
     """Target range [low, high) against the search range [v.low, v.high) under v.prefix."""
     prefix, sl, sh = v.prefix, v.low, v.high
@@ -108,7 +116,7 @@ def _date_cond(low: Any, high: Any, v: RangeValue) -> Clause:
         return high <= sl
     gap = abs(datetime.now() - sl) / 10
     widen = max(gap, sh - sl, timedelta(days=1))
-    return sa.and_(low < sh + widen, high > sl - widen)
+    return sa.and_(low < _shift(sh, widen), high > _shift(sl, -widen))
 
 
 def _point_cond(col: Any, v: RangeValue) -> Clause:
@@ -127,7 +135,7 @@ def _point_cond(col: Any, v: RangeValue) -> Clause:
     if prefix == "le":
         return col < sh
     widen = max(abs(datetime.now() - sl) / 10, sh - sl, timedelta(days=1))
-    return sa.and_(col >= sl - widen, col < sh + widen)
+    return sa.and_(col >= _shift(sl, -widen), col < _shift(sh, widen))
 
 
 def _token_cond(t: Any, v: Value, modifier: str | None) -> Clause:

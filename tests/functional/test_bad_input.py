@@ -137,6 +137,41 @@ def test_vread_of_a_version_that_cannot_exist_is_404(fhir: FhirClient, p1: dict[
     outcome(fhir.call("GET", f"/Patient/p1/_history/{vid}"), 404, "not-found")
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/Patient/p1/_history?_cursor={SUPERSCRIPT_TWO}",
+        f"/_history?_cursor={SUPERSCRIPT_TWO}",
+        f"/Patient/p1/$everything?_cursor={SUPERSCRIPT_TWO}",
+    ],
+    ids=["instance-history", "system-history", "everything"],
+)
+def test_cursor_of_non_ascii_digits_is_400(fhir: FhirClient, p1: dict[str, Any], path: str) -> None:
+    assert "_cursor" in outcome(fhir.call("GET", path), 400, "invalid")["diagnostics"]
+
+
+def test_vread_of_non_ascii_digits_is_404(fhir: FhirClient, p1: dict[str, Any]) -> None:
+    outcome(fhir.call("GET", f"/Patient/p1/_history/{SUPERSCRIPT_TWO}"), 404, "not-found")
+
+
+@pytest.mark.parametrize(
+    ("path", "found"),
+    [
+        ("/Patient?birthdate=ap9999", []),
+        ("/Patient?birthdate=ap0001", []),
+        ("/Patient?birthdate=ap1990", ["p1"]),
+        ("/Patient?_lastUpdated=ap0001", []),
+        ("/Patient?_lastUpdated=ap9999-12-31", []),
+    ],
+    ids=["birthdate-9999", "birthdate-0001", "birthdate-1990", "lastupdated-0001", "lastupdated-9999"],
+)
+def test_approximate_date_at_the_ends_of_time_searches(fhir: FhirClient, path: str, found: list[str]) -> None:
+    assert fhir.call("PUT", "/Patient/p1", {**PATIENT, "birthDate": "1990-06-01"}).status_code == 201
+    r = fhir.call("GET", path)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert [e["resource"]["id"] for e in r.get_json().get("entry", [])] == found
+
+
 def test_huge_count_is_capped_not_refused(fhir: FhirClient, p1: dict[str, Any]) -> None:
     # A server may return fewer than _count asks (R4B search.html#count): the maximum, not an error.
     for count in ("99999999999999999999999999", "9" * 5000):

@@ -23,6 +23,7 @@ from server.fhir.repository import StoredResource
 from server.fhir.resources import check_id
 from server.fhir.resources import check_type
 from server.fhir.search.dates import parse_date_range
+from server.fhir.search.paging import is_digits
 from server.fhir.search.paging import page_size
 
 _KNOWN = {"_since", "_at", "_count", "_cursor", "_format", "_pretty", "_list", "_sort"}
@@ -72,7 +73,7 @@ def history(
         ctx.require(type_, "s")
     count = page_size(req.param("_count"), default=req.default_count, maximum=req.max_count)
     cursor_text = req.param("_cursor")
-    if cursor_text is not None and not cursor_text.isdigit():
+    if cursor_text is not None and not is_digits(cursor_text):
         raise InvalidRequestError(f"Invalid _cursor {cursor_text!r}")
     at_text = req.param("_at")
     page = repo.read_history(

@@ -16,6 +16,7 @@ from server.fhir.http import http_date
 from server.fhir.repository import FhirRepository
 from server.fhir.resources import check_id
 from server.fhir.resources import check_type
+from server.fhir.search.paging import is_digits
 
 
 def vread(
@@ -25,7 +26,7 @@ def vread(
     check_type(type_)
     check_id(id_)
     check_visible(repo, ctx, type_, id_)
-    if not vid.isdigit():
+    if not is_digits(vid):
         raise NotFoundError(f"{type_}/{id_} has no version {vid!r}", message_id="MSG_NO_VERSION")
     stored = repo.read_version(type_, id_, int(vid))
     if stored is None:

@@ -23,6 +23,7 @@ from server.fhir.operations.registry import register
 from server.fhir.repository import FhirRepository
 from server.fhir.resources import check_type
 from server.fhir.search.dates import parse_date_range
+from server.fhir.search.paging import is_digits
 from server.fhir.search.paging import page_size
 
 _PRIMITIVES = (
@@ -102,7 +103,7 @@ def _last(pairs: list[tuple[str, str]], name: str) -> str | None:
 def _cursor(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.isdigit():
+    if not is_digits(value):
         raise InvalidRequestError(
             f"Invalid _cursor {value!r}", expression=("_cursor",), message_id="MSG_PARAM_INVALID"
         )

@@ -68,6 +68,8 @@ class Measure:
     mcid: float | None = None
     mcid_kind: str = "absolute"  # absolute (in the unit) | percent (of baseline)
     mcid_source: str = ""
+    mdc: float | None = None  # minimal detectable change, in the unit (the trend threshold)
+    mdc_source: str = ""
     direction: str | None = "higher"  # which way is better: higher | lower | None
     source: str = ""
     note: str = ""
@@ -292,7 +294,7 @@ MEASURES: tuple[Measure, ...] = (
         "grip_strength",
         "Grip strength (dynamometer)",
         "exam",
-        "kg",
+        "kgf",
         0,
         120,
         laterality="optional",
@@ -323,6 +325,7 @@ MEASURES: tuple[Measure, ...] = (
         ),
         direction="higher",
         source="reference §2 rows 5-5c",
+        note="a force: kgf (dials read kg), [lbf_av] as LOINC reports it, N",
     ),
     Measure(
         "berg_balance_total",
@@ -343,6 +346,8 @@ MEASURES: tuple[Measure, ...] = (
         ),
         mcid=6.5,
         mcid_source="Clin Rehabil 2022 doi 10.1177/02692155221108552 (acute stroke, anchor 6.5-12.5)",
+        mdc=6,
+        mdc_source="Stevenson 2001 Aust J Physiother 47:29 (90 % confidence, inpatient stroke; reference §4)",
         source="reference §2 row 6, §8.1",
     ),
     Measure(
@@ -470,6 +475,8 @@ MEASURES: tuple[Measure, ...] = (
         method="self-report (20 items 0-4)",
         mcid=9,
         mcid_source="Binkley 1999 Phys Ther 79:371 (secondary)",
+        mdc=9,
+        mdc_source="Binkley 1999 Phys Ther 79:371 (secondary; reference §4)",
         source="reference §2 row 15",
     ),
     Measure(
@@ -518,6 +525,8 @@ MEASURES: tuple[Measure, ...] = (
         method="self-report (11 items 1-5)",
         mcid=14,
         mcid_source="Sorensen 2013 J Hand Surg Am 38:641 (secondary)",
+        mdc=13,
+        mdc_source="F.A. Davis text as cited in reference §4 (secondary)",
         direction="lower",
         source="reference §2 row 18",
     ),

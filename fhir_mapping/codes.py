@@ -12,6 +12,8 @@ LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
 CPT = "http://www.ama-assn.org/go/cpt"
+# HCPCS Level II (HL7 Terminology CodeSystem hcpcs-Level-II, publisher CMS)
+HCPCS = "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 US_CORE_CAREPLAN = "http://hl7.org/fhir/us/core/CodeSystem/careplan-category"
@@ -48,10 +50,16 @@ EXT_PROGRESSION = f"{EXT}/exercise-progression"
 # A treatment parameter on a Procedure: complex extension with "parameter" (valueCoding from
 # our CodeSystem) and "value" (valueQuantity in UCUM). Procedure has no parameter element.
 EXT_PARAMETER = f"{EXT}/procedure-parameter"
+# The modality a Procedure applied (valueCodeableConcept, our modality-* code), kept apart from
+# Procedure.code so the billed CPT code and the modality are never two codings of one concept.
+EXT_MODALITY = f"{EXT}/procedure-modality"
 # Assistive device used during a test (e.g. TUG with a cane): valueString on the Observation.
 EXT_ASSISTIVE = f"{EXT}/assistive-device"
 # The exact protocol (e.g. PhenX one-leg stand) a timed test followed: valueCode on the Observation.
 EXT_PROTOCOL = f"{EXT}/test-protocol"
+# A value taken just before or after a treatment session (valueCode pre-treatment | post-treatment):
+# the within-session change, kept apart from the longitudinal series.
+EXT_SESSION_TIMING = f"{EXT}/session-timing"
 
 
 def coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:

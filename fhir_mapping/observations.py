@@ -12,9 +12,11 @@ from fhir_mapping.catalog import BODY_SITES
 from fhir_mapping.catalog import Measure
 from fhir_mapping.catalog import get
 from fhir_mapping.catalog import recognise
-from fhir_mapping.units import convert
 
 GRADE_PREFIX = {"mmt_grade": "mmt", "modified_ashworth": "mas"}
+# Core extension for the body position during an observation (R4B StructureDefinition
+# observation-bodyPosition, valueCodeableConcept, no binding): the position as text.
+BODY_POSITION_EXT = "http://hl7.org/fhir/StructureDefinition/observation-bodyPosition"
 
 
 def code_concept(measure: Measure, side: str | None = None, protocol: str | None = None) -> dict[str, Any]:
@@ -54,8 +56,8 @@ def body_site(site: str | None, side: str | None) -> dict[str, Any] | None:
     return out
 
 
-def value_element(measure: Measure, value: Any) -> dict[str, Any]:
-    """Return the value[x] element for a finding's canonical value."""
+def value_element(measure: Measure, value: Any, unit: str | None = None) -> dict[str, Any]:
+    """Return the value[x] element: a grade, or the value in the UCUM unit it was entered in."""
     if measure.grades:
         grade = next(g for g in measure.grades if g.code == value)
         return {
@@ -65,7 +67,7 @@ def value_element(measure: Measure, value: Any) -> dict[str, Any]:
             }
         }
     assert measure.unit is not None
-    return {"valueQuantity": codes.quantity(value, measure.unit)}
+    return {"valueQuantity": codes.quantity(value, unit or measure.unit)}
 
 
 def build_observation(
@@ -75,8 +77,13 @@ def build_observation(
     *,
     encounter: str | None = None,
     derived_from: list[str] | None = None,
+    timing: str | None = None,
 ) -> dict[str, Any]:
-    """Return the Observation for one finding in canonical form (see schemas.FindingSchema)."""
+    """Return the Observation for one finding in canonical form (see schemas.FindingSchema).
+
+    `timing` (pre-treatment | post-treatment) marks a value taken around a treatment session,
+    which progress keeps out of the longitudinal series' post-treatment points.
+    """
     measure = get(finding["measure"])
     assert measure is not None
     side, protocol = finding.get("side"), finding.get("protocol")
@@ -93,11 +100,15 @@ def build_observation(
         extensions.append({"url": codes.EXT_ASSISTIVE, "valueString": finding["assistive_device"]})
     if protocol:
         extensions.append({"url": codes.EXT_PROTOCOL, "valueCode": protocol})
+    if finding.get("position"):
+        extensions.append({"url": BODY_POSITION_EXT, "valueCodeableConcept": {"text": finding["position"]}})
+    if timing:
+        extensions.append({"url": codes.EXT_SESSION_TIMING, "valueCode": timing})
     if extensions:
         obs["extension"] = extensions
     if encounter:
         obs["encounter"] = {"reference": encounter}
-    obs.update(value_element(measure, finding["value"]))
+    obs.update(value_element(measure, finding["value"], finding.get("unit")))
     site = finding.get("body_site") or measure.fixed_site
     bs = body_site(site, side)
     if bs is not None:
@@ -150,37 +161,38 @@ def site_of(concept: dict[str, Any] | None) -> str | None:
     return None
 
 
-def read_value(measure: Measure, obs: dict[str, Any]) -> Any:
-    """Return the canonical value of an Observation for this measure, or None if unusable."""
+def read_value(measure: Measure, obs: dict[str, Any]) -> tuple[Any, str | None]:
+    """Return (value, UCUM unit) as stored for this measure (grade code, no unit, when graded).
+
+    The value is None when there is none of the measure's kind; the unit is None when the
+    Quantity has none (valueInteger scores have the measure's unit).
+    """
     if measure.grades:
         concept = obs.get("valueCodeableConcept") or {}
         wanted = {grade_code(measure, g.code): g.code for g in measure.grades}
         for c in concept.get("coding") or []:
             if c.get("system") == codes.PT and c.get("code") in wanted:
-                return wanted[c["code"]]
-        return concept.get("text") if concept.get("text") in {g.code for g in measure.grades} else None
+                return wanted[c["code"]], None
+        text = concept.get("text")
+        return (text if text in {g.code for g in measure.grades} else None), None
     if "valueInteger" in obs and measure.unit in ("{score}",):
-        return codes.number(obs["valueInteger"])
+        return codes.number(obs["valueInteger"]), measure.unit
     q = obs.get("valueQuantity")
     if not isinstance(q, dict) or not isinstance(q.get("value"), (int, float)):
-        return None
-    assert measure.unit is not None
-    converted = convert(float(q["value"]), q.get("code") or q.get("unit"), measure.unit)
-    return None if converted is None else codes.number(converted)
+        return None, None
+    return codes.number(q["value"]), q.get("code") or q.get("unit")
 
 
-def read_observation(obs: dict[str, Any]) -> dict[str, Any] | None:
-    """Return the clinic finding of a coded Observation (inverse of build_observation), or None."""
+def finding_of(obs: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the clinic finding of a coded Observation, its value possibly None, or None if not a measure."""
     found = recognise((obs.get("code") or {}).get("coding") or [])
     if found is None:
         return None
     measure = found[0]
-    value = read_value(measure, obs)
-    if value is None:
-        return None
+    value, unit = read_value(measure, obs)
     finding: dict[str, Any] = {"measure": measure.key, "value": value}
-    if measure.unit:
-        finding["unit"] = measure.unit
+    if unit:
+        finding["unit"] = unit
     code_side, code_protocol = coded_qualifiers(measure, (obs.get("code") or {}).get("coding") or [])
     side = side_of(obs.get("bodySite")) or code_side
     if side:
@@ -198,7 +210,20 @@ def read_observation(obs: dict[str, Any]) -> dict[str, Any] | None:
     assistive = (ext(obs, codes.EXT_ASSISTIVE) or {}).get("valueString")
     if assistive:
         finding["assistive_device"] = assistive
+    position = ((ext(obs, BODY_POSITION_EXT) or {}).get("valueCodeableConcept") or {}).get("text")
+    if position:
+        finding["position"] = position
     notes = [n.get("text") for n in obs.get("note") or [] if n.get("text")]
     if notes:
         finding["note"] = notes[0]
     return finding
+
+
+def read_observation(obs: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the clinic finding of a coded Observation (inverse of build_observation), or None.
+
+    Value and unit are returned as stored; None when the Observation is not a catalog
+    measure or has no value of the measure's kind.
+    """
+    finding = finding_of(obs)
+    return None if finding is None or finding["value"] is None else finding

@@ -137,12 +137,12 @@ def read_goal(goal: dict[str, Any]) -> dict[str, Any] | None:
         "valueQuantity": target.get("detailQuantity"),
         "valueCodeableConcept": target.get("detailCodeableConcept"),
     }
-    value = read_value(measure, {k: v for k, v in shaped.items() if v is not None})
+    value, unit = read_value(measure, {k: v for k, v in shaped.items() if v is not None})
     if value is None:
         return None
     out: dict[str, Any] = {"measure": measure.key, "target": value}
-    if measure.unit:
-        out["unit"] = measure.unit
+    if unit:
+        out["unit"] = unit
     site_concept = (ext(goal, EXT_GOAL_SITE) or {}).get("valueCodeableConcept")
     code_side, protocol = coded_qualifiers(measure, codings)
     side = side_of(site_concept) or code_side

@@ -8,6 +8,10 @@ https://marshmallow.readthedocs.io/ ; https://hl7.org/fhir/R4B/operationoutcome.
 from __future__ import annotations
 
 import re
+from datetime import UTC
+from datetime import date
+from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from marshmallow import Schema
@@ -23,12 +27,20 @@ from fhir_mapping.catalog import Measure
 from fhir_mapping.catalog import get
 from fhir_mapping.units import accepted
 from fhir_mapping.units import convert
+from fhir_mapping.units import resolve
+from fhir_mapping.units import single_unit
+from fhir_mapping.units import ucum
 from server.errors import InvalidRequestError
 
-SIDES = ("left", "right", "bilateral")
+# A measured value belongs to one limb: "bilateral" is only for where an intervention was applied.
+SIDES = ("left", "right")
+SITE_SIDES = ("left", "right", "bilateral")
+POSITIONS = ("supine", "prone", "side-lying", "sitting", "standing")
+# How far ahead of the server clock a recorded event may be dated (clock skew, time zones).
+FUTURE_SLACK = timedelta(days=1)
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _DATETIME = re.compile(
-    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])(T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d{1,9})?"
+    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])(T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?"
     r"(Z|[+-]((0\d|1[0-3]):[0-5]\d|14:00)))?$"
 )
 _DATE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
@@ -44,19 +56,48 @@ class PatientId(fields.String):
         return text
 
 
-def date_time(required: bool = True) -> fields.String:
-    """A FHIR dateTime with a time zone (or a plain date)."""
+def parse_when(text: str) -> datetime:
+    """Return the UTC instant a FHIR date or dateTime starts at (a date: midnight UTC); ValueError if none."""
+    if len(text) == 10:
+        return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def not_future(moment: datetime) -> None:
+    """Refuse an event dated more than FUTURE_SLACK after now."""
+    if moment > datetime.now(UTC) + FUTURE_SLACK:
+        raise ValidationError("Is more than a day in the future")
+
+
+def _real_date(future: bool) -> Any:
+    def check(text: str) -> None:
+        try:
+            moment = parse_when(text)
+        except ValueError:
+            raise ValidationError(f"{text!r} is not a calendar date") from None
+        if not future:
+            not_future(moment)
+
+    return check
+
+
+def date_time(required: bool = True, *, future: bool = False) -> fields.String:
+    """A FHIR dateTime with a time zone (or a plain date) of something that happened (not ahead of now)."""
     return fields.String(
         required=required,
-        validate=validate.Regexp(
-            _DATETIME, error="Not a FHIR dateTime (YYYY-MM-DD or YYYY-MM-DDThh:mm:ss+zz:zz)"
-        ),
+        validate=[
+            validate.Regexp(_DATETIME, error="Not a FHIR dateTime (YYYY-MM-DD or YYYY-MM-DDThh:mm:ss+zz:zz)"),
+            _real_date(future),
+        ],
     )
 
 
-def date_only(required: bool = False) -> fields.String:
-    """A FHIR date."""
-    return fields.String(required=required, validate=validate.Regexp(_DATE, error="Not a date (YYYY-MM-DD)"))
+def date_only(required: bool = False, *, future: bool = True) -> fields.String:
+    """A FHIR date (may lie ahead unless `future` is False)."""
+    return fields.String(
+        required=required,
+        validate=[validate.Regexp(_DATE, error="Not a date (YYYY-MM-DD)"), _real_date(future)],
+    )
 
 
 def check_measured(data: dict[str, Any], value_field: str) -> dict[str, str]:
@@ -83,10 +124,7 @@ def check_measured(data: dict[str, Any], value_field: str) -> dict[str, str]:
     assert measure.unit is not None
     canonical = convert(float(value), data.get("unit"), measure.unit)
     if canonical is None:
-        errors["unit"] = (
-            f"Unit {data.get('unit')!r} does not convert to {measure.unit!r} for {measure.key}; "
-            f"accepted: {', '.join(accepted(measure.unit))}"
-        )
+        errors["unit"] = unit_problem(data.get("unit"), measure.unit, measure.key)
         return errors
     if measure.low is not None and measure.high is not None and not measure.low <= canonical <= measure.high:
         errors[value_field] = (
@@ -99,13 +137,21 @@ def check_measured(data: dict[str, Any], value_field: str) -> dict[str, str]:
     return errors
 
 
+def unit_problem(unit: str | None, canonical: str, what: str) -> str:
+    """Say why `unit` cannot be taken for a value stored against `canonical`."""
+    if unit is None and not single_unit(canonical):
+        return f"{what} needs a unit: one of {', '.join(accepted(canonical))}"
+    listed = ", ".join(accepted(canonical))
+    return f"Unit {unit!r} does not convert to {canonical!r} for {what}; accepted: {listed}"
+
+
 def _check_side_site(measure: Measure, data: dict[str, Any]) -> dict[str, str]:
     errors = {}
     side, site = data.get("side"), data.get("body_site")
     if side is not None and measure.laterality == "forbidden":
         errors["side"] = f"{measure.key} is not a sided measure: send it without side"
     elif side is None and measure.laterality == "required":
-        errors["side"] = f"{measure.key} needs side (left, right or bilateral)"
+        errors["side"] = f"{measure.key} needs side (left or right)"
     if site is not None and measure.site in ("none", "fixed"):
         errors["body_site"] = f"{measure.key} takes no body_site" + (
             f" (it is always {measure.fixed_site})" if measure.fixed_site else ""
@@ -116,7 +162,7 @@ def _check_side_site(measure: Measure, data: dict[str, Any]) -> dict[str, str]:
 
 
 def canonicalise(data: dict[str, Any], value_field: str) -> dict[str, Any]:
-    """Return the payload with its value in the measure's unit (after check_measured passed)."""
+    """Return the payload with its value as entered and its unit as the UCUM code (after check_measured)."""
     measure = get(data["measure"])
     assert measure is not None
     out = {k: v for k, v in data.items() if v is not None}
@@ -125,11 +171,14 @@ def canonicalise(data: dict[str, Any], value_field: str) -> dict[str, Any]:
         out.pop("unit", None)
     else:
         assert measure.unit is not None
-        out[value_field] = codes.number(
-            convert(float(data[value_field]), data.get("unit"), measure.unit) or 0.0
-        )
-        out["unit"] = measure.unit
+        out[value_field] = codes.number(data[value_field])
+        out["unit"] = ucum(data.get("unit"), measure.unit)
     return out
+
+
+def quantity_in(q: dict[str, Any], canonical: str) -> dict[str, Any]:
+    """Return {value, unit} as entered with the unit's UCUM code (after `resolve` accepted it)."""
+    return {"value": codes.number(q["value"]), "unit": ucum(q["unit"], canonical)}
 
 
 class MeasuredSchema(Schema):
@@ -137,7 +186,9 @@ class MeasuredSchema(Schema):
 
     measure = fields.String(required=True)
     unit = fields.String()
-    side = fields.String(validate=validate.OneOf(SIDES))
+    side = fields.String(
+        validate=validate.OneOf(SIDES, error="One of left, right: a value is measured on one side")
+    )
     body_site = fields.String(validate=validate.OneOf(sorted(BODY_SITES)))
     protocol = fields.String()
     value_field = "value"
@@ -160,6 +211,7 @@ class FindingSchema(MeasuredSchema):
     method = fields.String(validate=validate.Length(min=1, max=200))
     device = fields.String(validate=validate.Length(min=1, max=200))
     assistive_device = fields.String(validate=validate.Length(min=1, max=200))
+    position = fields.String(validate=validate.OneOf(POSITIONS))
     note = fields.String(validate=validate.Length(min=1, max=2000))
 
 
@@ -206,7 +258,7 @@ class ExerciseSchema(Schema):
         errors = {}
         for name, canonical in (("hold", "s"), ("load", "kg")):
             q = data.get(name)
-            if q is not None and convert(q["value"], q["unit"], canonical) is None:
+            if q is not None and resolve(q["unit"], canonical) is None:
                 errors[name] = {
                     "unit": [
                         f"{q['unit']!r} does not convert to {canonical!r}; accepted: "
@@ -220,11 +272,7 @@ class ExerciseSchema(Schema):
     def _canonical(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         for name, canonical in (("hold", "s"), ("load", "kg")):
             if name in data:
-                q = data[name]
-                data[name] = {
-                    "value": codes.number(convert(q["value"], q["unit"], canonical) or 0.0),
-                    "unit": canonical,
-                }
+                data[name] = quantity_in(data[name], canonical)
         return data
 
 
@@ -250,6 +298,16 @@ class PlanSchema(Schema):
     def _something(self, data: dict[str, Any], **_: Any) -> None:
         if not data.get("goals") and not data.get("exercises"):
             raise ValidationError("A plan needs at least one goal or exercise", field_name="exercises")
+
+    @validates_schema(skip_on_field_errors=True)
+    def _due_after_start(self, data: dict[str, Any], **_: Any) -> None:
+        late = {
+            i: {"due": [f"{g['due']} is not after the plan start {data['date']}"]}
+            for i, g in enumerate(data.get("goals") or [])
+            if g.get("due") and g["due"] <= data["date"]
+        }
+        if late:
+            raise ValidationError({"goals": late})
 
 
 def load(schema: Schema, data: Any) -> dict[str, Any]:

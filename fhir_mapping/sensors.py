@@ -23,6 +23,7 @@ from fhir_mapping import codes
 from fhir_mapping.analytics import asymmetry_index
 from fhir_mapping.analytics import rms
 from fhir_mapping.catalog import BODY_SITES
+from fhir_mapping.catalog import Measure
 from fhir_mapping.catalog import get
 from fhir_mapping.catalog import recognise
 from fhir_mapping.observations import body_site
@@ -32,14 +33,17 @@ from fhir_mapping.observations import site_of
 from fhir_mapping.schemas import SIDES
 from fhir_mapping.schemas import PatientId
 from fhir_mapping.schemas import check_measured
+from fhir_mapping.schemas import not_future
+from fhir_mapping.schemas import unit_problem
 from fhir_mapping.sessions import parse_instant
 from fhir_mapping.sessions import stamp
 from fhir_mapping.transaction import Entry
 from fhir_mapping.transaction import entry
 from fhir_mapping.transaction import of_role
 from fhir_mapping.transaction import patient_of
-from fhir_mapping.units import accepted
 from fhir_mapping.units import convert
+from fhir_mapping.units import resolve
+from fhir_mapping.units import ucum
 
 KINDS = ("surface_emg", "imu_joint_angle", "force_plate_sway")
 STATS = {
@@ -72,7 +76,7 @@ class SensorSeriesSchema(Schema):
     """POST /rehab/sensor-series."""
 
     patient = PatientId(required=True)
-    date = fields.AwareDateTime(required=True, format="iso")
+    date = fields.AwareDateTime(required=True, format="iso", validate=not_future)
     kind = fields.String(required=True, validate=validate.OneOf(KINDS))
     device = fields.Nested(DeviceSchema, required=True)
     body_site = fields.String(validate=validate.OneOf(sorted(BODY_SITES)))
@@ -87,11 +91,8 @@ class SensorSeriesSchema(Schema):
         measure = get(data["kind"])
         assert measure is not None and measure.unit is not None
         errors: dict[str, Any] = {}
-        if convert(1.0, data.get("unit"), measure.unit) is None:
-            errors["unit"] = [
-                f"{data.get('unit')!r} does not convert to {measure.unit!r}; accepted: "
-                f"{', '.join(accepted(measure.unit))}"
-            ]
+        if resolve(data.get("unit"), measure.unit) is None:
+            errors["unit"] = [unit_problem(data.get("unit"), measure.unit, measure.key)]
         site = {"measure": measure.key, "value": 0, "body_site": data.get("body_site")}
         for k, v in check_measured(site, "value").items():
             if k == "body_site":
@@ -106,6 +107,11 @@ class SensorSeriesSchema(Schema):
         sides = [ch.get("side") for ch in data["channels"]]
         if len(set(sides)) != len(sides):
             errors.setdefault("channels", {})[len(sides) - 1] = {"side": ["Each channel needs its own side"]}
+        if "unit" not in errors:
+            for i, ch in enumerate(data["channels"]):
+                bad = _outside(measure, data.get("unit"), ch["samples"])
+                if bad:
+                    errors.setdefault("channels", {}).setdefault(i, {})["samples"] = [bad]
         if errors:
             raise ValidationError(errors)
 
@@ -114,13 +120,31 @@ class SensorSeriesSchema(Schema):
         measure = get(data["kind"])
         assert measure is not None and measure.unit is not None
         for ch in data["channels"]:
-            ch["samples"] = [
-                codes.number(convert(v, data.get("unit"), measure.unit) or 0.0) for v in ch["samples"]
-            ]
-        data["unit"] = measure.unit
+            ch["samples"] = [codes.number(v) for v in ch["samples"]]
+        data["unit"] = ucum(data.get("unit"), measure.unit)
         data["period_ms"] = codes.number(data["period_ms"])
         data["date"] = stamp(data["date"])
         return data
+
+
+def sample_range(measure: Measure) -> tuple[float, float]:
+    """The plausible range of one sample, in the measure's unit.
+
+    A raw sEMG signal swings both ways around zero, so its samples lie within +/- the
+    catalog's amplitude range (0-10000 uV); the other kinds are signed in the catalog already.
+    """
+    assert measure.low is not None and measure.high is not None
+    return (-measure.high, measure.high) if measure.key == "surface_emg" else (measure.low, measure.high)
+
+
+def _outside(measure: Measure, unit: str | None, samples: list[float]) -> str | None:
+    assert measure.unit is not None
+    low, high = sample_range(measure)
+    for i, v in enumerate(samples):
+        canonical = convert(v, unit, measure.unit)
+        if canonical is not None and not low <= canonical <= high:
+            return f"Sample {i} ({v:g} {unit or measure.unit}) is outside {low:g} to {high:g} {measure.unit}"
+    return None
 
 
 def _device(payload: dict[str, Any]) -> dict[str, Any]:
@@ -141,11 +165,11 @@ def _device(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stat(
-    measure_key: str, stat: str, value: float, base: dict[str, Any], sources: list[str]
+    measure_key: str, stat: str, value: float, base: dict[str, Any], sources: list[str], unit: str
 ) -> dict[str, Any]:
     measure = get(measure_key)
-    assert measure is not None and measure.unit is not None
-    unit = "%" if stat == "symmetry-index" else measure.unit
+    assert measure is not None
+    unit = "%" if stat == "symmetry-index" else unit
     obs = {
         **base,
         "code": {
@@ -178,7 +202,7 @@ def build_series(payload: dict[str, Any]) -> list[Entry]:
             "effectivePeriod": {"start": payload["date"], "end": stamp(end)},
             "device": {"reference": device.full_url},
             "valueSampledData": {
-                "origin": codes.quantity(0, measure.unit),
+                "origin": codes.quantity(0, payload["unit"]),
                 "period": payload["period_ms"],
                 "dimensions": 1,
                 "data": " ".join(repr(v) for v in samples),
@@ -197,7 +221,9 @@ def build_series(payload: dict[str, Any]) -> list[Entry]:
             ("mean", sum(samples) / len(samples)),
             ("rms", root),
         ):
-            stats.append(entry("summary", _stat(measure.key, stat, value, base, [series.full_url])))
+            stats.append(
+                entry("summary", _stat(measure.key, stat, value, base, [series.full_url], payload["unit"]))
+            )
         if ch.get("side") in ("left", "right"):
             rms_by_side[ch["side"]] = (root, series.full_url, base)
     if len(rms_by_side) == 2:
@@ -205,7 +231,8 @@ def build_series(payload: dict[str, Any]) -> list[Entry]:
         index = asymmetry_index(left, right)
         if index is not None:
             sym = {k: v for k, v in base.items() if k != "bodySite"}
-            stats.append(entry("summary", _stat(measure.key, "symmetry-index", index, sym, [l_url, r_url])))
+            stat = _stat(measure.key, "symmetry-index", index, sym, [l_url, r_url], "%")
+            stats.append(entry("summary", stat))
     return entries + stats
 
 
@@ -234,7 +261,7 @@ def read_series(entries: list[Entry]) -> dict[str, Any]:
     if site:
         out["body_site"] = site
     out["period_ms"] = codes.number(first["valueSampledData"]["period"])
-    out["unit"] = found[0].unit
+    out["unit"] = first["valueSampledData"]["origin"]["code"]
     channels = []
     for obs in series:
         ch: dict[str, Any] = {}

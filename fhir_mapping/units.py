@@ -1,58 +1,100 @@
-"""Accepted input units and their conversion to the UCUM unit a measure is stored in.
+"""Accepted input units, the UCUM code each is stored as, and its conversion to a measure's unit.
 
+Values are stored as the clinician entered them (the number, and the UCUM code of the unit
+they used); conversion to the catalog's canonical unit happens when reading (progress), and
+the search index canonicalises on its own. Grip strength is a force (LOINC 83173-5/83174-3
+report `[lbf_av]`): dynamometer dials read "kg" and "lb" meaning kilogram-force and
+pound-force, so those spellings are taken, and stored, as `kgf` and `[lbf_av]`.
 https://ucum.org/ucum (unit codes); https://hl7.org/fhir/R4B/datatypes.html#Quantity
 """
 
 from __future__ import annotations
 
-# canonical UCUM code -> {accepted input spelling: factor to the canonical unit}
-CONVERSIONS: dict[str, dict[str, float]] = {
-    "deg": {"deg": 1.0, "°": 1.0, "degree": 1.0, "degrees": 1.0, "rad": 57.29577951308232},
-    "s": {"s": 1.0, "sec": 1.0, "seconds": 1.0, "ms": 0.001, "min": 60.0},
-    "min": {"min": 1.0, "minutes": 1.0, "h": 60.0, "s": 1 / 60},
-    "m/s": {"m/s": 1.0, "cm/s": 0.01, "km/h": 1 / 3.6, "[ft_i]/s": 0.3048, "ft/s": 0.3048},
-    "m": {"m": 1.0, "cm": 0.01, "km": 1000.0, "[ft_i]": 0.3048, "ft": 0.3048, "[yd_i]": 0.9144, "yd": 0.9144},
-    "mm": {"mm": 1.0, "cm": 10.0},
-    "kg": {
-        "kg": 1.0,
-        "[lb_av]": 0.45359237,
-        "lb": 0.45359237,
-        "[lbf_av]": 0.45359237,
-        "lbf": 0.45359237,
-        "kgf": 1.0,
-        "N": 1 / 9.80665,
+_LB = 0.45359237  # kg per avoirdupois pound (and kgf per lbf)
+
+
+def _same(code: str, *spellings: str) -> dict[str, tuple[str, float]]:
+    return {s: (code, 1.0) for s in (code, *spellings)}
+
+
+# canonical UCUM code -> {accepted spelling: (UCUM code stored, factor to the canonical unit)}
+UNITS: dict[str, dict[str, tuple[str, float]]] = {
+    "deg": {**_same("deg", "°", "degree", "degrees"), "rad": ("rad", 57.29577951308232)},
+    "s": {**_same("s", "sec", "seconds"), "ms": ("ms", 0.001), "min": ("min", 60.0)},
+    "min": {**_same("min", "minutes"), "h": ("h", 60.0), "s": ("s", 1 / 60)},
+    "m/s": {
+        "m/s": ("m/s", 1.0),
+        "cm/s": ("cm/s", 0.01),
+        "km/h": ("km/h", 1 / 3.6),
+        **_same("[ft_i]/s", "ft/s"),
     },
-    "{score}": {"{score}": 1.0, "score": 1.0, "points": 1.0},
-    "%": {"%": 1.0, "percent": 1.0},
-    "uV": {"uV": 1.0, "µV": 1.0, "mV": 1000.0},
-    "/d": {"/d": 1.0, "steps/d": 1.0, "{steps}/d": 1.0},
-    "{#}/(30.s)": {"{#}/(30.s)": 1.0, "{#}": 1.0, "stands": 1.0, "reps": 1.0},
-    "d/wk": {"d/wk": 1.0},
-    "min/d": {"min/d": 1.0},
-    "min/wk": {"min/wk": 1.0, "h/wk": 60.0},
+    "m": {
+        "m": ("m", 1.0),
+        "cm": ("cm", 0.01),
+        "km": ("km", 1000.0),
+        **{s: ("[ft_i]", 0.3048) for s in ("[ft_i]", "ft")},
+        **{s: ("[yd_i]", 0.9144) for s in ("[yd_i]", "yd")},
+    },
+    "mm": {"mm": ("mm", 1.0), "cm": ("cm", 10.0)},
+    "kg": {"kg": ("kg", 1.0), "g": ("g", 0.001), **{s: ("[lb_av]", _LB) for s in ("[lb_av]", "lb")}},
+    "kgf": {
+        **_same("kgf", "kg"),
+        **{s: ("[lbf_av]", _LB) for s in ("[lbf_av]", "lbf", "[lb_av]", "lb")},
+        "N": ("N", 1 / 9.80665),
+    },
+    "{score}": _same("{score}", "score", "points"),
+    "%": _same("%", "percent"),
+    "uV": {**_same("uV", "µV"), "mV": ("mV", 1000.0)},
+    "/d": {**_same("/d", "steps/d"), "{steps}/d": ("{steps}/d", 1.0)},
+    "{#}/(30.s)": _same("{#}/(30.s)", "{#}", "stands", "reps"),
+    "d/wk": _same("d/wk"),
+    "min/d": _same("min/d"),
+    "min/wk": {"min/wk": ("min/wk", 1.0), "h/wk": ("h/wk", 60.0)},
     # treatment parameters
-    "Hz": {"Hz": 1.0, "kHz": 1000.0},
-    "us": {"us": 1.0, "µs": 1.0, "ms": 1000.0},
-    "mA": {"mA": 1.0},
-    "MHz": {"MHz": 1.0},
-    "W/cm2": {"W/cm2": 1.0, "W/cm²": 1.0},
-    "nm": {"nm": 1.0},
-    "J/cm2": {"J/cm2": 1.0, "J/cm²": 1.0},
-    "Cel": {"Cel": 1.0, "°C": 1.0},
-    "mW": {"mW": 1.0, "W": 1000.0},
+    "Hz": {"Hz": ("Hz", 1.0), "kHz": ("kHz", 1000.0)},
+    "us": {**_same("us", "µs"), "ms": ("ms", 1000.0)},
+    "mA": _same("mA"),
+    "MHz": _same("MHz"),
+    "W/cm2": _same("W/cm2", "W/cm²"),
+    "nm": _same("nm"),
+    "J/cm2": _same("J/cm2", "J/cm²"),
+    "Cel": _same("Cel", "°C"),
+    "mW": {"mW": ("mW", 1.0), "W": ("W", 1000.0)},
 }
 
 
 def accepted(canonical: str) -> tuple[str, ...]:
-    """Return the input units accepted for a canonical unit."""
-    return tuple(CONVERSIONS.get(canonical, {canonical: 1.0}))
+    """Return the input spellings accepted for a canonical unit."""
+    return tuple(UNITS.get(canonical, {canonical: (canonical, 1.0)}))
+
+
+def single_unit(canonical: str) -> bool:
+    """Whether every accepted spelling is the same unit (so a value without a unit is unambiguous)."""
+    return len({factor for _, factor in UNITS.get(canonical, {canonical: (canonical, 1.0)}).values()}) == 1
+
+
+def resolve(unit: str | None, canonical: str) -> tuple[str, float] | None:
+    """Return (UCUM code to store, factor to the canonical unit) for an entered unit, or None.
+
+    A missing unit resolves only when the measure has a single unit.
+    """
+    if unit is None:
+        return (canonical, 1.0) if single_unit(canonical) else None
+    if unit == canonical:
+        return canonical, 1.0
+    return UNITS.get(canonical, {}).get(unit)
 
 
 def convert(value: float, unit: str | None, canonical: str) -> float | None:
     """Return the value in the canonical unit, or None if `unit` does not convert to it."""
-    if unit is None or unit == canonical:
-        return value
-    factor = CONVERSIONS.get(canonical, {}).get(unit)
-    if factor is None:
+    found = resolve(unit, canonical)
+    if found is None:
         return None
-    return round(value * factor, 6)
+    return value if found[1] == 1.0 else round(value * found[1], 6)
+
+
+def ucum(unit: str | None, canonical: str) -> str:
+    """Return the UCUM code an accepted entered unit is stored as (after `resolve` succeeded)."""
+    found = resolve(unit, canonical)
+    assert found is not None
+    return found[0]

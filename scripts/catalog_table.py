@@ -37,18 +37,22 @@ def _mcid(m: Measure) -> str:
     return f"{m.mcid:g}{' % of baseline' if m.mcid_kind == 'percent' else ''}"
 
 
+def _mdc(m: Measure) -> str:
+    return "—" if m.mdc is None else f"{m.mdc:g}"
+
+
 def table() -> str:
     """Return the catalog as a Markdown table."""
     rows = [
-        "| measure | category | unit (also accepted) | valid range | side | better | MCID | standard codes"
-        " | status |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| measure | category | unit (also accepted) | valid range | side | better | MCID | MDC"
+        " | standard codes | status |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m in MEASURES:
         units = f"`{m.unit}`" + (f" ({', '.join(u for u in m.input_units if u != m.unit)})" if m.unit else "")
         rows.append(
             f"| `{m.key}` {m.display} | {m.category} | {units if m.unit else 'graded'} | {_range(m)} | "
-            f"{m.laterality} | {m.direction or '—'} | {_mcid(m)} | {_codes(m)} | {m.status} |"
+            f"{m.laterality} | {m.direction or '—'} | {_mcid(m)} | {_mdc(m)} | {_codes(m)} | {m.status} |"
         )
     return "\n".join(rows) + "\n"
 

@@ -66,7 +66,7 @@ SESSION = {
     "interventions": [
         {"cpt": "97112", "minutes": 15, "description": "balance training"},
         {
-            "cpt": "97112",
+            "cpt": "97032",
             "modality": "electrical_stimulation",
             "minutes": 10,
             "parameters": [
@@ -161,7 +161,8 @@ def test_assessment_view_in_canonical_units_and_links(fhir: FhirClient) -> None:
     patient = _patient(fhir)
     body = _post(fhir, "/rehab/assessments", {"patient": f"Patient/{patient}", **ASSESSMENT}).get_json()
     grip = body["findings"][3]
-    assert grip == {"measure": "grip_strength", "value": 22.679619, "unit": "kg", "side": "right"}
+    # kept as entered (50 lb on a dynamometer dial is 50 pound-force), unit as its UCUM code
+    assert grip == {"measure": "grip_strength", "value": 50, "unit": "[lbf_av]", "side": "right"}
     panel = fhir.call("GET", f"/{body['references']['panel'][0]}").get_json()
     assert [m["reference"] for m in panel["hasMember"]] == body["references"]["finding"]
     assert panel["encounter"]["reference"] == body["references"]["encounter"][0]
@@ -348,9 +349,16 @@ def test_progress_reads_rehab_and_plain_fhir_observations(fhir: FhirClient) -> N
     assert (pain["baseline"], pain["latest"], pain["change"], pain["percent_change"]) == (7, 4, -3, -42.86)
     assert pain["mcid_reached"] is True and pain["trend"] == "improving" and pain["direction"] == "lower"
     left = measures[("grip_strength", "left")]
+    # 55.1155655 [lb_av] read as pound-force: x 0.45359237 = 25 kgf
     assert [p["value"] for p in left["series"]] == [20, 25]
-    # latest left 25, right 30: |25 - 30| / 27.5 x 100
-    assert left["asymmetry_index"] == measures[("grip_strength", "right")]["asymmetry_index"] == 18.18
+    # left and right are compared on the day both were measured only: Oct 1, 20 vs 30
+    assert left["symmetry"]["latest"] == {
+        "date": "2026-10-01",
+        "left": 20,
+        "right": 30,
+        "left_minus_right": -10,
+    }
+    assert left["symmetry"] == measures[("grip_strength", "right")]["symmetry"]
 
 
 def test_progress_of_unknown_patient_is_404(fhir: FhirClient) -> None:
@@ -421,3 +429,115 @@ def test_write_needs_the_scopes_of_every_resource(app: Any, fhir: FhirClient) ->
     r = obs_only.call("POST", "/rehab/assessments", {"patient": patient, **ASSESSMENT}, content_type=JSON)
     assert r.status_code == 403  # the Encounter of the assessment is outside the scopes
     assert _count(fhir, "Observation") == 0
+
+
+def _plain_obs(patient: str, code: str, date: str, status: str = "final", **value: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": status,
+        "subject": {"reference": f"Patient/{patient}"},
+        "code": {"coding": [{"system": codes.LOINC, "code": code}]},
+        "effectiveDateTime": date,
+        **value,
+    }
+
+
+def test_progress_orders_by_instant_and_counts_only_trusted_points(fhir: FhirClient) -> None:
+    patient = _patient(fhir)
+    tug = {"value": 12, "system": codes.UCUM, "code": "s"}
+    fhir.create(_plain_obs(patient, "89423-8", "2026-11-21T01:00:00Z", valueQuantity=tug))
+    fhir.create(
+        _plain_obs(patient, "89423-8", "2026-11-20T23:00:00-05:00", valueQuantity={**tug, "value": 10})
+    )
+    fhir.create(_plain_obs(patient, "72514-3", "2026-11-01T10:00:00Z", valueInteger=6))
+    fhir.create(_plain_obs(patient, "72514-3", "2026-11-02T10:00:00Z", valueInteger=42))
+    fhir.create(_plain_obs(patient, "72514-3", "2026-11-03T10:00:00Z", status="preliminary", valueInteger=2))
+    measures = {
+        m["measure"]: m
+        for m in fhir.call("GET", f"/rehab/patients/{patient}/progress").get_json()["measures"]
+    }
+    # 23:00-05:00 on the 20th is 04:00Z on the 21st: 12 s then 10 s, improving
+    timed = measures["tug_time"]
+    assert (timed["baseline"], timed["latest"], timed["trend"]) == (12, 10, "improving")
+    # the pain of 42 (out of 0-10) and the preliminary 2 are not in the series
+    assert [p["value"] for p in measures["pain_nrs"]["series"]] == [6]
+
+
+def test_units_are_stored_as_entered(fhir: FhirClient) -> None:
+    patient = _patient(fhir)
+    body = {
+        "patient": patient,
+        "date": "2026-11-20T10:00:00Z",
+        "findings": [
+            {"measure": "grip_strength", "value": 66, "unit": "lbf", "side": "left"},
+            {"measure": "six_min_walk_distance", "value": 1200, "unit": "ft"},
+        ],
+    }
+    r = _post(fhir, "/rehab/assessments", body)
+    assert r.status_code == 201, r.get_data(as_text=True)
+    grip, walk = (fhir.call("GET", f"/{ref}").get_json() for ref in r.get_json()["references"]["finding"])
+    assert grip["valueQuantity"] == {
+        "value": 66,
+        "unit": "[lbf_av]",
+        "system": codes.UCUM,
+        "code": "[lbf_av]",
+    }
+    assert walk["valueQuantity"] == {"value": 1200, "unit": "[ft_i]", "system": codes.UCUM, "code": "[ft_i]"}
+    measures = {
+        m["measure"]: m
+        for m in fhir.call("GET", f"/rehab/patients/{patient}/progress").get_json()["measures"]
+    }
+    # converted on read: 66 x 0.45359237 = 29.937096 kgf; 1200 x 0.3048 = 365.76 m
+    assert measures["grip_strength"]["series"][0]["value"] == 29.937096
+    assert measures["six_min_walk_distance"]["series"][0]["entered"] == {"value": 1200, "unit": "[ft_i]"}
+    assert measures["six_min_walk_distance"]["latest"] == 365.76
+
+
+@pytest.mark.parametrize(
+    ("path", "change", "field"),
+    [
+        ("/rehab/assessments", {"date": "2026-02-30"}, "date"),
+        ("/rehab/assessments", {"date": "2031-01-01T10:00:00Z"}, "date"),
+        ("/rehab/assessments", {"findings": [{"measure": "tug_time", "value": 12}]}, "findings[0].unit"),
+        (
+            "/rehab/assessments",
+            {"findings": [{"measure": "grip_strength", "value": 30, "unit": "kg", "side": "bilateral"}]},
+            "findings[0].side",
+        ),
+        ("/rehab/plans", {"goals": [{**PLAN["goals"][0], "due": "2026-11-01"}]}, "goals[0].due"),
+        (
+            "/rehab/sensor-series",
+            {"channels": [{"side": "left", "samples": [20000]}, {"side": "right", "samples": [-30000]}]},
+            "channels[0].samples",
+        ),
+        (
+            "/rehab/sessions",
+            {"interventions": [{"cpt": "97112", "modality": "electrical_stimulation", "minutes": 10}]},
+            "interventions[0].cpt",
+        ),
+    ],
+    ids=["feb-30", "2031", "no-unit", "bilateral", "goal-before-plan", "semg-range", "estim-as-97112"],
+)
+def test_input_rules_are_400_naming_the_field(
+    fhir: FhirClient, path: str, change: dict[str, Any], field: str
+) -> None:
+    patient = _patient(fhir)
+    base = {"/rehab/assessments": ASSESSMENT, "/rehab/plans": PLAN, "/rehab/sessions": SESSION}.get(
+        path, SERIES
+    )
+    r = _post(fhir, path, {"patient": patient, **base, **change})
+    assert r.status_code == 400, r.get_data(as_text=True)
+    assert field in r.get_json()["issue"][0]["expression"]
+    assert _count(fhir, "Observation") == 0
+
+
+def test_session_note_is_stored_as_a_note(fhir: FhirClient) -> None:
+    patient = _patient(fhir)
+    r = _post(fhir, "/rehab/sessions", {"patient": patient, **SESSION, "note": "tolerated well"})
+    assert r.status_code == 201, r.get_data(as_text=True)
+    refs = r.get_json()["references"]
+    enc = fhir.call("GET", f"/{refs['encounter'][0]}").get_json()
+    assert "reasonCode" not in enc
+    proc = fhir.call("GET", f"/{refs['procedure'][1]}").get_json()
+    assert proc["note"] == [{"text": "tolerated well"}]
+    assert [c["code"] for c in proc["code"]["coding"]] == ["97032"]

@@ -12,7 +12,9 @@ from fhir_mapping import codes
 from fhir_mapping import schemas
 from fhir_mapping.observations import build_observation
 from fhir_mapping.observations import read_observation
-from fhir_mapping.units import CONVERSIONS
+from fhir_mapping.units import UNITS
+from fhir_mapping.units import convert
+from server.errors import InvalidRequestError
 
 
 def _findings(m: catalog.Measure) -> list[dict[str, Any]]:
@@ -32,7 +34,7 @@ def _findings(m: catalog.Measure) -> list[dict[str, Any]]:
         base["body_site"] = "quadriceps"
     variants = [base]
     if m.laterality == "optional":
-        variants += [{**base, "side": "right"}, {**base, "side": "bilateral"}]
+        variants += [{**base, "side": "right"}]
     variants += [{**base, "protocol": p} for p in m.protocols]
     variants.append({**base, "method": "standard protocol", "device": "device X", "note": "tolerated well"})
     return variants
@@ -110,7 +112,7 @@ def test_catalog_entries_are_complete() -> None:
         if m.grades:
             assert m.unit is None
         else:
-            assert m.unit in CONVERSIONS and m.low is not None and m.high is not None and m.low < m.high
+            assert m.unit in UNITS and m.low is not None and m.high is not None and m.low < m.high
         for c in m.codes:
             assert c.system in (codes.LOINC, codes.SNOMED) and c.source
 
@@ -156,30 +158,69 @@ def test_sided_and_protocol_specific_codes() -> None:
         obs = build_observation(schemas.load(schemas.FindingSchema(), finding), "p1", "2026-11-20")
         return [c["code"] for c in obs["code"]["coding"] if c["system"] != codes.PT]
 
-    assert coded(measure="grip_strength", value=30, side="left") == ["83173-5", "251433001"]
-    assert coded(measure="grip_strength", value=30, side="right") == ["83174-3", "251433001"]
-    assert coded(measure="grip_strength", value=30) == ["251433001"]
-    assert coded(measure="single_leg_stance", value=12, side="left") == []
-    assert coded(measure="single_leg_stance", value=12, side="left", protocol="phenx-170801") == ["66569-5"]
+    assert coded(measure="grip_strength", value=30, unit="kg", side="left") == ["83173-5", "251433001"]
+    assert coded(measure="grip_strength", value=30, unit="kg", side="right") == ["83174-3", "251433001"]
+    assert coded(measure="grip_strength", value=30, unit="kg") == ["251433001"]
+    assert coded(measure="single_leg_stance", value=12, unit="s", side="left") == []
+    assert coded(measure="single_leg_stance", value=12, unit="s", side="left", protocol="phenx-170801") == [
+        "66569-5"
+    ]
     assert coded(measure="promis_pf_tscore", value=45, protocol="promis-29") == ["71959-1"]
 
 
 @pytest.mark.parametrize(
-    ("finding", "value", "unit"),
+    ("finding", "stored", "canonical"),
     [
-        ({"measure": "grip_strength", "value": 10, "unit": "[lb_av]"}, 4.535924, "kg"),
-        ({"measure": "tug_time", "value": 12500, "unit": "ms"}, 12.5, "s"),
-        ({"measure": "gait_speed_10mwt", "value": 3.6, "unit": "km/h"}, 1, "m/s"),
-        ({"measure": "six_min_walk_distance", "value": 1000, "unit": "ft"}, 304.8, "m"),
-        ({"measure": "pain_vas", "value": 4.5, "unit": "cm"}, 45, "mm"),
-        ({"measure": "surface_emg", "value": 0.25, "unit": "mV"}, 250, "uV"),
-        ({"measure": "exercise_minutes", "value": 1.5, "unit": "h"}, 90, "min"),
-        ({"measure": "joint_rom_knee_flexion", "value": 95, "unit": "°", "side": "left"}, 95, "deg"),
+        # the entered value and unit are kept (as the UCUM code); progress converts on read
+        ({"measure": "grip_strength", "value": 10, "unit": "[lb_av]"}, (10, "[lbf_av]"), 4.535924),
+        ({"measure": "grip_strength", "value": 66, "unit": "lbf"}, (66, "[lbf_av]"), 29.937096),
+        ({"measure": "grip_strength", "value": 30, "unit": "kg"}, (30, "kgf"), 30),
+        ({"measure": "grip_strength", "value": 98.0665, "unit": "N"}, (98.0665, "N"), 10),
+        ({"measure": "tug_time", "value": 12500, "unit": "ms"}, (12500, "ms"), 12.5),
+        ({"measure": "gait_speed_10mwt", "value": 3.6, "unit": "km/h"}, (3.6, "km/h"), 1),
+        ({"measure": "six_min_walk_distance", "value": 1200, "unit": "ft"}, (1200, "[ft_i]"), 365.76),
+        ({"measure": "pain_vas", "value": 4.5, "unit": "cm"}, (4.5, "cm"), 45),
+        ({"measure": "surface_emg", "value": 0.25, "unit": "mV"}, (0.25, "mV"), 250),
+        ({"measure": "exercise_minutes", "value": 1.5, "unit": "h"}, (1.5, "h"), 90),
+        ({"measure": "joint_rom_knee_flexion", "value": 95, "unit": "°", "side": "left"}, (95, "deg"), 95),
+        ({"measure": "pain_nrs", "value": 4}, (4, "{score}"), 4),
     ],
 )
-def test_input_units_convert(finding: dict[str, Any], value: float, unit: str) -> None:
+def test_units_kept_as_entered_and_convert_on_read(
+    finding: dict[str, Any], stored: tuple[float, str], canonical: float
+) -> None:
     loaded = schemas.load(schemas.FindingSchema(), finding)
-    assert (loaded["value"], loaded["unit"]) == (value, unit)
+    assert (loaded["value"], loaded["unit"]) == stored
+    obs = build_observation(loaded, "p1", "2026-11-20")
+    q = obs["valueQuantity"]
+    assert (q["value"], q["code"], q["system"]) == (*stored, codes.UCUM)
+    measure = catalog.BY_KEY[finding["measure"]]
+    assert measure.unit is not None
+    assert convert(q["value"], q["code"], measure.unit) == canonical
+
+
+def test_grip_strength_is_a_force() -> None:
+    # LOINC 83173-5 / 83174-3 report [lbf_av]: grip is stored and compared as a force, never a mass
+    assert catalog.BY_KEY["grip_strength"].unit == "kgf"
+    loaded = schemas.load(schemas.FindingSchema(), {"measure": "grip_strength", "value": 50, "unit": "lb"})
+    assert build_observation(loaded, "p1", "2026-11-20")["valueQuantity"]["code"] == "[lbf_av]"
+
+
+@pytest.mark.parametrize(
+    ("finding", "message"),
+    [
+        ({"measure": "tug_time", "value": 12}, "tug_time needs a unit: one of s, sec, seconds, ms, min"),
+        ({"measure": "grip_strength", "value": 30}, "grip_strength needs a unit"),
+        ({"measure": "joint_rom_knee_flexion", "value": 90, "side": "left"}, "needs a unit"),
+    ],
+    ids=["tug", "grip", "rom"],
+)
+def test_missing_unit_is_400_unless_the_measure_has_one_unit(finding: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidRequestError) as err:
+        schemas.load(schemas.FindingSchema(), finding)
+    assert list(err.value.expression) == ["unit"] and message in err.value.diagnostics
+    # a score has exactly one unit: no unit needed
+    assert schemas.load(schemas.FindingSchema(), {"measure": "odi_score", "value": 40})["unit"] == "{score}"
 
 
 def test_plain_fhir_variants_are_read() -> None:
@@ -210,15 +251,13 @@ def test_plain_fhir_variants_are_read() -> None:
         )
         is None
     )
-    assert (
-        read_observation(
-            {
-                "code": {"coding": [{"system": codes.LOINC, "code": "89423-8"}]},
-                "valueQuantity": {"value": 1, "code": "kg"},
-            }
-        )
-        is None
-    )
+    # read as stored: whether a unit converts is for progress to judge (it lists the point as excluded)
+    assert read_observation(
+        {
+            "code": {"coding": [{"system": codes.LOINC, "code": "89423-8"}]},
+            "valueQuantity": {"value": 1, "code": "kg"},
+        }
+    ) == {"measure": "tug_time", "value": 1, "unit": "kg"}
     # 364564000 alone is every joint's ROM: not enough to know which
     assert (
         read_observation(

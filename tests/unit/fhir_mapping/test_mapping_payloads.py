@@ -38,7 +38,13 @@ GRADED = {
             "body_site": "gastrocnemius",
             "description": "Tone down to 1",
         },
-        {"measure": "single_leg_stance", "target": 25, "side": "left", "protocol": "phenx-170801"},
+        {
+            "measure": "single_leg_stance",
+            "target": 25,
+            "unit": "s",
+            "side": "left",
+            "protocol": "phenx-170801",
+        },
         {"measure": "grip_strength", "target": 30, "unit": "kg", "side": "left"},
     ],
 }
@@ -97,7 +103,6 @@ ENDPOINTS: list[tuple[str, Schema, Any, Any, dict[str, Any]]] = [
                 },
                 {
                     "modality": "biofeedback",
-                    "cpt": "97112",
                     "minutes": 15,
                     "parameters": [{"parameter": "threshold", "value": 0.05, "unit": "mV"}],
                 },
@@ -149,6 +154,7 @@ ENDPOINTS: list[tuple[str, Schema, Any, Any, dict[str, Any]]] = [
             "device": {"name": "IMU"},
             "body_site": "knee",
             "period_ms": 10,
+            "unit": "deg",
             "channels": [{"side": "left", "samples": [0, 10.5, 45, 90]}],
         },
     ),
@@ -192,13 +198,20 @@ def test_session_codes_and_parameters() -> None:
     loaded = schemas.load(sessions.SessionSchema(), {"patient": "p1", **SESSION})
     entries = sessions.build_session(loaded)
     estim = of_role(entries, "procedure")[1]
-    assert estim["code"]["coding"][0] == {
-        "system": "http://www.ama-assn.org/go/cpt",
-        "code": "97112",
-        "display": "Neuromuscular reeducation",
-    }
+    # one meaning per CodeableConcept: the billed code alone in code, the modality in its own element
+    assert estim["code"]["coding"] == [
+        {
+            "system": "http://www.ama-assn.org/go/cpt",
+            "code": "97032",
+            "display": "Electrical stimulation, attended (manual)",
+        }
+    ]
     assert estim["category"]["coding"][0]["code"] == "91251008"
-    first = estim["extension"][0]
+    modality, first = estim["extension"][0], estim["extension"][1]
+    assert modality["url"] == codes.EXT_MODALITY
+    assert modality["valueCodeableConcept"]["coding"] == [
+        {"system": codes.PT, "code": "modality-electrical_stimulation", "display": "Electrical stimulation"}
+    ]
     assert first["url"] == codes.EXT_PARAMETER
     assert first["extension"][1]["valueQuantity"] == {
         "value": 35,
@@ -274,7 +287,7 @@ def test_references_follow_transaction_response_order() -> None:
                 "date": "2026-11-20",
                 "findings": [
                     {"measure": "pain_nrs", "value": 1},
-                    {"measure": "joint_rom_knee_flexion", "value": 200, "side": "left"},
+                    {"measure": "joint_rom_knee_flexion", "value": 200, "unit": "deg", "side": "left"},
                 ],
             },
             "findings[1].value",
@@ -319,7 +332,13 @@ def test_references_follow_transaction_response_order() -> None:
                 "patient": "p1",
                 "date": "2026-11-20",
                 "findings": [
-                    {"measure": "single_leg_stance", "value": 40, "side": "left", "protocol": "phenx-170801"}
+                    {
+                        "measure": "single_leg_stance",
+                        "value": 40,
+                        "unit": "s",
+                        "side": "left",
+                        "protocol": "phenx-170801",
+                    }
                 ],
             },
             "findings[0].value",
@@ -378,5 +397,5 @@ def test_references_follow_transaction_response_order() -> None:
 def test_errors_name_the_field(schema: Schema, body: dict[str, Any], path: str) -> None:
     with pytest.raises(InvalidRequestError) as err:
         schemas.load(schema, body)
-    assert path in err.value.expression, err.value.expression
+    assert path in list(err.value.expression), err.value.expression
     assert err.value.diagnostics.startswith(err.value.expression[0])

@@ -26,11 +26,11 @@ else its MCID) and stable within it; with neither known the slope's sign decides
 changes are counted in grade steps and the trend is the Mann-Kendall S, the number of
 improving minus worsening pairs over all pairs of points in time order.
 
-Symmetry. Left and right are compared only on the same day (the day as recorded, i.e. the
-clinic's local date); each pair shows its date. Limb symmetry index = involved / uninvolved x
-100 for magnitudes (catalog range >= 0); for signed measures (knee extension: -10 is a 10 degree
-deficit) a ratio means nothing, so the deficit involved - uninvolved is given instead. Without
-an involved side only left - right is given.
+Symmetry (symmetry.py). Left and right are compared only on the same day (the day as recorded,
+i.e. the clinic's local date); each pair shows its date. Limb symmetry index = involved /
+uninvolved x 100 when both values are positive; for a signed value (knee extension: -10 is a
+10 degree deficit) only the deficit involved - uninvolved is given. Without an involved side
+(`?involved=left|right`) only left - right is given.
 https://hl7.org/fhir/R4B/observation.html
 """
 
@@ -49,6 +49,7 @@ from fhir_mapping.observations import finding_of
 from fhir_mapping.symmetry import attach_symmetry
 from fhir_mapping.symmetry import rank
 from fhir_mapping.units import convert
+from server.errors import InvalidRequestError
 
 TRUSTED_STATUS = ("final", "amended", "corrected")
 POST = "post-treatment"
@@ -363,6 +364,13 @@ def report(observations: list[tuple[str, dict[str, Any]]], involved: str | None 
         within.append(_head(measure, key, "within-session") | {"sessions": items})
     order = sorted(excluded, key=lambda e: (e["measure"], str(instant(e["date"]) or ""), e["observation"]))
     return {"measures": measures, "within_session": within, "excluded": order}
+
+
+def involved_side(text: str | None) -> str | None:
+    """Return the involved side a request names (left or right), or None; 400 for anything else."""
+    if text not in (None, "left", "right"):
+        raise InvalidRequestError(f"involved is left or right, not {text!r}", expression=("involved",))
+    return text
 
 
 def progress(

@@ -2,9 +2,9 @@
 
 Left and right are compared only on the same day (the day as recorded, i.e. the clinic's
 local date), the last value of each side that day; each pair shows its date. Limb symmetry
-index = involved / uninvolved x 100 for magnitudes (catalog range >= 0); for signed measures
-(knee extension: -10 is a 10 degree deficit) a ratio means nothing, so the deficit
-involved - uninvolved is given instead. Without an involved side only left - right is given.
+index = involved / uninvolved x 100 when both values are positive magnitudes; for a signed
+value (knee extension: -10 is a 10 degree deficit, 0 is neutral) a ratio means nothing, so
+only the deficit involved - uninvolved is given. Without an involved side only left - right is given.
 Ordinal grades are compared in grade steps.
 """
 
@@ -48,7 +48,6 @@ def limb_symmetry(
     for side, points in (("left", left), ("right", right)):
         for p in points:
             by_day.setdefault(str(p["date"])[:10], {})[side] = p["value"]
-    signed = measure.low is not None and measure.low < 0
     pairs = []
     for day in sorted(d for d, v in by_day.items() if len(v) == 2):
         values = by_day[day]
@@ -60,16 +59,16 @@ def limb_symmetry(
         elif involved in ("left", "right"):
             inv, uninv = values[involved], values["right" if involved == "left" else "left"]
             pair["deficit"] = round(inv - uninv, 4)
-            pair["lsi"] = None if signed or uninv == 0 else round(inv / uninv * 100, 2)
+            # a ratio only of two positive magnitudes: -10 deg knee extension is a deficit, not a size
+            pair["lsi"] = round(inv / uninv * 100, 2) if inv > 0 and uninv > 0 else None
         else:
             pair["left_minus_right"] = round(values["left"] - values["right"], 4)
         pairs.append(pair)
     how = (
         "grades compared in steps"
         if measure.grades
-        else "deficit only: a signed measure has no meaningful ratio"
-        if signed
-        else "limb symmetry index = involved / uninvolved x 100"
+        else "limb symmetry index = involved / uninvolved x 100 when both are positive; "
+        "otherwise (signed values, e.g. an extension deficit) only the deficit involved - uninvolved"
     )
     out: dict[str, Any] = {
         "involved": involved,

@@ -95,7 +95,13 @@ def post_plan() -> flask.Response:
 
 @bp.post("/sessions")
 def post_session() -> flask.Response:
-    return _submit(sessions.SessionSchema(), sessions.build_session, sessions.read_session)
+    performer = sessions.performer_of(_ctx().fhir_user)
+    return _submit(
+        sessions.SessionSchema(),
+        lambda payload: sessions.build_session(payload, performer),
+        sessions.read_session,
+        lambda entries: {"billing": sessions.read_billing(entries)},
+    )
 
 
 @bp.post("/outcomes")
@@ -135,7 +141,8 @@ def get_progress(id_: str) -> flask.Response:
         found += [(f"Observation/{m.id}", orjson.loads(m.body)) for m in result.matches]
         if not result.has_next or not result.matches:
             break
-    return _json({"patient": f"Patient/{id_}", "measures": analytics.progress(found)})
+    involved = analytics.involved_side(flask.request.args.get("involved"))
+    return _json({"patient": f"Patient/{id_}", **analytics.report(found, involved)})
 
 
 @bp.get("/catalog")

@@ -4,6 +4,7 @@ terminology resources, $lookup and $translate."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import pytest
@@ -16,6 +17,11 @@ from fhir_mapping import sessions
 from server.api.rehab_routes import seed_terminology
 from tests.conftest import FhirClient
 from tests.conftest import client_credentials_token
+from tests.functional.auth_flows import add_app
+from tests.functional.auth_flows import add_user
+from tests.functional.auth_flows import authorize_params
+from tests.functional.auth_flows import exchange
+from tests.functional.auth_flows import get_code
 
 JSON = "application/json"
 
@@ -145,7 +151,7 @@ def test_post_stores_one_transaction_and_answers_view(
     assert body["patient"] == patient
     assert {k: len(v) for k, v in body["references"].items()} == roles
     # the view is the payload in canonical form (the reverse mapping of what was stored)
-    view = {k: v for k, v in body.items() if k not in ("references", "score", "summaries")}
+    view = {k: v for k, v in body.items() if k not in ("references", "score", "summaries", "billing")}
     assert view == schemas.load(SCHEMAS[path], {"patient": patient, **payload})
     for refs in body["references"].values():
         for ref in refs:
@@ -541,3 +547,87 @@ def test_session_note_is_stored_as_a_note(fhir: FhirClient) -> None:
     proc = fhir.call("GET", f"/{refs['procedure'][1]}").get_json()
     assert proc["note"] == [{"text": "tolerated well"}]
     assert [c["code"] for c in proc["code"]["coding"]] == ["97032"]
+
+
+def test_progress_lists_excluded_points_and_the_within_session_change(fhir: FhirClient) -> None:
+    patient = _patient(fhir)
+    first = {
+        "patient": patient,
+        "date": "2026-11-01T10:00:00Z",
+        "findings": [{"measure": "pain_nrs", "value": 7}],
+    }
+    assert _post(fhir, "/rehab/assessments", first).status_code == 201
+    session = {**SESSION, "interventions": [{"cpt": "97110", "minutes": 25}]}
+    r = _post(fhir, "/rehab/sessions", {"patient": patient, **session})  # pain 6 before, 4 after 25 min
+    assert r.status_code == 201, r.get_data(as_text=True)
+    encounter = r.get_json()["references"]["encounter"][0]
+    fhir.create(_plain_obs(patient, "72514-3", "2026-11-22T10:00:00Z", status="preliminary", valueInteger=2))
+    body = fhir.call("GET", f"/rehab/patients/{patient}/progress").get_json()
+    (pain,) = body["measures"]
+    assert [p["value"] for p in pain["series"]] == [7, 6]  # the pain after treatment is not longitudinal
+    (block,) = body["within_session"]
+    (s,) = block["sessions"]
+    assert (s["encounter"], s["pre"]["value"], s["post"]["value"], s["change"], s["minutes_apart"]) == (
+        encounter,
+        6,
+        4,
+        -2,
+        25.0,
+    )
+    (excluded,) = body["excluded"]
+    assert excluded["value"] == 2 and excluded["reason"].startswith("status 'preliminary'")
+
+
+def test_progress_limb_symmetry_for_the_involved_side(fhir: FhirClient) -> None:
+    patient = _patient(fhir)
+    day = {
+        "patient": patient,
+        "date": "2026-11-20T10:00:00Z",
+        "findings": [
+            {"measure": "joint_rom_knee_flexion", "value": 95, "unit": "deg", "side": "left"},
+            {"measure": "joint_rom_knee_flexion", "value": 135, "unit": "deg", "side": "right"},
+        ],
+    }
+    assert _post(fhir, "/rehab/assessments", day).status_code == 201
+    body = fhir.call("GET", f"/rehab/patients/{patient}/progress?involved=left").get_json()
+    left = next(m for m in body["measures"] if m["side"] == "left")
+    # 95 / 135 x 100 = 70.37; deficit 95 - 135 = -40
+    assert left["symmetry"]["latest"] == {
+        "date": "2026-11-20",
+        "left": 95,
+        "right": 135,
+        "deficit": -40,
+        "lsi": 70.37,
+    }
+    r = fhir.call("GET", f"/rehab/patients/{patient}/progress?involved=up")
+    assert r.status_code == 400 and r.get_json()["issue"][0]["expression"] == ["involved"]
+
+
+def test_session_answers_billing_units_and_records_the_practitioner(app: Any, fhir: FhirClient) -> None:
+    patient = _patient(fhir)
+    add_user(app, "therapist", "practitioner", "Practitioner/pt1")
+    scope = "user/Patient.rs user/Encounter.crs user/Procedure.crs user/Observation.crs"
+    client_id, _ = add_app(app, scope)
+    verifier = secrets.token_urlsafe(48)
+    c = app.test_client()
+    code = get_code(c, authorize_params(client_id, scope, verifier), "therapist")["code"]
+    token = exchange(c, client_id, code, verifier).get_json()["access_token"]
+    session = {
+        **SESSION,
+        "interventions": [
+            {"cpt": "97110", "minutes": 33},
+            {"cpt": "97140", "minutes": 7},
+            {"cpt": "G0283", "modality": "electrical_stimulation", "minutes": 15},
+        ],
+    }
+    r = _post(FhirClient(app.test_client(), token), "/rehab/sessions", {"patient": patient, **session})
+    assert r.status_code == 201, r.get_data(as_text=True)
+    billing = r.get_json()["billing"]
+    # 33 + 7 = 40 timed minutes -> 3 units: 97110 two, 97140 one (its 7 min beat 97110's last 3); G0283 one
+    assert [(x["code"], x["units"]) for x in billing["lines"]] == [("97110", 2), ("97140", 1), ("G0283", 1)]
+    refs = r.get_json()["references"]
+    proc = fhir.call("GET", f"/{refs['procedure'][2]}").get_json()
+    assert proc["performer"] == [{"actor": {"reference": "Practitioner/pt1"}}]
+    assert proc["code"]["coding"][0]["system"] == codes.HCPCS
+    enc = fhir.call("GET", f"/{refs['encounter'][0]}").get_json()
+    assert enc["participant"] == [{"individual": {"reference": "Practitioner/pt1"}}]

@@ -290,6 +290,13 @@ def test_signed_rom_has_a_deficit_not_a_ratio() -> None:
     # left -10 (a 10 degree extension deficit) vs right 0: the old |L - R| / mean gave 200 %
     assert sym["latest"] == {"date": "2026-01-01", "left": -10, "right": 0, "deficit": -10, "lsi": None}
     assert "signed" in sym["method"]
+    # both positive (hyperextension 5 vs 10): a ratio again, 5 / 10 x 100 = 50
+    both = [
+        obs("joint_rom_knee_extension", 5, "2026-01-02", "O/3", side="left"),
+        obs("joint_rom_knee_extension", 10, "2026-01-02", "O/4", side="right"),
+    ]
+    sym = one(report(both, involved="left")["measures"], "joint_rom_knee_extension", "left")["symmetry"]
+    assert sym["latest"]["lsi"] == 50.0
 
 
 def test_values_on_different_days_are_not_paired() -> None:

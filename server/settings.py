@@ -30,6 +30,15 @@ class Settings:
     max_bundle_entries: int = 10_000
     testing: bool = False
     auto_migrate: bool = True
+    # Audit trail (server/audit/README.md). The key links and signs the chain: keep it out of the
+    # database's reach. Empty: the secret key; key id empty: derived from the key.
+    audit_key: str = ""
+    audit_key_id: str = ""
+    audit_retired_keys: str = ""  # "id=secret id=secret …": keys of older records (rotation)
+    audit_witness: str = ""  # empty: next to the SQLite file, or in the working directory for PostgreSQL
+    audit_witness_max_bytes: int = 64 * 1024 * 1024
+    audit_head_interval: float = 10.0  # seconds; 0: no timer
+    audit_head_sink: str = ""  # "syslog[:/dev/log]" or an http(s) URL: a second home for each head
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -45,6 +54,13 @@ class Settings:
             ("max_bundle_entries", "REHABFHIR_MAX_BUNDLE_ENTRIES", int),
             ("testing", "REHABFHIR_TESTING", _bool),
             ("auto_migrate", "REHABFHIR_AUTO_MIGRATE", _bool),
+            ("audit_key", "REHABFHIR_AUDIT_KEY", str),
+            ("audit_key_id", "REHABFHIR_AUDIT_KEY_ID", str),
+            ("audit_retired_keys", "REHABFHIR_AUDIT_RETIRED_KEYS", str),
+            ("audit_witness", "REHABFHIR_AUDIT_WITNESS", str),
+            ("audit_witness_max_bytes", "REHABFHIR_AUDIT_WITNESS_MAX_BYTES", int),
+            ("audit_head_interval", "REHABFHIR_AUDIT_HEAD_INTERVAL", float),
+            ("audit_head_sink", "REHABFHIR_AUDIT_HEAD_SINK", str),
         )
         values: dict[str, object] = {}
         for field, name, parse in spec:

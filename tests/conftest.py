@@ -64,10 +64,26 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
             yield url
 
 
+def witness_path(database_url: str) -> str:
+    """The audit witness file of a test database (in the temp directory, never in the repository)."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(database_url.encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"rehabfhir-test-witness-{digest}.jsonl")
+
+
 @pytest.fixture(scope="session")
 def session_app(database_url: str) -> Any:
-    """One app per backend (migrations run once)."""
-    app = create_app(Settings(database_url=database_url, testing=True, base_url="http://testserver/fhir"))
+    """One app per backend (migrations run once); no head timer (tests drive it themselves)."""
+    settings = Settings(
+        database_url=database_url,
+        testing=True,
+        base_url="http://testserver/fhir",
+        audit_witness=witness_path(database_url),
+        audit_head_interval=0,
+    )
+    app = create_app(settings)
     yield app
     worker = app.extensions.get("rehabfhir.export_worker")
     if worker is not None:
@@ -79,9 +95,43 @@ def session_app(database_url: str) -> Any:
 _KEEP = {"auth_signing_key"}
 
 
+@contextlib.contextmanager
+def audit_guards_off(conn: sa.Connection) -> Iterator[None]:
+    """Inside a transaction, lift the audit tables' append-only triggers, as a database owner can.
+
+    PostgreSQL: session_replication_role = replica (superuser) skips ordinary triggers, TRUNCATE's
+    too. SQLite: drop the triggers and create them again from their stored SQL afterwards.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        yield
+        conn.exec_driver_sql("SET LOCAL session_replication_role = origin")
+        return
+    triggers = conn.exec_driver_sql(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name LIKE 'audit%'"
+    ).all()
+    for name, _sql in triggers:
+        conn.exec_driver_sql(f"DROP TRIGGER {name}")
+    yield
+    for _name, sql in triggers:
+        conn.exec_driver_sql(sql)
+
+
+@contextlib.contextmanager
+def as_owner(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A write transaction (SQLite: BEGIN IMMEDIATE, so reading the schema first cannot turn into
+    SQLITE_BUSY when another connection writes) with the audit append-only triggers lifted."""
+    from server.store.session import WRITE_OPTION
+
+    with engine.connect() as plain:
+        conn = plain.execution_options(**{WRITE_OPTION: True})
+        with conn.begin(), audit_guards_off(conn):
+            yield conn
+
+
 def _truncate(engine: sa.Engine) -> None:
     tables = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name not in _KEEP]
-    with engine.begin() as conn:
+    with as_owner(engine) as conn:
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY CASCADE")
             forget_reserved_keys()  # the keys this process holds came from the restarted sequence
@@ -90,10 +140,22 @@ def _truncate(engine: sa.Engine) -> None:
                 conn.exec_driver_sql(f"DELETE FROM {name}")
 
 
+def _forget_witness(app: Any) -> None:
+    """Remove the audit witness files (the trail they anchored is gone with the tables)."""
+    from server.audit.witness import files
+
+    cfg = app.extensions["rehabfhir.audit"]
+    for name in files(cfg.witness_path):
+        os.unlink(name)
+    if cfg.witness is not None:
+        cfg.witness.last_seq = 0
+
+
 @pytest.fixture
 def app(session_app: Any) -> Any:
-    """The backend's app with empty tables."""
+    """The backend's app with empty tables (and an empty audit witness)."""
     _truncate(session_app.extensions["rehabfhir.engine"])
+    _forget_witness(session_app)
     auth = session_app.extensions.get("rehabfhir.auth")
     if auth is not None:
         auth.login_limiter.reset()
@@ -204,10 +266,11 @@ def spawn_server(
     import urllib.request
 
     port = free_port()
+    env = {"REHABFHIR_AUDIT_WITNESS": witness_path(database_url), **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
         + ["--workers", str(workers)],
-        env=dict(os.environ, DATABASE_URL=database_url, **(env or {})),
+        env=dict(os.environ, DATABASE_URL=database_url, **env),
         stdout=output,
         stderr=subprocess.STDOUT,
         start_new_session=new_session,

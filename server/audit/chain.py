@@ -1,18 +1,29 @@
-"""The SHA-256 hash chain over audit records and its HMAC-signed checkpoints.
+"""The keyed chain over audit records and the signed head of every audit commit.
 
-Each record stores hash = SHA-256(canonical(prev_hash, columns, body)); the first record's
-prev_hash is 64 zeros. Appends are serialised (PostgreSQL: a transaction-scoped advisory
-lock taken in the writing transaction; SQLite: BEGIN IMMEDIATE), so concurrent writers
-produce one linear chain in primary-key order. Every `checkpoint_every` records the head
-is signed with HMAC-SHA256 (see signing_key), which makes a cut tail detectable.
-Schneier & Kelsey 1999; https://profiles.ihe.net/ITI/BALP/
+Record n (its primary key is its sequence number: 1, 2, 3 … with no gaps) stores
+hash = HMAC-SHA256(key, ["link", n, key id] + canonical(prev_hash, columns, body)); the
+first record's prev_hash is 64 zeros. The key comes from configuration, never from the
+database, and its id is stored with the record, so keys can rotate (verify holds the old
+ones). Without the key nobody can recompute a link: a changed, removed, inserted or
+moved record stays visible even to someone who can rewrite every row.
+
+Appends are serialised (PostgreSQL: a transaction-scoped advisory lock taken in the writing
+transaction; SQLite: BEGIN IMMEDIATE). Each append (one group commit, or one clinical write)
+ends by signing its head (sequence number, link, time, key id) into audit_checkpoint in the
+same transaction; after the commit the same head goes to the witness file outside the
+database (witness.py). Records written before revision b002 have key_id NULL and a plain
+SHA-256 link; they are accepted only as a prefix of the chain (verify.py).
+Schneier & Kelsey 1999; RFC 9162 §4.10 (signed tree head); https://profiles.ihe.net/ITI/BALP/
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+from collections.abc import Mapping
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
 from typing import Any
@@ -30,9 +41,46 @@ from server.audit.models import AuditRecord
 GENESIS = "0" * 64
 # pg_advisory_xact_lock key of the chain head ("rehaaudt").
 CHAIN_LOCK = 0x7265686161756474
+# session.info entry: (witness, head) of an uncommitted append, published after the commit.
+PENDING_HEAD = "rehabfhir.audit_head"
 _E = AuditRecord.__table__
 _C = AuditCheckpoint.__table__
 _HEAD = sa.select(_E.c.pk, _E.c.hash).order_by(_E.c.pk.desc()).limit(1)
+_KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A key id derived from the key (when none is configured): changes when the key does."""
+    return "k" + hashlib.sha256(b"rehabfhir-audit-key-id\0" + key).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The key that links and signs now, and every key verify accepts, by id."""
+
+    key_id: str
+    keys: Mapping[str, bytes]
+
+    @property
+    def key(self) -> bytes:
+        """The current key."""
+        return self.keys[self.key_id]
+
+    @classmethod
+    def build(cls, key: bytes, key_id: str = "", retired: str = "") -> Keyring:
+        """The current key (its id given or derived) and retired keys as "id=secret" words."""
+        key_id = key_id or key_fingerprint(key)
+        keys: dict[str, bytes] = {}
+        for word in retired.replace(",", " ").split():
+            kid, sep, secret = word.partition("=")
+            if not sep or not secret:
+                raise ValueError("REHABFHIR_AUDIT_RETIRED_KEYS: expected id=secret words")
+            keys[kid] = secret.encode()
+        keys[key_id] = key
+        for kid in keys:
+            if not _KEY_ID.match(kid):
+                raise ValueError(f"audit key id {kid!r}: 1-32 of A-Z a-z 0-9 . _ -")
+        return cls(key_id, keys)
 
 
 def now() -> datetime:
@@ -58,8 +106,8 @@ def columns(facts: AuditFacts) -> dict[str, Any]:
     }
 
 
-def canonical(prev_hash: str, cols: dict[str, Any]) -> bytes:
-    """The exact bytes hashed: a JSON array in fixed order, the instant in UTC milliseconds."""
+def canonical(prev_hash: str, cols: Mapping[str, Any]) -> bytes:
+    """The exact bytes linked: a JSON array in fixed order, the instant in UTC milliseconds."""
     return orjson.dumps(
         [
             prev_hash,
@@ -78,17 +126,68 @@ def canonical(prev_hash: str, cols: dict[str, Any]) -> bytes:
     )
 
 
-def record_hash(prev_hash: str, cols: dict[str, Any]) -> str:
-    """SHA-256 (hex) of a record's canonical form."""
+def link(key: bytes, seq: int, key_id: str, prev_hash: str, cols: Mapping[str, Any]) -> str:
+    """HMAC-SHA256 (hex) of record `seq`: its position, key id, predecessor's link and content."""
+    message = orjson.dumps(["link", seq, key_id]) + canonical(prev_hash, cols)
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def record_hash(prev_hash: str, cols: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a record's canonical form: the unkeyed link of records before b002."""
     return hashlib.sha256(canonical(prev_hash, cols)).hexdigest()
 
 
-def sign(key: bytes, event_pk: int, head_hash: str) -> str:
-    """HMAC-SHA256 (hex) of a checkpoint."""
+def legacy_signature(key: bytes, event_pk: int, head_hash: str) -> str:
+    """HMAC-SHA256 (hex) of a checkpoint written before b002."""
     return hmac.new(key, f"{event_pk}:{head_hash}".encode(), hashlib.sha256).hexdigest()
 
 
-_INSERT = sa.insert(_E).returning(_E.c.pk)
+def head_signature(key: bytes, seq: int, link_: str, time: str, key_id: str) -> str:
+    """HMAC-SHA256 (hex) of a signed head."""
+    return hmac.new(key, orjson.dumps(["head", seq, link_, time, key_id]), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A signed chain head: record `seq` has link `link`, as signed at `time` with key `kid`."""
+
+    seq: int
+    link: str
+    time: str  # FHIR instant, UTC milliseconds
+    kid: str
+    sig: str
+
+    def valid(self, keyring: Keyring) -> bool:
+        """Whether the signature is right under a key the ring holds."""
+        key = keyring.keys.get(self.kid)
+        return key is not None and hmac.compare_digest(
+            self.sig, head_signature(key, self.seq, self.link, self.time, self.kid)
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (one witness line, `rehabfhir audit head`)."""
+        return {"seq": self.seq, "link": self.link, "time": self.time, "kid": self.kid, "sig": self.sig}
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> Head:
+        """Read the JSON form; ValueError when it is not one."""
+        try:
+            d = orjson.loads(text)
+            return cls(int(d["seq"]), str(d["link"]), str(d["time"]), str(d["kid"]), str(d["sig"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a signed audit head: {exc}") from None
+
+
+def sign_head(keyring: Keyring, seq: int, link_: str, moment: datetime) -> Head:
+    """Sign (seq, link, time, key id) with the current key."""
+    time = instant(moment)
+    return Head(
+        seq, link_, time, keyring.key_id, head_signature(keyring.key, seq, link_, time, keyring.key_id)
+    )
+
+
+_INSERT = sa.insert(_E)
+_INSERT_HEAD = sa.insert(_C)
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(:k)")
 
 
@@ -101,48 +200,43 @@ def lock_head(session: so.Session) -> tuple[int | None, str]:
     return (None, GENESIS) if row is None else (row.pk, row.hash)
 
 
-def due(head_pk: int | None, first_pk: int, last_pk: int, every: int) -> bool:
-    """Whether an append of first_pk..last_pk signs the head: the chain's first record, and then
-    each time the pks cross a multiple of `every` (no query for the last checkpoint; a gap in
-    the key sequence can at most delay a checkpoint to the next multiple)."""
-    return head_pk is None or last_pk // every > (first_pk - 1) // every
+def append(
+    session: so.Session, facts: Sequence[AuditFacts], keyring: Keyring, witness: Any = None
+) -> Head | None:
+    """Append records and their signed head inside the caller's write transaction; return the head.
 
-
-def append(session: so.Session, facts: Sequence[AuditFacts], key: bytes, checkpoint_every: int) -> list[int]:
-    """Append records to the chain inside the caller's write transaction; return their pks.
-
-    Runs on the session's connection with prebuilt statements: this is on every request's path.
+    With a witness, (witness, head) is left in session.info[PENDING_HEAD]: witness.py publishes
+    it once the transaction has committed and drops it if it rolls back. Runs on the session's
+    connection with prebuilt statements and one multi-row INSERT: this is on every request's path.
     """
     if not facts:
-        return []
-    head_pk, prev = lock_head(session)
-    conn = session.connection()
-    pks = []
-    for fact in facts:
-        cols = columns(fact)
-        digest = record_hash(prev, cols)
-        cols["prev_hash"], cols["hash"] = prev, digest
-        pks.append(conn.execute(_INSERT, cols).scalar_one())
-        prev = digest
-    if due(head_pk, pks[0], pks[-1], checkpoint_every):
-        _insert_checkpoint(session, key, pks[-1], prev)
-    return pks
-
-
-def _insert_checkpoint(session: so.Session, key: bytes, event_pk: int, head_hash: str) -> None:
-    session.execute(
-        sa.insert(_C).values(
-            created=now(), event_pk=event_pk, head_hash=head_hash, signature=sign(key, event_pk, head_hash)
-        )
-    )
-
-
-def checkpoint(session: so.Session, key: bytes) -> tuple[int, str] | None:
-    """Sign the current head now (inside the caller's write transaction); return it, None if empty."""
-    pk, head = lock_head(session)
-    if pk is None:
         return None
-    last = session.execute(sa.select(sa.func.max(_C.c.event_pk))).scalar()
-    if last != pk:
-        _insert_checkpoint(session, key, pk, head)
-    return pk, head
+    head_pk, prev = lock_head(session)
+    seq, kid, key = head_pk or 0, keyring.key_id, keyring.key
+    rows = []
+    for fact in facts:
+        seq += 1
+        cols = columns(fact)
+        digest = link(key, seq, kid, prev, cols)
+        cols.update(pk=seq, key_id=kid, prev_hash=prev, hash=digest)
+        rows.append(cols)
+        prev = digest
+    conn = session.connection()
+    conn.execute(_INSERT, rows)
+    moment = now()
+    head = sign_head(keyring, seq, prev, moment)
+    conn.execute(
+        _INSERT_HEAD,
+        {"created": moment, "event_pk": seq, "head_hash": prev, "signature": head.sig, "key_id": kid},
+    )
+    if witness is not None:
+        session.info[PENDING_HEAD] = (witness, head)
+    return head
+
+
+def latest_head(session: so.Session) -> Head | None:
+    """The newest signed head in the database (None if there is none, or it predates b002)."""
+    row = session.execute(sa.select(_C).order_by(_C.c.event_pk.desc(), _C.c.pk.desc()).limit(1)).one_or_none()
+    if row is None or row.key_id is None:
+        return None
+    return Head(row.event_pk, row.head_hash, instant(row.created), row.key_id, row.signature)

@@ -1,4 +1,4 @@
-"""`rehabfhir audit verify | checkpoint`: check and sign the audit hash chain from the shell."""
+"""`rehabfhir audit verify | head`: check the audit trail, and print its signed head, from the shell."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import orjson
 
 
 @contextlib.contextmanager
-def _session_and_key() -> Iterator[tuple[Any, bytes]]:
-    """A session on DATABASE_URL and the audit key; closed (and the engine disposed) afterwards."""
+def _session_and_config() -> Iterator[tuple[Any, Any]]:
+    """A session on DATABASE_URL and the AuditSettings; closed (and the engine disposed) afterwards."""
     from server.audit.flask_integration import AuditSettings
     from server.settings import Settings
     from server.store.session import make_engine
@@ -23,7 +23,7 @@ def _session_and_key() -> Iterator[tuple[Any, bytes]]:
     engine = make_engine(settings.database_url)
     session = make_session_factory(engine)()
     try:
-        yield session, AuditSettings.from_env(settings).key
+        yield session, AuditSettings.from_env(settings)
     finally:
         session.close()
         engine.dispose()
@@ -35,24 +35,43 @@ def audit() -> None:
 
 
 @audit.command("verify")
-def verify_command() -> None:
-    """Verify the hash chain and checkpoints; exit 1 and name the first broken record if altered."""
+@click.option(
+    "--witness",
+    "witness",
+    type=click.Path(dir_okay=False),
+    help="Witness file of signed heads (default: REHABFHIR_AUDIT_WITNESS, or next to the database).",
+)
+@click.option(
+    "--head",
+    "heads",
+    multiple=True,
+    help="A signed head kept elsewhere (the JSON `rehabfhir audit head` printed); repeatable.",
+)
+def verify_command(witness: str | None, heads: tuple[str, ...]) -> None:
+    """Verify the trail against its key and witness; exit 1 and name the first problem if any."""
+    from server.audit.chain import Head
     from server.audit.verify import verify
+    from server.audit.witness import read_heads
 
-    with _session_and_key() as (session, key):
-        verdict = verify(session, key)
-    click.echo(orjson.dumps(verdict.as_dict()).decode())
+    try:
+        given = [Head.parse(h) for h in heads]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--head") from None
+    with _session_and_config() as (session, cfg):
+        path = witness or cfg.witness_path
+        verdict = verify(session, cfg.keyring, [*read_heads(path), *given], cfg.grace)
+    click.echo(orjson.dumps({**verdict.as_dict(), "witness": path}).decode())
     sys.exit(0 if verdict.intact else 1)
 
 
-@audit.command("checkpoint")
-def checkpoint_command() -> None:
-    """Sign the current chain head now (e.g. from cron, so a cut tail is detectable)."""
-    from server.audit.chain import checkpoint
-    from server.store.session import begin_write
+@audit.command("head")
+def head_command() -> None:
+    """Print the newest signed head (sequence number, link, time, key id, signature) as JSON."""
+    from server.audit.chain import latest_head
 
-    with _session_and_key() as (session, key):
-        begin_write(session)
-        head = checkpoint(session, key)
-        session.commit()
-    click.echo("empty chain" if head is None else f"checkpoint at record {head[0]}: {head[1]}")
+    with _session_and_config() as (session, _cfg):
+        head = latest_head(session)
+    if head is None:
+        click.echo("no signed head yet", err=True)
+        sys.exit(1)
+    click.echo(orjson.dumps(head.as_dict()).decode())

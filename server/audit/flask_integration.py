@@ -37,6 +37,10 @@ from server.audit.hook import Interaction
 from server.audit.hook import Write
 from server.audit.hook import classify
 from server.audit.hook import patients_of_text
+from server.audit.witness import HeadTimer
+from server.audit.witness import Witness
+from server.audit.witness import default_path as default_witness_path
+from server.audit.witness import read_heads
 from server.errors import ForbiddenError
 from server.errors import InvalidRequestError
 from server.errors import MethodNotAllowedError
@@ -56,24 +60,42 @@ log = logging.getLogger("rehabfhir.audit")
 EXTENSION = "rehabfhir.audit"
 NDJSON = "application/fhir+ndjson"
 BATCHER = "rehabfhir.audit_batcher"
+HEAD_TIMER = "rehabfhir.audit_head_timer"
 
 
 @dataclass(frozen=True)
 class AuditSettings:
-    """Audit configuration: on by default; the key signs checkpoints."""
+    """Audit configuration: on by default; the keyring links and signs the chain, the witness keeps heads."""
 
     enabled: bool
-    key: bytes
-    checkpoint_every: int
+    keyring: chain.Keyring
+    witness_path: str
+    witness_max_bytes: int = 64 * 1024 * 1024
+    head_interval: float = 10.0
+    head_sink: str = ""
+    witness: Witness | None = None  # opened by init_app
+
+    @property
+    def grace(self) -> float:
+        """How long heads may wait for the witness before verify calls it behind (see verify.py)."""
+        return 2 * self.head_interval + 5 if self.head_interval > 0 else 60.0
 
     @classmethod
     def from_env(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> AuditSettings:
-        """REHABFHIR_AUDIT (benchmark-only "off"), REHABFHIR_AUDIT_KEY, REHABFHIR_AUDIT_CHECKPOINT_EVERY."""
+        """REHABFHIR_AUDIT (benchmark-only "off"); the key, witness and timer come from Settings."""
         env = os.environ if environ is None else environ
         enabled = env.get("REHABFHIR_AUDIT", "on").strip().lower() not in ("off", "0", "false", "no")
-        key = (env.get("REHABFHIR_AUDIT_KEY") or settings.secret_key).encode()
-        every = int(env.get("REHABFHIR_AUDIT_CHECKPOINT_EVERY") or 100)
-        return cls(enabled, key, max(1, every))
+        key = (settings.audit_key or settings.secret_key).encode()
+        keyring = chain.Keyring.build(key, settings.audit_key_id, settings.audit_retired_keys)
+        path = settings.audit_witness or default_witness_path(settings.database_url)
+        return cls(
+            enabled,
+            keyring,
+            path,
+            settings.audit_witness_max_bytes,
+            settings.audit_head_interval,
+            settings.audit_head_sink,
+        )
 
 
 def audit_settings(app: flask.Flask | None = None) -> AuditSettings:
@@ -188,7 +210,7 @@ def _on_commit(inner: Any, writes: list[Write]) -> None:
     writes = writes + _provenance(inner, writes)
     facts = [f for w in writes for f in _write_facts(w)]
     cfg = audit_settings()
-    chain.append(inner.session, facts, cfg.key, cfg.checkpoint_every)
+    chain.append(inner.session, facts, cfg.keyring, cfg.witness)
 
 
 # -- everything else: after the view, before the response is sent -------------------------
@@ -395,8 +417,13 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
         return
     from server.audit.batching import GroupCommit
 
+    cfg = replace(cfg, witness=Witness(cfg.witness_path, cfg.witness_max_bytes, cfg.head_sink))
+    app.extensions[EXTENSION] = cfg
+    if cfg.head_interval > 0:
+        timer = HeadTimer(cfg.witness, app.extensions["rehabfhir.sessions"], cfg.head_interval)
+        app.extensions[HEAD_TIMER] = timer.start()
     app.extensions[BATCHER] = GroupCommit(
-        lambda session, facts: store.write_events(session, facts, cfg.key, cfg.checkpoint_every),
+        lambda session, facts: store.write_events(session, facts, cfg.keyring, cfg.witness),
         app.extensions["rehabfhir.sessions"],
     )
 
@@ -416,7 +443,8 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
 def _verify(session: Any) -> dict[str, Any]:
     from server.audit.verify import verify
 
-    return verify(session, audit_settings().key).as_dict()
+    cfg = audit_settings()
+    return verify(session, cfg.keyring, read_heads(cfg.witness_path), cfg.grace).as_dict()
 
 
 def forbid_writes() -> None:

@@ -1,4 +1,4 @@
-"""Audit tables: the append-only event chain and its signed checkpoints.
+"""Audit tables: the append-only event chain (HMAC links) and its signed heads.
 
 They sit on server.store.base.Base so one Alembic history migrates them, but nothing in the
 clinical store joins them: to move them to their own database, point a second engine at them
@@ -42,15 +42,22 @@ class AuditRecord(Base):
     prev_hash: so.Mapped[str] = so.mapped_column(sa.String(64))
     hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
     body: so.Mapped[str] = so.mapped_column(sa.Text)
+    # Id of the key whose HMAC links this record (None: an unkeyed SHA-256 link from before b002).
+    key_id: so.Mapped[str | None] = so.mapped_column(sa.String(32), nullable=True)
 
 
 class AuditCheckpoint(Base):
-    """A signed chain head: the hash of event `event_pk`, HMAC-SHA256 with the server key."""
+    """A signed chain head, one per audit commit: (event_pk, head_hash, created, key_id) under HMAC-SHA256.
+
+    The same head goes to the witness file outside the database (server/audit/witness.py).
+    """
 
     __tablename__ = "audit_checkpoint"
+    __table_args__ = (sa.Index("ix_audit_checkpoint_event_pk", "event_pk"),)
 
     pk: so.Mapped[int] = so.mapped_column(BigIntPk, primary_key=True, autoincrement=True)
     created: so.Mapped[datetime] = so.mapped_column(sa.DateTime)
     event_pk: so.Mapped[int] = so.mapped_column(sa.BigInteger)
     head_hash: so.Mapped[str] = so.mapped_column(sa.String(64))
     signature: so.Mapped[str] = so.mapped_column(sa.String(64))
+    key_id: so.Mapped[str | None] = so.mapped_column(sa.String(32), nullable=True)  # None: before b002

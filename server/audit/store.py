@@ -19,6 +19,7 @@ from server.audit import chain
 from server.audit.events import AuditFacts
 from server.audit.events import chain_pk
 from server.audit.models import AuditRecord
+from server.audit.witness import PUBLISH_ERROR
 from server.errors import InvalidRequestError
 from server.fhir.search.dates import parse_date_range
 from server.store.session import start_write
@@ -40,15 +41,20 @@ SORTS = {
 PARAMS = frozenset(SORTS) | {"address", "client"}
 
 
-def write_events(session: so.Session, facts: Sequence[AuditFacts], key: bytes, checkpoint_every: int) -> None:
-    """Append events in a transaction of their own (reads, failures): commit, or raise."""
+def write_events(
+    session: so.Session, facts: Sequence[AuditFacts], keyring: chain.Keyring, witness: Any = None
+) -> None:
+    """Append events in a transaction of their own (reads, failures): commit and witness, or raise."""
     start_write(session)  # ends or carries on a read's implicit transaction
     try:
-        chain.append(session, facts, key, checkpoint_every)
-        session.commit()
+        chain.append(session, facts, keyring, witness)
+        session.commit()  # witness.py's after-commit hook appends the signed head to the witness
     except BaseException:
         session.rollback()
         raise
+    error = session.info.pop(PUBLISH_ERROR, None)
+    if error is not None:
+        raise error  # committed but not anchored: fail closed (the timer republishes the head)
 
 
 def served_body(pk: int, recorded: datetime, body: str) -> str:

@@ -1,4 +1,7 @@
-"""Tamper evidence: the hash chain catches a flipped byte, a deleted, reordered or cut record."""
+"""Tamper evidence over HTTP: $verify and the CLI name a flipped byte, a deleted, reordered or cut record.
+
+tests/functional/test_audit_tamper.py covers every tamper case on a trail of thousands of records.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,9 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from server.audit import chain
-from server.audit.flask_integration import audit_settings
-from server.store.session import begin_write
 from tests.conftest import FhirClient
+from tests.conftest import as_owner
+from tests.conftest import witness_path
 
 
 def _engine(app: Any) -> sa.Engine:
@@ -21,31 +23,15 @@ def _engine(app: Any) -> sa.Engine:
 
 
 def tamper(app: Any, *statements: tuple[str, dict[str, Any]]) -> None:
-    """Change audit rows as a database superuser would: with the append-only trigger disabled."""
-    engine = _engine(app)
-    pg = engine.dialect.name == "postgresql"
-    with engine.begin() as conn:
-        if pg:
-            conn.exec_driver_sql("ALTER TABLE audit_event DISABLE TRIGGER audit_event_append_only")
+    """Change audit rows as a database owner would: with the append-only triggers lifted."""
+    with as_owner(_engine(app)) as conn:
         for sql, params in statements:
             conn.execute(sa.text(sql), params)
-        if pg:
-            conn.exec_driver_sql("ALTER TABLE audit_event ENABLE TRIGGER audit_event_append_only")
 
 
 def pks(app: Any) -> list[int]:
     with _engine(app).connect() as conn:
         return list(conn.execute(sa.text("SELECT pk FROM audit_event ORDER BY pk")).scalars())
-
-
-def checkpoint(app: Any) -> None:
-    session = app.extensions["rehabfhir.sessions"]()
-    try:
-        begin_write(session)
-        chain.checkpoint(session, audit_settings(app).key)
-        session.commit()
-    finally:
-        session.close()
 
 
 def verdict(fhir: FhirClient) -> dict[str, Any]:
@@ -59,17 +45,17 @@ def verdict(fhir: FhirClient) -> dict[str, Any]:
 
 @pytest.fixture
 def trail(fhir: FhirClient, app: Any) -> list[int]:
-    """Seven audit records (the test client's token, a create and five reads), the head signed."""
+    """Seven audit records (the test client's token, a create and five reads), each commit signed."""
     p = fhir.create({"resourceType": "Patient"})
     for _ in range(5):
         assert fhir.call("GET", f"/Patient/{p['id']}").status_code == 200
-    checkpoint(app)
     return pks(app)
 
 
 def test_intact_chain(fhir: FhirClient, trail: list[int]) -> None:
     got = verdict(fhir)
-    assert got["result"] == "intact" and got["checked"] == 7 and got["checkpoints"] == 2
+    assert got["result"] == "intact" and got["checked"] == 7 and got["checkpoints"] == 7
+    assert got["witnessed"] == 7  # one signed head per commit, in the database and in the witness
 
 
 def test_flipped_byte_is_detected(fhir: FhirClient, app: Any, trail: list[int]) -> None:
@@ -81,26 +67,26 @@ def test_flipped_byte_is_detected(fhir: FhirClient, app: Any, trail: list[int]) 
         ),
     )
     got = verdict(fhir)
-    assert got["result"] == "broken" and got["record"] == trail[2]
+    assert (got["result"], got["kind"], got["record"]) == ("broken", "changed", trail[2])
     assert "altered" in got["reason"]
 
 
 def test_changed_column_is_detected(fhir: FhirClient, app: Any, trail: list[int]) -> None:
     tamper(app, ("UPDATE audit_event SET actor = 'Practitioner/innocent' WHERE pk = :pk", {"pk": trail[4]}))
     got = verdict(fhir)
-    assert got["result"] == "broken" and got["record"] == trail[4]
+    assert (got["result"], got["kind"], got["record"]) == ("broken", "changed", trail[4])
 
 
 def test_deleted_record_is_detected(fhir: FhirClient, app: Any, trail: list[int]) -> None:
     tamper(app, ("DELETE FROM audit_event WHERE pk = :pk", {"pk": trail[2]}))
     got = verdict(fhir)
-    assert got["result"] == "broken" and got["record"] == trail[3]
-    assert "deleted" in got["reason"]
+    assert (got["result"], got["kind"], got["record"]) == ("broken", "missing", trail[2])
 
 
 def test_reordered_records_are_detected(fhir: FhirClient, app: Any, trail: list[int]) -> None:
     a, b = trail[1], trail[3]
     cols = "recorded, actor, client, patient, action, outcome, type, subtype, resource, query, prev_hash, hash, body"  # noqa: E501
+    cols += ", key_id"
     with _engine(app).connect() as conn:
         rows = {
             r.pk: r
@@ -125,14 +111,26 @@ def test_reordered_records_are_detected(fhir: FhirClient, app: Any, trail: list[
         ("UPDATE audit_event SET hash = :hash WHERE pk = :pk", {"hash": rows[b].hash, "pk": a}),
     )
     got = verdict(fhir)
-    assert got["result"] == "broken" and got["record"] == a
+    assert (got["result"], got["kind"], got["record"]) == ("broken", "reordered", a)
 
 
 def test_cut_tail_is_detected_by_the_signed_checkpoint(fhir: FhirClient, app: Any, trail: list[int]) -> None:
     tamper(app, ("DELETE FROM audit_event WHERE pk >= :pk", {"pk": trail[4]}))
     got = verdict(fhir)
-    assert got["result"] == "broken" and got["record"] == trail[-1]
-    assert "tail" in got["reason"]
+    assert (got["result"], got["kind"], got["record"]) == ("broken", "tail-cut", trail[4])
+    assert "tail" in got["reason"] or "ends" in got["reason"]
+
+
+def test_cut_tail_and_its_checkpoints_is_detected_by_the_witness(
+    fhir: FhirClient, app: Any, trail: list[int]
+) -> None:
+    tamper(
+        app,
+        ("DELETE FROM audit_event WHERE pk >= :pk", {"pk": trail[4]}),
+        ("DELETE FROM audit_checkpoint WHERE event_pk >= :pk", {"pk": trail[4]}),
+    )
+    got = verdict(fhir)
+    assert (got["result"], got["kind"], got["record"]) == ("broken", "witness-ahead", trail[4])
 
 
 def test_forged_checkpoint_is_detected(fhir: FhirClient, app: Any, trail: list[int]) -> None:
@@ -140,33 +138,32 @@ def test_forged_checkpoint_is_detected(fhir: FhirClient, app: Any, trail: list[i
     with engine.begin() as conn:
         conn.execute(
             sa.text(
-                "INSERT INTO audit_checkpoint (created, event_pk, head_hash, signature) "
-                "VALUES (CURRENT_TIMESTAMP, :pk, 'x', 'forged')"
+                "INSERT INTO audit_checkpoint (created, event_pk, head_hash, signature, key_id) "
+                "VALUES (CURRENT_TIMESTAMP, :pk, 'x', 'forged', 'k1')"
             ),
             {"pk": trail[5]},
         )
     got = verdict(fhir)
-    assert got["result"] == "broken" and "signature" in got["reason"]
+    assert got["result"] == "broken" and got["kind"] in ("checkpoint-unsigned", "unknown-key")
 
 
 def test_cli_verify(app: Any, database_url: str, trail: list[int]) -> None:
     from server.cli import cli
 
     runner = CliRunner()
-    result = runner.invoke(cli, ["audit", "verify"], env={"DATABASE_URL": database_url})
+    env = {"DATABASE_URL": database_url, "REHABFHIR_AUDIT_WITNESS": witness_path(database_url)}
+    result = runner.invoke(cli, ["audit", "verify"], env=env)
     assert result.exit_code == 0, result.output
     assert orjson.loads(result.output.strip().splitlines()[-1])["result"] == "intact"
     tamper(app, ("DELETE FROM audit_event WHERE pk = :pk", {"pk": trail[1]}))
-    result = runner.invoke(cli, ["audit", "verify"], env={"DATABASE_URL": database_url})
+    result = runner.invoke(cli, ["audit", "verify"], env=env)
     assert result.exit_code == 1
     out = orjson.loads(result.output.strip().splitlines()[-1])
-    assert out["result"] == "broken" and out["record"] == trail[2]
+    assert (out["result"], out["kind"], out["record"]) == ("broken", "missing", trail[1])
 
 
 def test_app_role_cannot_update_or_delete(app: Any, trail: list[int]) -> None:
     engine = _engine(app)
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has no roles or triggers here: the chain is its only protection (dev/test only)")
     for sql in (
         "UPDATE audit_event SET actor = 'x'",
         "DELETE FROM audit_event",

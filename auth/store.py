@@ -146,6 +146,16 @@ class AuthStore:
         with self.sessions() as session:
             return session.get(AuthClient, client_id)
 
+    def add_redirect_uri(self, client_id: str, uri: str) -> bool:
+        """Add a redirect URI to a registered client; return whether it was missing."""
+        with self.write() as session:
+            client = session.get(AuthClient, client_id)
+            uris = json.loads(client.redirect_uris or "[]") if client is not None else [uri]
+            if client is None or uri in uris:
+                return False
+            client.redirect_uris = json.dumps([*uris, uri])
+        return True
+
     # -- launch contexts and codes ------------------------------------------------------
 
     def add_launch(

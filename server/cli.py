@@ -1,6 +1,8 @@
-"""The `rehabfhir` command line (also reachable as `flask --app server ...`)."""
+"""The `rehabfhir` command line."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import click
 from flask.cli import FlaskGroup
@@ -28,16 +30,28 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     from server.store.migrate import upgrade
     from server.store.session import make_engine
 
-    settings = Settings.from_env()
+    settings = serve_settings(Settings.from_env(), host, port)
     engine = make_engine(settings.database_url)
     upgrade(engine)
     engine.dispose()
-    click.echo(f"rehabfhir serving FHIR R4B at http://{host}:{port}/ on {engine.url.render_as_string()}")
-    run_gunicorn(f"{host}:{port}", workers, threads)
+    base = settings.public_base_url
+    click.echo(f"rehabfhir serving FHIR R4B at {base}/ on {engine.url.render_as_string()}")
+    click.echo(f"pages: {base}/app/ (sign in with a `rehabfhir user add` account)")
+    run_gunicorn(f"{host}:{port}", workers, threads, settings)
 
 
-def run_gunicorn(bind: str, workers: int, threads: int) -> None:
-    """Run the app under gunicorn with the gthread worker."""
+def serve_settings(settings: Settings, host: str, port: int) -> Settings:
+    """Settings whose public base URL is REHABFHIR_BASE_URL, else http://HOST:PORT (wildcard: localhost)."""
+    if settings.base_url:
+        return settings
+    shown = "localhost" if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown:  # an IPv6 literal
+        shown = f"[{shown}]"
+    return dataclasses.replace(settings, base_url=f"http://{shown}:{port}")
+
+
+def run_gunicorn(bind: str, workers: int, threads: int, settings: Settings | None = None) -> None:
+    """Run the app under gunicorn with the gthread worker (settings: from the environment if None)."""
     from gunicorn.app.base import BaseApplication
 
     class _App(BaseApplication):  # type: ignore[misc]
@@ -53,7 +67,7 @@ def run_gunicorn(bind: str, workers: int, threads: int) -> None:
                 self.cfg.set(key, value)
 
         def load(self) -> object:
-            return create_app(Settings.from_env())
+            return create_app(settings or Settings.from_env())
 
     _App().run()
 

@@ -12,6 +12,9 @@ def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+DEFAULT_BASE_URL = "http://127.0.0.1:8080"  # `rehabfhir serve`'s default --host and --port
+
+
 def _default_database_url() -> str:
     return "sqlite:///" + os.path.join(os.getcwd(), "rehabfhir.db")
 
@@ -21,7 +24,8 @@ class Settings:
     """Everything the app factory needs; tests build one directly."""
 
     database_url: str = dataclasses.field(default_factory=_default_database_url)
-    # Public base URL of the FHIR endpoint (scheme://host[:port][/path]); empty = from the request.
+    # Public base URL of the FHIR endpoint (scheme://host[:port][/path]); empty: `rehabfhir serve`
+    # uses http://HOST:PORT, anything else DEFAULT_BASE_URL. Never taken from a request's Host header.
     base_url: str = ""
     secret_key: str = "dev-insecure-secret"
     max_body_bytes: int = 16 * 1024 * 1024
@@ -39,6 +43,11 @@ class Settings:
     audit_witness_max_bytes: int = 64 * 1024 * 1024
     audit_head_interval: float = 10.0  # seconds; 0: no timer
     audit_head_sink: str = ""  # "syslog[:/dev/log]" or an http(s) URL: a second home for each head
+
+    @property
+    def public_base_url(self) -> str:
+        """The public base URL without a trailing slash: tokens, Location, paging and the pages use it."""
+        return (self.base_url or DEFAULT_BASE_URL).rstrip("/")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

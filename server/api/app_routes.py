@@ -8,7 +8,6 @@ https://hl7.org/fhir/smart-app-launch/app-launch.html
 
 from __future__ import annotations
 
-import json
 import logging
 import urllib.parse
 from typing import Any
@@ -136,22 +135,19 @@ def _has_auth() -> bool:
 
 
 def register_client(app: flask.Flask, settings: Settings) -> str | None:
-    """Register the pages as a public client for {base}/app/callback when the public base URL is configured.
+    """Register the pages as a public client for {public base}/app/callback; return the URI when it was new.
 
-    The redirect URI comes only from configuration (REHABFHIR_BASE_URL), never from a request's Host
-    header, which a caller controls. Without a configured base, register it with the CLI:
-    `rehabfhir client add rehabfhir-web --client-id rehabfhir-web --public --redirect-uri URL --scope "..."`.
+    The redirect URI comes only from configuration (REHABFHIR_BASE_URL, or `rehabfhir serve`'s
+    http://HOST:PORT), never from a request's Host header, which a caller controls. A client
+    registered earlier under another base URL gets this one added (the operator moved the server).
     """
     ext = app.extensions.get("rehabfhir.auth")
-    if ext is None or not settings.base_url:
+    if ext is None:
         return None
-    origin = urllib.parse.urlsplit(settings.base_url)
+    origin = urllib.parse.urlsplit(settings.public_base_url)
     redirect_uri = f"{origin.scheme}://{origin.netloc}/app/callback"
-    existing = ext.store.client(CLIENT_NAME)
-    if existing is not None:
-        if redirect_uri not in json.loads(existing.redirect_uris or "[]"):
-            log.warning("client %s is registered without %s; add it with the CLI", CLIENT_NAME, redirect_uri)
-        return None
+    if ext.store.client(CLIENT_NAME) is not None:
+        return redirect_uri if ext.store.add_redirect_uri(CLIENT_NAME, redirect_uri) else None
     try:
         ext.store.add_client(
             CLIENT_NAME, REQUESTED_SCOPES, "public", redirect_uris=[redirect_uri], client_id=CLIENT_NAME

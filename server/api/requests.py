@@ -28,11 +28,8 @@ def settings() -> Settings:
 
 
 def base_url() -> str:
-    """The public base URL: configured, or derived from the request."""
-    configured = settings().base_url
-    if configured:
-        return configured.rstrip("/")
-    return flask.request.host_url.rstrip("/")
+    """The public base URL, from configuration only: a request's Host header is the caller's to choose."""
+    return settings().public_base_url
 
 
 def _drain_and_refuse(limit: int) -> None:

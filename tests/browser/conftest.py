@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from server.api.app_routes import REQUESTED_SCOPES
 from tests.browser.seed import seed
 from tests.conftest import running_server
 
@@ -119,19 +118,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         # The route answers 401 (or 200 on an open server) once /rehab is wired; 404 until then.
         rehab = _status(base + "/rehab/patients/ada/progress") != 404
         if auth:
-            _cli(
-                url,
-                "client",
-                "add",
-                "rehabfhir-web",
-                "--client-id",
-                "rehabfhir-web",
-                "--public",
-                "--redirect-uri",
-                base + "/app/callback",
-                "--scope",
-                REQUESTED_SCOPES,
-            )
+            # No `client add rehabfhir-web`: `rehabfhir serve` registers the pages' client itself.
             _cli(
                 url,
                 "user",

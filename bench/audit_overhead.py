@@ -48,6 +48,9 @@ def serve(database_url: str, audit: str, workers: int, workdir: Path) -> Iterato
     """Run this checkout's `rehabfhir serve` with REHABFHIR_AUDIT=audit; yield its port."""
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "REHABFHIR_AUDIT": audit, "PYTHONPATH": str(REPO)}
+    # The audit witness file goes to the temp directory, not into the checkout (cwd).
+    witness = Path(tempfile.gettempdir()) / f"rehabfhir-bench-witness-{abs(hash(database_url))}.jsonl"
+    env.setdefault("REHABFHIR_AUDIT_WITNESS", str(witness))
     log = (workdir / f"server-{audit}.log").open("wb")
     proc = subprocess.Popen(
         [

@@ -1,4 +1,4 @@
-"""Audit trail: one IHE BALP AuditEvent per FHIR interaction, in a SHA-256 hash chain.
+"""Audit trail: one IHE BALP AuditEvent per FHIR interaction, in an HMAC-keyed chain.
 
 See server/audit/README.md. https://profiles.ihe.net/ITI/BALP/
 """

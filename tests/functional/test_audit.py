@@ -15,6 +15,7 @@ from server import create_app
 from server.fhir.access import AccessContext
 from server.settings import Settings
 from tests.conftest import FhirClient
+from tests.conftest import witness_path
 
 
 def events(app: Any, *, auth: bool = False) -> list[dict[str, Any]]:
@@ -417,7 +418,14 @@ class ScopedContext(AccessContext):
 
 @pytest.fixture(scope="session")
 def scoped_app(database_url: str) -> Any:
-    app = create_app(Settings(database_url=database_url, testing=True, base_url="http://testserver/fhir"))
+    settings = Settings(
+        database_url=database_url,
+        testing=True,
+        base_url="http://testserver/fhir",
+        audit_witness=witness_path(database_url),  # the session app's witness, not one in the checkout
+        audit_head_interval=0,
+    )
+    app = create_app(settings)
     worker = app.extensions.get("rehabfhir.export_worker")
     if worker is not None:  # one export worker per database is enough (the session app's)
         worker.stop()

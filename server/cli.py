@@ -126,8 +126,13 @@ from server.bulk.load import load_command as _load; cli.add_command(_load)  # no
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli()
+    """Console-script entry point: a setting that cannot be used stops it with a one-line message."""
+    from server.settings import SettingsError
+
+    try:
+        cli()
+    except SettingsError as exc:
+        raise SystemExit(f"rehabfhir: {exc}") from None
 
 
 if __name__ == "__main__":

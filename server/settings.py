@@ -1,48 +1,174 @@
-"""Settings, each declared once with its environment name, parser and default."""
+"""Settings, each declared once: environment name, type (its parser), default and meaning.
+
+README's configuration table is generated from these declarations
+(`python scripts/settings_table.py --write`); a test keeps the two equal.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
+from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("rehabfhir.settings")
+
+PREFIX = "REHABFHIR_"
+DEFAULT_BASE_URL = "http://127.0.0.1:8080"  # `rehabfhir serve`'s default --host and --port
+DEV_SECRET = "dev-insecure-secret"
+MODES = ("development", "production")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used (bad value, or unsafe in production)."""
 
 
 def _bool(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    word = value.strip().lower()
+    if word not in _TRUE | _FALSE:
+        raise ValueError(f"expected one of {', '.join(sorted(_TRUE | _FALSE))}")
+    return word in _TRUE
 
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8080"  # `rehabfhir serve`'s default --host and --port
+PARSERS: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": float, "bool": _bool}
 
 
 def _default_database_url() -> str:
     return "sqlite:///" + os.path.join(os.getcwd(), "rehabfhir.db")
 
 
+def setting(env: str, default: Any, meaning: str, *, shown: str | None = None) -> Any:
+    """Declare a setting: its environment variable, default and meaning (README's text).
+
+    `default` may be a zero-argument callable (computed when Settings is built); `shown` is how
+    README writes a default that is not a plain value.
+    """
+    metadata = {"env": env, "meaning": meaning, "shown": shown}
+    if callable(default):
+        return dataclasses.field(default_factory=default, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the app factory needs; tests build one directly."""
 
-    database_url: str = dataclasses.field(default_factory=_default_database_url)
-    # Public base URL of the FHIR endpoint (scheme://host[:port][/path]); empty: `rehabfhir serve`
-    # uses http://HOST:PORT, anything else DEFAULT_BASE_URL. Never taken from a request's Host header.
-    base_url: str = ""
-    secret_key: str = "dev-insecure-secret"
-    max_body_bytes: int = 16 * 1024 * 1024
-    default_page_size: int = 20
-    max_page_size: int = 1000
-    max_bundle_entries: int = 10_000
-    testing: bool = False
-    auto_migrate: bool = True
+    mode: str = setting(
+        "REHABFHIR_MODE",
+        "development",
+        "`development` or `production`; production refuses to start with the development secret key",
+    )
+    database_url: str = setting(
+        "DATABASE_URL",
+        _default_database_url,
+        "`postgresql+psycopg://user@host/db` for PostgreSQL",
+        shown="`sqlite:///./rehabfhir.db`",
+    )
+    base_url: str = setting(
+        "REHABFHIR_BASE_URL",
+        "",
+        "public base URL written into tokens, `Location`, `fullUrl`, paging links and the pages' client"
+        " (set it behind a proxy); never taken from the request",
+        shown=f"`http://HOST:PORT` of `rehabfhir serve`, else `{DEFAULT_BASE_URL}`",
+    )
+    secret_key: str = setting(
+        "REHABFHIR_SECRET_KEY",
+        DEV_SECRET,
+        "signing secret (sessions, the signing keys kept in the database, the audit chain by default)",
+        shown="a development value",
+    )
+    max_body_bytes: int = setting(
+        "REHABFHIR_MAX_BODY_BYTES", 16 * 1024 * 1024, "larger request bodies get 413"
+    )
+    default_page_size: int = setting("REHABFHIR_DEFAULT_PAGE_SIZE", 20, "`_count` when a search gives none")
+    max_page_size: int = setting("REHABFHIR_MAX_PAGE_SIZE", 1000, "largest `_count` honoured")
+    max_bundle_entries: int = setting(
+        "REHABFHIR_MAX_BUNDLE_ENTRIES", 10_000, "a batch or transaction with more entries gets 413"
+    )
+    testing: bool = setting("REHABFHIR_TESTING", False, "test mode (export files in a temporary directory)")
+    auto_migrate: bool = setting(
+        "REHABFHIR_AUTO_MIGRATE", True, "migrate on app start (off in the Docker image, which migrates once)"
+    )
     # Audit trail (server/audit/README.md). The key links and signs the chain: keep it out of the
-    # database's reach. Empty: the secret key; key id empty: derived from the key.
-    audit_key: str = ""
-    audit_key_id: str = ""
-    audit_retired_keys: str = ""  # "id=secret id=secret …": keys of older records (rotation)
-    audit_witness: str = ""  # empty: next to the SQLite file, or in the working directory for PostgreSQL
-    audit_witness_max_bytes: int = 64 * 1024 * 1024
-    audit_head_interval: float = 10.0  # seconds; 0: no timer
-    audit_head_sink: str = ""  # "syslog[:/dev/log]" or an http(s) URL: a second home for each head
+    # database's reach.
+    audit: bool = setting(
+        "REHABFHIR_AUDIT", True, "write the audit trail; `off` only for benchmarks (nothing is audited)"
+    )
+    audit_key: str = setting(
+        "REHABFHIR_AUDIT_KEY",
+        "",
+        "HMAC key of the audit chain and its signed heads; keep it where the database role cannot read it",
+        shown="the secret key",
+    )
+    audit_key_id: str = setting(
+        "REHABFHIR_AUDIT_KEY_ID",
+        "",
+        "id recorded with each audit record and head (rotation)",
+        shown="derived from the key",
+    )
+    audit_retired_keys: str = setting(
+        "REHABFHIR_AUDIT_RETIRED_KEYS",
+        "",
+        "`id=secret id=secret …`: earlier audit keys, so verify still checks older records",
+    )
+    audit_witness: str = setting(
+        "REHABFHIR_AUDIT_WITNESS",
+        "",
+        "append-only file of signed audit heads, outside the database (share it between hosts,"
+        " or rely on the timer)",
+        shown="`<sqlite file>-audit-witness.jsonl`; PostgreSQL: `./rehabfhir-audit-witness-<db>.jsonl`",
+    )
+    audit_witness_max_bytes: int = setting(
+        "REHABFHIR_AUDIT_WITNESS_MAX_BYTES",
+        64 * 1024 * 1024,
+        "the witness is rotated to `<file>.<seq>` past this size",
+    )
+    audit_head_interval: float = setting(
+        "REHABFHIR_AUDIT_HEAD_INTERVAL",
+        10.0,
+        "seconds between republishing the newest signed head to the witness (0: off)",
+    )
+    audit_head_sink: str = setting(
+        "REHABFHIR_AUDIT_HEAD_SINK",
+        "",
+        "second home for each head: `syslog[:/dev/log]` or an `http(s)://` URL (POSTed JSON, best effort)",
+    )
+    # Bulk Data $export (server/bulk).
+    export_dir: str = setting(
+        "REHABFHIR_EXPORT_DIR",
+        "",
+        "where export files are written (must be writable by the server's user)",
+        shown="`./export-files` (tests: a temporary directory)",
+    )
+    export_ttl_hours: float = setting(
+        "REHABFHIR_EXPORT_TTL_HOURS", 24.0, "hours until export files are deleted"
+    )
+    export_worker: bool = setting(
+        "REHABFHIR_EXPORT_WORKER", True, "run an export worker in each server process"
+    )
+    export_poll_seconds: float = setting(
+        "REHABFHIR_EXPORT_POLL_SECONDS", 1.0, "seconds between an idle worker's looks for jobs"
+    )
+    export_stale_seconds: float = setting(
+        "REHABFHIR_EXPORT_STALE_SECONDS", 120.0, "seconds of worker silence after which its job is taken over"
+    )
+    export_cleanup_seconds: float = setting(
+        "REHABFHIR_EXPORT_CLEANUP_SECONDS", 60.0, "seconds between removals of expired export files"
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SettingsError(f"REHABFHIR_MODE must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.mode == "production" and self.secret_key in ("", DEV_SECRET):
+            raise SettingsError(
+                "REHABFHIR_MODE=production needs REHABFHIR_SECRET_KEY (not the development value)"
+            )
 
     @property
     def public_base_url(self) -> str:
@@ -51,28 +177,34 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from the environment; missing values take their defaults."""
+        """Build settings from the environment (missing or empty: the default); warn about unknown names."""
         env = os.environ if environ is None else environ
-        spec: tuple[tuple[str, str, type | object], ...] = (
-            ("database_url", "DATABASE_URL", str),
-            ("base_url", "REHABFHIR_BASE_URL", str),
-            ("secret_key", "REHABFHIR_SECRET_KEY", str),
-            ("max_body_bytes", "REHABFHIR_MAX_BODY_BYTES", int),
-            ("default_page_size", "REHABFHIR_DEFAULT_PAGE_SIZE", int),
-            ("max_page_size", "REHABFHIR_MAX_PAGE_SIZE", int),
-            ("max_bundle_entries", "REHABFHIR_MAX_BUNDLE_ENTRIES", int),
-            ("testing", "REHABFHIR_TESTING", _bool),
-            ("auto_migrate", "REHABFHIR_AUTO_MIGRATE", _bool),
-            ("audit_key", "REHABFHIR_AUDIT_KEY", str),
-            ("audit_key_id", "REHABFHIR_AUDIT_KEY_ID", str),
-            ("audit_retired_keys", "REHABFHIR_AUDIT_RETIRED_KEYS", str),
-            ("audit_witness", "REHABFHIR_AUDIT_WITNESS", str),
-            ("audit_witness_max_bytes", "REHABFHIR_AUDIT_WITNESS_MAX_BYTES", int),
-            ("audit_head_interval", "REHABFHIR_AUDIT_HEAD_INTERVAL", float),
-            ("audit_head_sink", "REHABFHIR_AUDIT_HEAD_SINK", str),
-        )
-        values: dict[str, object] = {}
-        for field, name, parse in spec:
-            if env.get(name):
-                values[field] = parse(env[name])  # type: ignore[operator]
-        return cls(**values)  # type: ignore[arg-type]
+        values: dict[str, Any] = {}
+        for field in declared():
+            raw = env.get(field.metadata["env"])
+            if raw:
+                try:
+                    values[field.name] = PARSERS[str(field.type)](raw)
+                except ValueError as exc:
+                    raise SettingsError(f"{field.metadata['env']}={raw!r}: {exc}") from None
+        for name in unknown_variables(env):
+            close = difflib.get_close_matches(name, environment_names(), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            log.warning("unknown setting %s is ignored%s", name, hint)
+        return cls(**values)
+
+
+def declared() -> tuple[dataclasses.Field[Any], ...]:
+    """Every setting, in declaration order."""
+    return dataclasses.fields(Settings)
+
+
+def environment_names() -> list[str]:
+    """The environment variable of every setting."""
+    return [f.metadata["env"] for f in declared()]
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """REHABFHIR_* variables in the environment that name no setting."""
+    known = set(environment_names())
+    return sorted(name for name in environ if name.startswith(PREFIX) and name not in known)

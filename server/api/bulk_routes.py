@@ -5,9 +5,7 @@ https://hl7.org/fhir/uv/bulkdata/STU2/export.html
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 
 import flask
 import orjson
@@ -72,9 +70,7 @@ def download(job_id: str, name: str) -> flask.Response:
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
     """Register the bulk blueprint and start this process's export worker."""
-    config = BulkConfig.from_env()
-    if settings.testing and not os.environ.get("REHABFHIR_EXPORT_DIR"):
-        config.export_dir = tempfile.mkdtemp(prefix="rehabfhir-export-")  # keep test runs out of the cwd
+    config = BulkConfig.from_settings(settings)
     app.extensions["rehabfhir.bulk"] = config
     app.register_blueprint(bp)
     worker = ExportWorker(app.extensions["rehabfhir.sessions"], config)

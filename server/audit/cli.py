@@ -23,7 +23,7 @@ def _session_and_config() -> Iterator[tuple[Any, Any]]:
     engine = make_engine(settings.database_url)
     session = make_session_factory(engine)()
     try:
-        yield session, AuditSettings.from_env(settings)
+        yield session, AuditSettings.from_settings(settings)
     finally:
         session.close()
         engine.dispose()

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import urllib.parse
-from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import replace
 from typing import Any
@@ -81,10 +79,9 @@ class AuditSettings:
         return 2 * self.head_interval + 5 if self.head_interval > 0 else 60.0
 
     @classmethod
-    def from_env(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> AuditSettings:
-        """REHABFHIR_AUDIT (benchmark-only "off"); the key, witness and timer come from Settings."""
-        env = os.environ if environ is None else environ
-        enabled = env.get("REHABFHIR_AUDIT", "on").strip().lower() not in ("off", "0", "false", "no")
+    def from_settings(cls, settings: Settings) -> AuditSettings:
+        """The audit part of Settings (REHABFHIR_AUDIT*): keyring built, witness path chosen."""
+        enabled = settings.audit
         key = (settings.audit_key or settings.secret_key).encode()
         keyring = chain.Keyring.build(key, settings.audit_key_id, settings.audit_retired_keys)
         path = settings.audit_witness or default_witness_path(settings.database_url)
@@ -407,7 +404,7 @@ def _audit_auth(response: flask.Response) -> flask.Response:
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
     """Register the audit hooks and the AuditEvent blueprint (before the fhir blueprint)."""
-    cfg = AuditSettings.from_env(settings)
+    cfg = AuditSettings.from_settings(settings)
     app.extensions[EXTENSION] = cfg
     from server.audit.routes import bp
 

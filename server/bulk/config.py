@@ -1,22 +1,21 @@
-"""Bulk export settings, each declared once with its environment name and default."""
+"""Bulk export configuration, built from Settings (where each REHABFHIR_EXPORT_* setting is declared)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 
+from server.settings import Settings
 
-def _flag(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+DEFAULT_EXPORT_DIR = "./export-files"
 
 
 @dataclass
 class BulkConfig:
     """Where export files go, how long they live, and how the worker polls."""
 
-    export_dir: str = "./export-files"
+    export_dir: str = DEFAULT_EXPORT_DIR
     ttl: timedelta = timedelta(hours=24)
     worker: bool = True
     poll_seconds: float = 1.0
@@ -24,14 +23,16 @@ class BulkConfig:
     cleanup_seconds: float = 60.0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> BulkConfig:
-        """Read REHABFHIR_EXPORT_* from the environment; missing values take their defaults."""
-        env = os.environ if environ is None else environ
+    def from_settings(cls, settings: Settings) -> BulkConfig:
+        """The export settings; in tests without an export directory, a temporary one (out of the cwd)."""
+        export_dir = settings.export_dir or DEFAULT_EXPORT_DIR
+        if settings.testing and not settings.export_dir:
+            export_dir = tempfile.mkdtemp(prefix="rehabfhir-export-")
         return cls(
-            export_dir=env.get("REHABFHIR_EXPORT_DIR") or "./export-files",
-            ttl=timedelta(hours=float(env.get("REHABFHIR_EXPORT_TTL_HOURS") or 24)),
-            worker=_flag(env.get("REHABFHIR_EXPORT_WORKER") or "1"),
-            poll_seconds=float(env.get("REHABFHIR_EXPORT_POLL_SECONDS") or 1.0),
-            stale_after=timedelta(seconds=float(env.get("REHABFHIR_EXPORT_STALE_SECONDS") or 120)),
-            cleanup_seconds=float(env.get("REHABFHIR_EXPORT_CLEANUP_SECONDS") or 60),
+            export_dir=export_dir,
+            ttl=timedelta(hours=settings.export_ttl_hours),
+            worker=settings.export_worker,
+            poll_seconds=settings.export_poll_seconds,
+            stale_after=timedelta(seconds=settings.export_stale_seconds),
+            cleanup_seconds=settings.export_cleanup_seconds,
         )

@@ -2,7 +2,8 @@
 
 https://hl7.org/fhir/smart-app-launch/app-launch.html#step-6-app-accesses-clinical-data-via-fhir-api
 
-Only /metadata, the /.well-known documents and the /auth endpoints answer without a token;
+Only /metadata, the /.well-known documents, the /auth endpoints, /healthz and /readyz answer
+without a token (and /metrics with REHABFHIR_METRICS_OPEN; else it needs a backend token);
 every other endpoint (the FHIR API and whatever blueprints join later) needs a valid bearer
 token, and the FHIR layer then enforces its scopes through `flask.g.access`.
 """
@@ -22,7 +23,9 @@ from auth.server import Urls
 from auth.store import AuthStore
 from auth.validators import access_context
 from auth.views import bp
+from server.api import ops_routes
 from server.api.requests import base_url
+from server.api.requests import settings
 from server.fhir.access import AccessContext
 from server.fhir.access import check_visible
 from server.settings import Settings
@@ -57,9 +60,17 @@ def build(sessions: object, settings: Settings) -> AuthExtension:
     )
 
 
+def _is_open(endpoint: str | None) -> bool:
+    if endpoint is None or endpoint in OPEN_ENDPOINTS or flask.request.blueprint in OPEN_BLUEPRINTS:
+        return True
+    if endpoint in ops_routes.OPEN_ENDPOINTS:  # /healthz, /readyz, /favicon.ico
+        return True
+    return endpoint == "ops.metrics" and bool(settings().metrics_open)
+
+
 def _protect() -> None:
     endpoint = flask.request.endpoint
-    if endpoint is None or endpoint in OPEN_ENDPOINTS or flask.request.blueprint in OPEN_BLUEPRINTS:
+    if _is_open(endpoint):
         return
     if flask.request.method == "OPTIONS":
         return
@@ -72,6 +83,8 @@ def _protect() -> None:
         flask.g.get("session"),
     )
     flask.g.access = ctx
+    if endpoint == "ops.metrics":
+        ops_routes.check_metrics_access(ctx)
     _check_instance_operation(ctx)
 
 

@@ -61,7 +61,7 @@ def run_gunicorn(bind: str, workers: int, threads: int, settings: Settings | Non
                 "workers": workers,
                 "threads": threads,
                 "worker_class": "gthread",
-                "accesslog": "-",
+                "accesslog": None,  # the app logs each request (JSON, without query strings)
                 "timeout": 120,
             }.items():
                 self.cfg.set(key, value)

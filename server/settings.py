@@ -95,6 +95,20 @@ class Settings:
     auto_migrate: bool = setting(
         "REHABFHIR_AUTO_MIGRATE", True, "migrate on app start (off in the Docker image, which migrates once)"
     )
+    # Operations: logs and metrics (server/api/ops_routes.py).
+    log_format: str = setting(
+        "REHABFHIR_LOG_FORMAT",
+        "json",
+        "`json`: one JSON object per line (request id, client id, interaction, status, duration; never"
+        " resource content, query strings or names); `text`: Python's default format",
+    )
+    log_level: str = setting("REHABFHIR_LOG_LEVEL", "INFO", "`DEBUG`, `INFO`, `WARNING` or `ERROR`")
+    metrics_open: bool = setting(
+        "REHABFHIR_METRICS_OPEN",
+        False,
+        "serve `/metrics` without a token (only where the network already restricts who scrapes);"
+        " off: a backend services token with a `system/` scope",
+    )
     # Audit trail (server/audit/README.md). The key links and signs the chain: keep it out of the
     # database's reach.
     audit: bool = setting(
@@ -165,6 +179,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise SettingsError(f"REHABFHIR_MODE must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.log_format not in ("json", "text"):
+            raise SettingsError(f"REHABFHIR_LOG_FORMAT must be json or text, not {self.log_format!r}")
         if self.mode == "production" and self.secret_key in ("", DEV_SECRET):
             raise SettingsError(
                 "REHABFHIR_MODE=production needs REHABFHIR_SECRET_KEY (not the development value)"

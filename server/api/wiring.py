@@ -48,6 +48,10 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
             session.close()
 
     register_error_handlers(app)
+    # First: its before_request starts the clock and request id before auth and audit run.
+    from server.api import ops_routes
+
+    ops_routes.init_app(app, settings)
     # Extensions: each capability wires itself here, one line each (auth, audit, bulk, rehab).
     # fmt: off
     from server.audit import flask_integration as audit; audit.init_app(app, settings)  # noqa: E702,I001

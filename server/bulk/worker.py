@@ -193,6 +193,10 @@ class ExportWorker:
             self._thread = threading.Thread(target=self._loop, name="rehabfhir-export", daemon=True)
             self._thread.start()
 
+    def alive(self) -> bool:
+        """Return whether the thread is running (False when never started or stopped)."""
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
     def wake(self) -> None:
         """Look for work now instead of at the next poll."""
         self._wake.set()

@@ -26,3 +26,19 @@ def upgrade(engine: sa.Engine, revision: str = "heads") -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+_script_heads: frozenset[str] | None = None
+
+
+def missing_heads(engine: sa.Engine) -> list[str]:
+    """Return the migration heads the database has not reached (empty: at head)."""
+    global _script_heads
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    if _script_heads is None:  # the packaged scripts do not change while the process runs
+        _script_heads = frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+    with engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    return sorted(_script_heads - current)

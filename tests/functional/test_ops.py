@@ -1,0 +1,156 @@
+"""Health, readiness, metrics and request logs: who may call them, what they say, what they never say."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import secrets
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from server import create_app
+from server.api.ops_routes import JsonFormatter
+from server.settings import Settings
+from tests.conftest import client_credentials_token
+from tests.functional.auth_flows import add_app
+from tests.functional.auth_flows import add_user
+from tests.functional.auth_flows import authorize_params
+from tests.functional.auth_flows import bearer
+from tests.functional.auth_flows import exchange
+from tests.functional.auth_flows import get_code
+
+
+def _audit_rows(app: Any) -> int:
+    with app.extensions["rehabfhir.engine"].connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM audit_event")).scalar_one())
+
+
+def _user_token(app: Any) -> str:
+    scope = "openid fhirUser user/Patient.rs"
+    add_user(app, "clin", "practitioner", "Practitioner/pt1")
+    client_id, _ = add_app(app, scope)
+    verifier = secrets.token_urlsafe(48)
+    c = app.test_client()
+    code = get_code(c, authorize_params(client_id, scope, verifier), "clin")["code"]
+    return str(exchange(c, client_id, code, verifier).get_json()["access_token"])
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/favicon.ico"])
+def test_open_endpoints_need_no_token_and_are_not_audited(app: Any, path: str) -> None:
+    before = _audit_rows(app)
+    r = app.test_client().get(path)
+    assert r.status_code == (404 if path == "/favicon.ico" else 200), r.get_data(as_text=True)
+    assert _audit_rows(app) == before
+
+
+def test_readyz_checks_database_migrations_and_export_worker(app: Any) -> None:
+    r = app.test_client().get("/readyz")
+    assert r.get_json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "migrations": "ok", "export_worker": "ok"},
+    }
+
+
+def test_readyz_is_503_while_migrations_are_behind(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.store import migrate
+
+    migrate.missing_heads(app.extensions["rehabfhir.engine"])  # reads the scripts' heads once
+    monkeypatch.setattr(migrate, "_script_heads", migrate._script_heads | {"zz_future"})
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503
+    assert r.get_json()["checks"] == {
+        "database": "ok",
+        "migrations": "behind: zz_future",
+        "export_worker": "ok",
+    }
+    assert app.test_client().get("/healthz").status_code == 200  # the process itself is up
+
+
+def test_readyz_is_503_when_the_database_is_unreachable(
+    app: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone = sa.create_engine(f"sqlite:///{tmp_path}/no/such/dir/x.db")
+    monkeypatch.setitem(app.extensions, "rehabfhir.engine", gone)
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503
+    assert r.get_json()["checks"]["database"] == "unreachable"
+    gone.dispose()
+
+
+def test_readyz_is_503_when_the_export_worker_stopped(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app.extensions["rehabfhir.export_worker"], "alive", lambda: False)
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503
+    assert r.get_json()["checks"]["export_worker"] == "stopped"
+
+
+def test_metrics_needs_a_backend_token(app: Any) -> None:
+    c = app.test_client()
+    assert c.get("/metrics").status_code == 401
+    assert c.get("/metrics", headers=bearer("not-a-token")).status_code == 401
+    r = c.get("/metrics", headers=bearer(_user_token(app)))  # a person's token, even a valid one
+    assert r.status_code == 403
+    assert "system/" in r.get_json()["issue"][0]["diagnostics"]
+
+
+def test_metrics_count_requests_by_interaction_and_status(app: Any, fhir: Any) -> None:
+    pid = fhir.create({"resourceType": "Patient"})["id"]
+    assert fhir.call("GET", f"/Patient/{pid}").status_code == 200
+    assert fhir.call("GET", "/Patient/nope").status_code == 404
+    token = client_credentials_token(app)
+    before = _audit_rows(app)
+    r = app.test_client().get("/metrics", headers=bearer(token))
+    assert r.status_code == 200
+    assert _audit_rows(app) == before  # /metrics is not a FHIR interaction: not audited
+    assert r.mimetype == "text/plain"
+    text = r.get_data(as_text=True)
+    assert 'rehabfhir_http_request_duration_seconds_count{interaction="read",status="200"}' in text
+    assert 'rehabfhir_http_request_duration_seconds_count{interaction="read",status="404"}' in text
+    assert (
+        'rehabfhir_http_request_duration_seconds_bucket{interaction="create",le="0.005",status="201"}' in text
+    )
+    assert 'rehabfhir_db_pool_connections{state="checked_out"}' in text
+    assert "rehabfhir_export_worker_up 1.0" in text
+    assert "# TYPE rehabfhir_export_jobs gauge" in text
+    assert pid not in text  # ids never become labels
+
+
+def test_metrics_open_by_setting(tmp_path: pathlib.Path) -> None:
+    app = create_app(
+        Settings(
+            database_url=f"sqlite:///{tmp_path}/m.db", testing=True, metrics_open=True, export_worker=False
+        )
+    )
+    try:
+        r = app.test_client().get("/metrics")
+        assert r.status_code == 200
+        assert "rehabfhir_export_worker_up 0.0" in r.get_data(as_text=True)
+    finally:
+        app.extensions["rehabfhir.engine"].dispose()
+
+
+def test_each_request_logs_one_json_line_without_content_or_names(
+    app: Any, fhir: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    fhir.create({"resourceType": "Patient", "name": [{"family": "Lovelace", "given": ["Ada"]}]})
+    with caplog.at_level(logging.INFO, logger="rehabfhir.request"):
+        r = fhir.call("GET", "/Patient?family=Lovelace", headers={"X-Request-Id": "probe-42"})
+    assert r.status_code == 200
+    assert r.headers["X-Request-Id"] == "probe-42"
+    records = [rec for rec in caplog.records if getattr(rec, "request_id", None) == "probe-42"]
+    assert len(records) == 1
+    line = JsonFormatter().format(records[0])
+    entry = json.loads(line)
+    assert entry["request_id"] == "probe-42"
+    assert entry["interaction"] == "search-type" and entry["status"] == 200
+    assert entry["route"] == "/<type_>" and entry["resource_type"] == "Patient"
+    assert entry["client_id"] and entry["duration_ms"] >= 0
+    assert "Lovelace" not in line and "Ada" not in line and "family" not in line
+
+
+def test_a_made_up_request_id_is_replaced(app: Any) -> None:
+    r = app.test_client().get("/healthz", headers={"X-Request-Id": "bad id!"})
+    assert r.headers["X-Request-Id"] != "bad id!" and len(r.headers["X-Request-Id"]) == 32

@@ -10,6 +10,7 @@ from typing import Any
 
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
+from server.fhir.operations import registry
 from server.fhir.resources import resource_types
 
 SOFTWARE_VERSION = "0.1.0"
@@ -25,6 +26,11 @@ INTERACTIONS = (
     "create",
     "search-type",
 )
+SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system", "search-system")
+# Operations HL7 defines (their OperationDefinition is http://hl7.org/fhir/OperationDefinition/<Type>-<name>);
+# any other registered operation is ours.
+_STANDARD_OPERATIONS = frozenset({"everything", "validate", "lookup", "translate", "validate-code", "expand"})
+_OWN_DEFINITIONS = "https://rehabfhir.org/fhir/OperationDefinition/"
 
 # Contributors (search, auth, operations) add their parts without this module knowing them.
 _contributors: list[Callable[[dict[str, Any], FhirRequest], None]] = []
@@ -71,13 +77,34 @@ def build(req: FhirRequest) -> dict[str, Any]:
             {
                 "mode": "server",
                 "resource": [_resource_entry(t) for t in resource_types()],
-                "interaction": [{"code": "history-system"}, {"code": "search-system"}],
+                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
             }
         ],
     }
     for func in _contributors:
         func(statement, req)
+    _declare_registered_operations(statement["rest"][0])
     return statement
+
+
+def _definition(type_: str, name: str) -> str:
+    if name in _STANDARD_OPERATIONS:
+        return f"http://hl7.org/fhir/OperationDefinition/{type_ if type_ != '*' else 'Resource'}-{name}"
+    return f"{_OWN_DEFINITIONS}{type_ or 'system'}-{name}"
+
+
+def _declare_registered_operations(rest: dict[str, Any]) -> None:
+    """Declare every registered operation its contributor did not (each at its level, once)."""
+    by_type = {entry["type"]: entry for entry in rest["resource"]}
+    for type_, _instance, name in registry.names():
+        if type_ == "":
+            targets = [rest]
+        else:
+            targets = list(by_type.values()) if type_ == "*" else [by_type[type_]] if type_ in by_type else []
+        for target in targets:
+            declared = target.setdefault("operation", [])
+            if all(op["name"] != name for op in declared):
+                declared.append({"name": name, "definition": _definition(type_, name)})
 
 
 def capability_statement(req: FhirRequest) -> FhirResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_mapping.codes import EXT_SESSION_TIMING
 from server.fhir.access import OPEN
 from server.fhir.http import FhirRequest
 from server.fhir.interactions.bundle import process_bundle
@@ -19,6 +20,10 @@ DATES = ("2026-01-05", "2026-01-19", "2026-02-02", "2026-02-16")
 GRIP_LEFT = (18.0, 21.5, 24.0, 27.5)
 GRIP_RIGHT = (30.0, 31.0, 31.5, 32.0)
 TUG = (16.4, 14.2, 12.9, 11.1)
+# Written but not counted by progress (listed under `excluded`): a preliminary TUG and a pain of 42
+# on the 0-10 scale.
+TUG_PRELIMINARY = ("2026-02-23", 9.8)
+PAIN_OUT_OF_RANGE = ("2026-02-20T10:00:00Z", 42)
 
 
 def _obs(
@@ -153,8 +158,11 @@ def resources() -> list[dict[str, Any]]:
             "period": {"start": "2026-02-16T09:00:00Z", "end": "2026-02-16T09:45:00Z"},
         }
     )
-    pains = (("pain-before", "2026-02-16T09:00:00Z", 6), ("pain-after", "2026-02-16T09:45:00Z", 3))
-    for oid, when, value in pains:
+    pains = (
+        ("pain-before", "2026-02-16T09:00:00Z", 6, "pre-treatment"),
+        ("pain-after", "2026-02-16T09:45:00Z", 3, "post-treatment"),
+    )
+    for oid, when, value, timing in pains:
         pain = _obs(
             "ada",
             oid,
@@ -167,7 +175,27 @@ def resources() -> list[dict[str, Any]]:
             category="survey",
         )
         pain["encounter"] = {"reference": "Encounter/visit-1"}
+        # as POST /rehab/sessions writes them: before and after treatment, a within-session pair
+        pain["extension"] = [{"url": EXT_SESSION_TIMING, "valueCode": timing}]
         out.append(pain)
+    when, value = PAIN_OUT_OF_RANGE
+    out.append(
+        _obs(
+            "ada",
+            "pain-typo",
+            "72514-3",
+            "Pain severity 0-10 [Score] - Reported",
+            when,
+            value,
+            "{score}",
+            "{score}",
+            category="survey",
+        )
+    )
+    when, value = TUG_PRELIMINARY
+    tug = _obs("ada", "tug-prelim", "89423-8", "Timed Up and Go", when, value, "s", "s")
+    tug["status"] = "preliminary"
+    out.append(tug)
     out.append(
         {
             "resourceType": "Procedure",

@@ -10,14 +10,17 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from fhir_mapping import analytics
+from fhir_mapping.observations import build_observation
 from tests.browser.conftest import Site
 from tests.browser.conftest import failed_requests
 from tests.browser.conftest import shot
 from tests.browser.conftest import sign_in
 from tests.browser.seed import DATES
 from tests.browser.seed import GRIP_LEFT
-from tests.browser.seed import GRIP_RIGHT
+from tests.browser.seed import PAIN_OUT_OF_RANGE
 from tests.browser.seed import TUG
+from tests.browser.seed import TUG_PRELIMINARY
 from tests.browser.seed import XSS_NAME
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
@@ -66,23 +69,74 @@ def test_patient_view_charts_seeded_series(page: Any, site: Site) -> None:
     sign_in(page, site, "/app/patients/ada", site.clinician)
     page.locator("figure.measure").first.wait_for()
     assert page.inner_text("#patient-name") == "Ada Lovelace"
-    tug = page.locator("figure.measure", has_text="Timed Up and Go")
+    tug = page.locator("figure.measure[data-measure=tug_time]")
+    # the preliminary TUG (TUG_PRELIMINARY) is not a point: four, in time order
     assert tug.locator("svg.chart circle.point").count() == len(TUG)
     assert tug.locator("svg.chart line.target").count() == 1  # goal target from Goal/goal-tug
     assert tug.locator("svg.chart line.baseline").count() == 1
-    table_values = tug.locator("table tbody td.num").all_inner_texts()[::2]
-    assert table_values == [f"{v:.1f}" for v in TUG]
-    grip = page.locator(".sided", has_text="Grip strength")
+    assert tug.locator("td[data-col=date]").all_inner_texts() == list(DATES)
+    assert tug.locator("td[data-col=value]").all_inner_texts() == [f"{v:.1f}" for v in TUG]
+    assert "Series: longitudinal · no method, device, position or protocol recorded" in tug.inner_text()
+    # change 11.1 - 16.4 = -5.3 s, -5.3 / 16.4 = -32.3 %
+    assert "baseline 16.4 s · latest 11.1 s · change −5.3 (−32.3 %)" in tug.locator(".summary").inner_text()
+    # least squares on days x = 0, 14, 28, 42 (mean 21) and y = 16.4, 14.2, 12.9, 11.1 (mean 13.65):
+    # Sxy = -21 x 2.75 - 7 x 0.55 + 7 x -0.75 + 21 x -2.55 = -120.4, Sxx = 441 + 49 + 49 + 441 = 980,
+    # slope = -0.12286 s/day = -3.69 s per 30 days; fitted change = slope x 42 days = -5.16 s;
+    # TUG has no MDC or MCID in the catalog, so the slope's sign decides: improving (lower is better)
+    assert tug.locator(".trend").inner_text() == (
+        "Trend: improving — least-squares slope −3.69 s per 30 days over all 4 points; "
+        "fitted change −5.16 s (no MDC or MCID known: the slope's sign decides)"
+    )
+    assert tug.locator(".last-step").inner_text() == "Last step: 12.9 → 11.1 s (−1.8) in 14 days, improving"
+
+    grip = page.locator(".sided[data-measure=grip_strength]")
     assert grip.locator("figure.measure").count() == 2  # left and right side by side
     left = grip.locator("figure.measure[data-side=left]")
     assert left.locator("svg.chart circle.point").count() == len(GRIP_LEFT)
-    # Robinson symmetry index on the latest values: |27.5 - 32| / 29.75 x 100 = 15.1 %
-    assert "Asymmetry index 15.1 %" in grip.locator("h3").inner_text()
+    # the dial's "kg" is kilogram-force: stored as entered, read as kgf
+    assert left.locator("td[data-col=entered]").all_inner_texts() == [f"{v:g} kg" for v in GRIP_LEFT]
+    # no involved side: the latest same-day pair, 2026-02-16: 27.5 - 32 = -4.5 kgf
+    symmetry = grip.locator(".symmetry-latest")
+    assert symmetry.inner_text() == "Left − right −4.5 kgf (27.5 vs 32 kgf, same-day pair of 2026-02-16)"
+    assert grip.locator("table.pairs tbody tr").count() == len(DATES)  # one pair per seeded day
+    shot(page, "03-patient-progress")
+    # left involved: LSI = 27.5 / 32 x 100 = 85.94 % (shown 85.9), deficit 27.5 - 32 = -4.5 kgf;
+    # the first pair, 2026-01-05: 18 / 30 x 100 = 60 %
+    page.select_option("#involved", "left")
+    expect(symmetry).to_have_text(
+        "Limb symmetry index 85.9 % (left ÷ right: 27.5 ÷ 32 kgf, same-day pair of 2026-02-16); "
+        "deficit −4.5 kgf"
+    )
+    assert page.url.endswith("/app/patients/ada?involved=left")
+    first_pair = grip.locator("table.pairs tbody tr").first.locator("td").all_inner_texts()
+    assert first_pair == ["2026-01-05", "18", "30", "60", "−12"]
+
+    # pain 6 before and 3 after treatment in visit-1 is a within-session change, not a trend:
+    # 3 - 6 = -3 in 45 minutes (09:00 to 09:45); the longitudinal pain series is the 6 alone
+    pain = page.locator("figure.measure[data-measure=pain_nrs]")
+    assert pain.locator("td[data-col=value]").all_inner_texts() == ["6"]
+    assert pain.locator(".trend").inner_text() == "Trend: baseline only (one point)"
+    row = page.locator("#within-table tbody tr")
+    assert row.count() == 1
+    columns = ("session", "pre", "post", "change", "apart")
+    cells = [row.locator(f"td[data-col={c}]").inner_text() for c in columns]
+    assert cells == ["2026-02-16 09:00 UTC", "6", "3", "−3 score, improving", "45 min"]
+    # listed, with the reason, never counted: pain 42 on a 0-10 scale and the preliminary TUG
+    excluded = page.locator("#excluded-table tbody tr")
+    assert excluded.locator("td[data-col=value]").all_inner_texts() == [
+        f"{PAIN_OUT_OF_RANGE[1]} score",
+        f"{TUG_PRELIMINARY[1]} s",
+    ]
+    reasons = excluded.locator("td[data-col=reason]").all_inner_texts()
+    assert reasons == [
+        "42 {score} is outside pain_nrs's range 0-10",
+        "status 'preliminary': only final, amended or corrected results count",
+    ]
     assert "Bridges" in page.inner_text("#program")
     assert "Timed Up and Go under 10 seconds" in page.inner_text("#goals")
     assert "Neuromuscular reeducation" in page.inner_text("#sessions")
     assert page.locator("#session-table tbody tr").first.locator("td.num").all_inner_texts() == ["6", "3"]
-    shot(page, "03-patient-progress")
+    shot(page, "03c-patient-progress-involved-left")
     assert page.console_errors == []
     assert failed_requests(page, site) == []
 
@@ -192,49 +246,27 @@ def _apply_empty(page: Any) -> None:
 
 
 def _progress_payload() -> dict[str, Any]:
-    """A progress answer shaped like GET /rehab/patients/{id}/progress, with hand-picked MCIDs."""
+    """A progress answer computed by the server's own analytics from hand-made findings.
 
-    def measure(
-        key: str,
-        display: str,
-        unit: str,
-        values: tuple[float, ...],
-        side: str | None,
-        mcid: float,
-        direction: str,
-    ) -> dict[str, Any]:
-        series = [
-            {"date": d, "value": v, "observation": f"Observation/{key}-{i}"}
-            for i, (d, v) in enumerate(zip(DATES, values, strict=True))
-        ]
-        change = round(values[-1] - values[0], 4)
-        improvement = change if direction == "higher" else -change
-        return {
-            "measure": key,
-            "display": display,
-            "unit": unit,
-            "side": side,
-            "body_site": None,
-            "direction": direction,
-            "series": series,
-            "baseline": values[0],
-            "latest": values[-1],
-            "change": change,
-            "percent_change": round(change / values[0] * 100, 2),
-            "mcid": mcid,
-            "mcid_kind": "absolute",
-            "mcid_reached": improvement >= mcid,
-            "trend": "improving" if improvement > 0 else "worsening",
-            "asymmetry_index": None,
-        }
-
-    grip_l = measure("grip_strength", "Grip strength", "kg", GRIP_LEFT, "left", 6.5, "higher")
-    grip_r = measure("grip_strength", "Grip strength", "kg", GRIP_RIGHT, "right", 6.5, "higher")
-    grip_l["asymmetry_index"] = grip_r["asymmetry_index"] = 15.13
-    return {
-        "patient": "Patient/ada",
-        "measures": [measure("tug_time", "Timed Up and Go", "s", TUG, None, 3.4, "lower"), grip_l, grip_r],
-    }
+    TUG with a walker (its own series beside the seeded TUG without one), ODI (an MCID in % of
+    baseline) and manual muscle testing left and right (ordinal grades).
+    """
+    findings = [
+        *[("2026-01-05", "tug_time", 24.0, {"unit": "s", "assistive_device": "walker"})],
+        *[("2026-01-19", "tug_time", 21.0, {"unit": "s", "assistive_device": "walker"})],
+        *[(d, "tug_time", v, {"unit": "s"}) for d, v in zip(DATES, TUG, strict=True)],
+        ("2026-01-05", "odi_score", 50, {}),
+        ("2026-02-02", "odi_score", 40, {}),
+        ("2026-01-05", "mmt_grade", "3", {"side": "left", "body_site": "gluteus_medius"}),
+        ("2026-01-05", "mmt_grade", "4", {"side": "right", "body_site": "gluteus_medius"}),
+        ("2026-02-02", "mmt_grade", "4-", {"side": "left", "body_site": "gluteus_medius"}),
+        ("2026-02-02", "mmt_grade", "4", {"side": "right", "body_site": "gluteus_medius"}),
+    ]
+    observations = [
+        (f"Observation/o{i}", build_observation({"measure": key, "value": value, **more}, "ada", date))
+        for i, (date, key, value, more) in enumerate(findings)
+    ]
+    return {"patient": "Patient/ada", **analytics.report(observations)}
 
 
 def test_patient_view_draws_every_part_of_a_progress_answer(page: Any, site: Site) -> None:
@@ -245,16 +277,39 @@ def test_patient_view_draws_every_part_of_a_progress_answer(page: Any, site: Sit
     )
     sign_in(page, site, "/app/patients/ada", site.clinician)
     page.locator("figure.measure").first.wait_for()
-    tug = page.locator("figure.measure", has_text="Timed Up and Go")
-    assert tug.locator("svg.chart circle.point").count() == len(TUG)
-    assert tug.locator("svg.chart line.target").count() == 1, page.failed  # the goal's 10 s target
-    assert tug.locator("svg.chart rect.mcid-band").count() == 1
-    assert tug.locator("table tbody td.num").all_inner_texts()[::2] == [f"{v:.1f}" for v in TUG]
-    assert "MCID 3.4 reached" in tug.locator(".summary").inner_text()
-    grip = page.locator(".sided", has_text="Grip strength")
-    assert grip.locator("figure.measure").count() == 2
-    assert grip.locator("figure.measure").first.get_attribute("data-side") == "left"
-    assert "Asymmetry index 15.1 %" in grip.locator("h3").inner_text()
+    tugs = page.locator("figure.measure[data-measure=tug_time]")
+    assert tugs.count() == 2  # with and without a walker: not one series
+    walker = tugs.filter(has_text="device walker")
+    assert walker.locator("svg.chart circle.point").count() == 2
+    assert walker.locator("svg.chart line.target").count() == 1  # the goal's 10 s target
+    # 21 - 24 = -3 s over 14 days: -3 / 14 x 30 = -6.43 s per 30 days
+    trend = walker.locator(".trend").inner_text()
+    assert "least-squares slope −6.43 s per 30 days over all 2 points" in trend
+    plain = tugs.filter(has_text="no method, device, position or protocol recorded")
+    assert plain.locator("td[data-col=value]").all_inner_texts() == [f"{v:.1f}" for v in TUG]
+
+    odi = page.locator("figure.measure[data-measure=odi_score]")
+    # MCID 18 % of the baseline 50 = 9 points; 40 - 50 = -10 (-20 %): 20 % >= 18 %, reached
+    assert "change −10 (−20 %) · MCID 18 % of baseline reached" in odi.locator(".summary").inner_text()
+    assert odi.locator("svg.chart rect.mcid-band").count() == 1
+    assert odi.locator("tfoot td.num").inner_text() == "9"
+    # fitted change over two points = the change, -10, against the MCID of 9 points: improving
+    assert "fitted change −10 score against the MCID of 9 score" in odi.locator(".trend").inner_text()
+
+    mmt = page.locator(".sided[data-measure=mmt_grade]")
+    assert mmt.locator("figure.measure").first.get_attribute("data-side") == "left"
+    assert mmt.locator("svg.chart").count() == 0  # grades are not drawn as numbers
+    left = mmt.locator("figure.measure[data-side=left]")
+    # Oxford scale 0, 1, 1+, 2-, 2, 2+, 3-, 3, 3+, 4-, ...: 3 -> 4- is two grade steps
+    step = left.locator(".last-step").inner_text()
+    assert step == "Last step: grade 3 → 4- (+2 steps) in 28 days, improving"
+    assert "Mann-Kendall S +1 over 1 pairs of points" in left.locator(".trend").inner_text()
+    # same-day pair 2026-02-02: 4- vs 4 is one step weaker on the left
+    assert mmt.locator(".symmetry-latest").inner_text() == (
+        "Left − right −1 grade steps (grades 4- and 4, same-day pair of 2026-02-02)"
+    )
+    assert "Every recorded point counts" in page.inner_text("#excluded")
+    assert "No values recorded before and after treatment" in page.inner_text("#within-session")
     assert "Timed Up and Go under 10 seconds" in page.inner_text("#goals")
     pain = page.locator("#session-table tbody tr").first.locator("td.num").all_inner_texts()
     assert pain == ["6", "3"]  # before, after

@@ -50,6 +50,14 @@ export function fmtDate(value) {
   return value.length <= 10 ? d.toISOString().slice(0, 10) : d.toISOString().slice(0, 16).replace("T", " ");
 }
 
+/** A recorded date or dateTime as written, with its zone: "2026-11-20 23:00 -05:00", "2026-02-16 09:00 UTC". */
+export function fmtWhen(value) {
+  const text = String(value || "");
+  const m = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})(?::\d{2}(?:\.\d+)?)?(Z|[+-]\d{2}:\d{2})?$/.exec(text);
+  if (!m) return text;
+  return `${m[1]} ${m[2]}${m[3] ? " " + (m[3] === "Z" ? "UTC" : m[3]) : ""}`;
+}
+
 export function fmtNum(value, digits = 1) {
   if (value === null || value === undefined || value === "") return "";
   const n = Number(value);
@@ -57,9 +65,9 @@ export function fmtNum(value, digits = 1) {
   return Number.isInteger(n) ? String(n) : n.toFixed(digits);
 }
 
-/** A UCUM unit for people: annotations lose their braces ({score} -> score). */
+/** A UCUM unit for people: annotations lose their braces ({score} -> score), [lbf_av] reads lbf. */
 export function unitLabel(unit) {
-  return String(unit || "").replace(/\{([^}]*)\}/g, "$1");
+  return String(unit || "").replace(/\{([^}]*)\}/g, "$1").replace(/\[([^\]_]*)(?:_[^\]]*)?\]/g, "$1");
 }
 
 export function humanName(patient) {

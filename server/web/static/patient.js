@@ -1,55 +1,73 @@
-// Clinician view: per measure a chart with baseline, goal target and MCID band (left/right side by side),
-// the active exercise program, goals and recent sessions; every chart has a table beside it.
+// Clinician view of GET /rehab/patients/{id}/progress: one chart and table per comparable series (what
+// defines it, points in time order, change, trend and last step), the left/right symmetry of sided series
+// (same-day pairs only), the within-session before/after changes and the points that were not counted;
+// then the active exercise program, goals and recent sessions.
 import { domainOf, lineChart, mcidEdge } from "./chart.js";
-import { fmtDate, fmtNum, h, humanName, replace, state, unitLabel } from "./dom.js";
+import { fmtDate, fmtNum, fmtWhen, h, humanName, replace, state, unitLabel } from "./dom.js";
 import { api, ApiError } from "./smart.js";
 
 const pick = (obj, ...names) => { for (const n of names) if (obj && obj[n] !== undefined && obj[n] !== null) return obj[n]; return undefined; };
-const num = (v) => (v && typeof v === "object" ? num(pick(v, "value", "score")) : v === undefined || v === null || v === "" ? NaN : Number(v));
+const num = (v) => (v === undefined || v === null || v === "" ? NaN : Number(v));
+const signed = (v, digits) => (v > 0 ? "+" : v < 0 ? "−" : "") + fmtNum(Math.abs(v), digits);
+const SIDES = ["left", "right"];
 
-function codeKeys(m) {
-  const keys = new Set();
-  for (const c of [].concat(pick(m, "codes", "coding") || [], pick(m, "code") ? [pick(m, "code")] : [])) {
-    if (typeof c === "string") keys.add(c);
-    else if (c && c.code) keys.add(c.code);
-    else if (c && c.coding) c.coding.forEach((x) => keys.add(x.code));
-  }
-  for (const n of ["measure", "key", "id", "loinc", "snomed"]) if (typeof m[n] === "string") keys.add(m[n]);
-  return keys;
-}
-
-/** Normalise one measure from GET /rehab/patients/{id}/progress. */
+/** Normalise one series entry of the progress answer (`measures[]`). */
 export function normaliseMeasure(m) {
-  const series = (pick(m, "series", "values", "points", "observations") || []).map((p) => ({
-    date: pick(p, "date", "effective", "effectiveDateTime", "time", "when"),
-    value: num(pick(p, "value", "valueQuantity", "score")),
-    observation: pick(p, "observation", "reference", "id"),
-  })).filter((p) => p.date && Number.isFinite(p.value)).sort((a, b) => new Date(a.date) - new Date(b.date));
-  const direction = String(pick(m, "direction", "improvement", "better", "improves") || "higher").toLowerCase();
+  const ordinal = m.scale === "ordinal";
+  const series = (m.series || []).map((p) => ({
+    date: p.date,
+    instant: p.instant || p.date,
+    value: ordinal ? pick(p, "grade", "value") : num(p.value),
+    entered: p.entered || null,
+    observation: p.observation,
+  })).filter((p) => p.instant && (ordinal || Number.isFinite(p.value)));
+  // the server orders by instant; a stable sort on the instant keeps that order whatever the input
+  series.sort((a, b) => new Date(a.instant) - new Date(b.instant));
+  const baseline = ordinal ? m.baseline : num(m.baseline);
+  const percent = m.mcid_kind === "percent";
+  const mcid = num(m.mcid);
   return {
     raw: m,
-    keys: codeKeys(m),
-    label: pick(m, "display", "label", "name", "text", "measure") || "Measure",
-    unit: unitLabel(pick(m, "unit", "ucum", "units") || ""),
-    side: (pick(m, "side", "laterality") || "").toString().toLowerCase() || null,
-    group: pick(m, "group", "measure", "key", "code") || pick(m, "display", "label"),
+    key: m.measure,
+    keys: new Set([m.measure]),
+    label: m.display || m.measure || "Measure",
+    unit: unitLabel(m.unit || ""),
+    side: m.side || null,
+    ordinal,
     series,
-    baseline: num(pick(m, "baseline")),
-    latest: num(pick(m, "latest")),
-    change: num(pick(m, "change")),
-    pctChange: num(pick(m, "percent_change", "pct_change", "change_percent", "percentChange")),
-    mcid: num(pick(m, "mcid", "MCID")),
-    mcidReached: pick(m, "mcid_reached", "mcidReached", "clinically_important"),
-    direction: direction.startsWith("lower") || direction.startsWith("decrease") || direction === "down" ? "lower" : "higher",
-    trend: pick(m, "trend", "status", "interpretation") || "",
-    asymmetry: num(pick(m, "asymmetry_index", "asymmetry", "lsi", "asymmetryIndex")),
+    baseline,
+    latest: ordinal ? m.latest : num(m.latest),
+    change: num(m.change),
+    pctChange: num(m.percent_change),
+    mcid,
+    mcidPercent: percent,
+    // the MCID in the measure's unit (a percent MCID is a share of the baseline)
+    mcidAbs: percent && Number.isFinite(mcid) && Number.isFinite(baseline) ? (mcid * Math.abs(baseline)) / 100 : mcid,
+    mcidReached: m.mcid_reached,
+    mdc: num(m.mdc),
+    direction: m.direction === "lower" ? "lower" : m.direction === "higher" ? "higher" : null,
+    trend: m.trend || null,
+    trendDetail: m.trend_detail || null,
+    lastStep: m.last_step || null,
+    symmetry: m.symmetry || null,
   };
 }
 
 function measuresOf(progress) {
-  const list = Array.isArray(progress) ? progress : pick(progress || {}, "measures", "series", "results") || [];
-  if (!Array.isArray(list)) return Object.entries(list).map(([k, v]) => normaliseMeasure({ measure: k, ...v }));
-  return list.map(normaliseMeasure).filter((m) => m.series.length);
+  return ((progress && progress.measures) || []).map(normaliseMeasure).filter((m) => m.series.length);
+}
+
+/** What makes a series' values comparable, as a clinician reads it. */
+export function definedBy(entry) {
+  const d = entry.defined_by || {};
+  const bits = [d.context || "longitudinal"];
+  if (entry.side) bits.push(entry.side);
+  if (entry.body_site) bits.push("site " + String(entry.body_site).replace(/_/g, " "));
+  const named = [["method", d.method], ["device", d.assistive_device], ["position", d.position], ["protocol", d.protocol]]
+    .filter(([, v]) => v);
+  for (const [name, value] of named) bits.push(`${name} ${value}`);
+  if (!named.length) bits.push("no method, device, position or protocol recorded");
+  return bits.join(" · ");
 }
 
 function goalTarget(goals, measure) {
@@ -65,72 +83,214 @@ function goalTarget(goals, measure) {
   return NaN;
 }
 
+function withUnit(value, unit) { return `${value}${unit ? " " + unit : ""}`; }
+
 function summaryLine(m) {
   const bits = [];
-  if (Number.isFinite(m.baseline)) bits.push(`baseline ${fmtNum(m.baseline)}`);
-  if (Number.isFinite(m.latest)) bits.push(`latest ${fmtNum(m.latest)}`);
-  if (Number.isFinite(m.change)) bits.push(`change ${m.change > 0 ? "+" : ""}${fmtNum(m.change)}${Number.isFinite(m.pctChange) ? ` (${m.pctChange > 0 ? "+" : ""}${fmtNum(m.pctChange)} %)` : ""}`);
-  if (Number.isFinite(m.mcid)) bits.push(`MCID ${fmtNum(m.mcid)} ${m.mcidReached === true ? "reached" : m.mcidReached === false ? "not reached" : ""}`.trim());
-  if (m.trend) bits.push(String(m.trend));
+  if (m.ordinal) {
+    bits.push(`baseline grade ${m.baseline}`, `latest grade ${m.latest}`);
+    if (Number.isFinite(num(m.raw.grade_steps))) bits.push(`${signed(m.raw.grade_steps)} grade steps`);
+    return bits.join(" · ");
+  }
+  bits.push(`baseline ${withUnit(fmtNum(m.baseline), m.unit)}`, `latest ${withUnit(fmtNum(m.latest), m.unit)}`);
+  if (Number.isFinite(m.change)) {
+    bits.push(`change ${signed(m.change)}${Number.isFinite(m.pctChange) ? ` (${signed(m.pctChange)} %)` : ""}`);
+  }
+  if (Number.isFinite(m.mcid)) {
+    const reached = m.mcidReached === true ? " reached" : m.mcidReached === false ? " not reached" : "";
+    bits.push(`MCID ${fmtNum(m.mcid)}${m.mcidPercent ? " % of baseline" : ""}${reached}`);
+  }
+  if (Number.isFinite(m.mdc)) bits.push(`MDC ${withUnit(fmtNum(m.mdc), m.unit)}`);
   return bits.join(" · ");
 }
 
-function dataTable(m, target) {
-  return h("table", { class: "data compact" },
-    h("caption", null, `${m.label}${m.side ? " (" + m.side + ")" : ""} — values`),
-    h("thead", null, h("tr", null, h("th", { scope: "col" }, "Date"), h("th", { scope: "col" }, `Value${m.unit ? " (" + m.unit + ")" : ""}`),
-      h("th", { scope: "col" }, "Change from baseline"))),
-    h("tbody", null, m.series.map((p) => h("tr", null,
-      h("td", null, fmtDate(p.date)), h("td", { class: "num" }, fmtNum(p.value)),
-      h("td", { class: "num" }, Number.isFinite(m.baseline) ? signed(p.value - m.baseline) : "")))),
-    h("tfoot", null,
-      Number.isFinite(m.baseline) ? h("tr", null, h("th", { scope: "row" }, "Baseline"), h("td", { class: "num" }, fmtNum(m.baseline)), h("td")) : null,
-      Number.isFinite(target) ? h("tr", null, h("th", { scope: "row" }, "Goal target"), h("td", { class: "num" }, fmtNum(target)), h("td")) : null,
-      Number.isFinite(m.mcid) ? h("tr", null, h("th", { scope: "row" }, "MCID"), h("td", { class: "num" }, fmtNum(m.mcid)),
-        h("td", null, m.direction === "lower" ? "lower is better" : "higher is better")) : null));
+/** The trend verdict and how it was reached. */
+export function trendText(m) {
+  const d = m.trendDetail;
+  if (m.trend === "baseline only") return "Trend: baseline only (one point)";
+  if (!d) return m.trend ? `Trend: ${m.trend}` : "Trend: not rated";
+  if (d.reason) return `Trend: not rated (${d.reason})`;
+  const verdict = m.trend || "not rated (this measure has no better direction)";
+  if (m.ordinal) return `Trend: ${verdict} — Mann-Kendall S ${signed(d.s)} over ${d.pairs} pairs of points`;
+  const against = Number.isFinite(num(d.threshold))
+    ? `against the ${d.threshold_kind} of ${withUnit(fmtNum(d.threshold, 2), m.unit)}`
+    : "(no MDC or MCID known: the slope's sign decides)";
+  return `Trend: ${verdict} — least-squares slope ${withUnit(signed(d.slope_per_30_days, 2), m.unit)} per 30 days over all ` +
+    `${m.series.length} points; fitted change ${withUnit(signed(d.fitted_change, 2), m.unit)} ${against}`;
 }
 
-function signed(v) { return (v > 0 ? "+" : "") + fmtNum(v); }
+function span(days) {
+  if (!Number.isFinite(days)) return "";
+  if (days >= 1) return `${fmtNum(days)} day${days === 1 ? "" : "s"}`;
+  return `${fmtNum(days * 1440, 0)} min`;
+}
+
+export function lastStepText(m) {
+  const s = m.lastStep;
+  if (!s) return null;
+  const move = m.ordinal
+    ? `grade ${s.from} → ${s.to} (${signed(s.grade_steps)} steps)`
+    : `${fmtNum(s.from)} → ${withUnit(fmtNum(s.to), m.unit)} (${signed(s.change)})`;
+  return `Last step: ${move} in ${span(num(s.days))}, ${s.direction}`;
+}
+
+function dataTable(m, target) {
+  const entered = m.series.some((p) => p.entered);
+  const cols = ["Date (as recorded)", m.ordinal ? "Grade" : `Value${m.unit ? " (" + m.unit + ")" : ""}`];
+  if (entered) cols.push("Entered as");
+  if (!m.ordinal) cols.push("Change from baseline");
+  return h("table", { class: "data compact values" },
+    h("caption", null, `${m.label}${m.side ? " (" + m.side + ")" : ""} — values in time order`),
+    h("thead", null, h("tr", null, cols.map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", null, m.series.map((p) => h("tr", null,
+      h("td", { "data-col": "date", title: "instant " + p.instant }, fmtWhen(p.date)),
+      h("td", { class: "num", "data-col": "value" }, m.ordinal ? String(p.value) : fmtNum(p.value)),
+      entered ? h("td", { "data-col": "entered" }, p.entered ? `${fmtNum(p.entered.value)} ${unitLabel(p.entered.unit)}` : "") : null,
+      m.ordinal ? null : h("td", { class: "num", "data-col": "change" }, signed(p.value - m.baseline))))),
+    m.ordinal ? null : h("tfoot", null,
+      Number.isFinite(target) ? h("tr", null, h("th", { scope: "row" }, "Goal target"), h("td", { class: "num" }, fmtNum(target))) : null,
+      Number.isFinite(m.mcid) ? h("tr", null, h("th", { scope: "row" }, "MCID"),
+        h("td", { class: "num" }, fmtNum(m.mcidAbs)),
+        h("td", { colspan: entered ? 2 : 1 }, m.direction === "lower" ? "lower is better" : "higher is better")) : null));
+}
 
 function measureFigure(m, goals, domain) {
-  const target = goalTarget(goals, m);
-  return h("figure", { class: "measure", "data-measure": m.label, "data-side": m.side || "" },
-    h("figcaption", null, h("strong", null, m.label + (m.side ? " — " + m.side : "")), h("span", { class: "summary" }, summaryLine(m))),
+  const target = m.ordinal ? NaN : goalTarget(goals, m);
+  const chartPoints = m.series.map((p) => ({ date: p.instant, value: p.value }));
+  return h("figure", { class: "measure", "data-measure": m.key, "data-side": m.side || "" },
+    h("figcaption", null,
+      h("strong", null, m.label + (m.side ? " — " + m.side : "")),
+      h("span", { class: "defined-by" }, "Series: " + definedBy(m.raw)),
+      h("span", { class: "summary" }, summaryLine(m)),
+      h("span", { class: "trend", "data-trend": m.trend || "" }, trendText(m)),
+      m.lastStep ? h("span", { class: "last-step" }, lastStepText(m)) : null),
     h("div", { class: "chart-and-table" },
-      h("div", { class: "chart-box" },
-        lineChart({ label: m.label + (m.side ? " " + m.side : ""), unit: m.unit, points: m.series, baseline: m.baseline,
-          target, mcid: m.mcid, direction: m.direction, domain }),
-        h("ul", { class: "legend", "aria-hidden": "true" },
-          h("li", { class: "series" }, "measured"),
-          Number.isFinite(m.baseline) ? h("li", { class: "baseline" }, "baseline") : null,
-          Number.isFinite(target) ? h("li", { class: "target" }, "goal target") : null,
-          Number.isFinite(m.mcid) && Number.isFinite(m.baseline) ? h("li", { class: "band" }, "within MCID of baseline") : null)),
+      m.ordinal ? h("p", { class: "note" }, "Ordinal grades: compared in grade steps, not drawn or subtracted as numbers.") :
+        h("div", { class: "chart-box" },
+          lineChart({ label: m.label + (m.side ? " " + m.side : ""), unit: m.unit, points: chartPoints, baseline: m.baseline,
+            target, mcid: m.mcidAbs, direction: m.direction, domain }),
+          h("ul", { class: "legend", "aria-hidden": "true" },
+            h("li", { class: "series" }, "measured"),
+            h("li", { class: "baseline" }, "baseline"),
+            Number.isFinite(target) ? h("li", { class: "target" }, "goal target") : null,
+            Number.isFinite(m.mcidAbs) ? h("li", { class: "band" }, "within MCID of baseline") : null)),
       dataTable(m, target)));
+}
+
+/** The left/right comparison of a sided series pair: same-day pairs only, each with its date. */
+export function symmetryBlock(sym, unit) {
+  if (!sym) return null;
+  const latest = sym.latest;
+  const inv = sym.involved;
+  const other = inv === "left" ? "right" : "left";
+  let headline;
+  if (!latest) headline = "No same-day left/right pair: values from different days are not compared.";
+  else if (latest.grade_steps_left_minus_right !== undefined) {
+    headline = `Left − right ${signed(latest.grade_steps_left_minus_right)} grade steps (grades ${latest.left} and ${latest.right}, same-day pair of ${latest.date})`;
+  } else if (inv && Number.isFinite(num(latest.lsi))) {
+    headline = `Limb symmetry index ${fmtNum(latest.lsi)} % (${inv} ÷ ${other}: ${fmtNum(latest[inv])} ÷ ${withUnit(fmtNum(latest[other]), unit)}` +
+      `, same-day pair of ${latest.date}); deficit ${withUnit(signed(latest.deficit), unit)}`;
+  } else if (inv) {
+    headline = `Deficit ${withUnit(signed(latest.deficit), unit)} (${inv} − ${other}: ${fmtNum(latest[inv])} − ${withUnit(fmtNum(latest[other]), unit)}` +
+      `, same-day pair of ${latest.date}); no ratio for signed values`;
+  } else {
+    headline = `Left − right ${withUnit(signed(latest.left_minus_right), unit)} (${fmtNum(latest.left)} vs ${withUnit(fmtNum(latest.right), unit)}` +
+      `, same-day pair of ${latest.date})`;
+  }
+  const first = (sym.pairs || [])[0] || {};
+  const extra = first.grade_steps_left_minus_right !== undefined ? [["Left − right (grade steps)", (p) => signed(p.grade_steps_left_minus_right)]]
+    : inv ? [["LSI %", (p) => (Number.isFinite(num(p.lsi)) ? fmtNum(p.lsi) : "—")], [`Deficit (${inv} − ${other})`, (p) => signed(p.deficit)]]
+      : [["Left − right", (p) => signed(p.left_minus_right)]];
+  return h("div", { class: "symmetry", "data-involved": inv || "" },
+    h("p", { class: "symmetry-latest" }, headline),
+    sym.note ? h("p", { class: "note" }, sym.note) : null,
+    (sym.pairs || []).length ? h("table", { class: "data compact pairs" },
+      h("caption", null, `Same-day left/right pairs${unit ? " (" + unit + ")" : ""}`),
+      h("thead", null, h("tr", null, ["Date", "Left", "Right", ...extra.map(([t]) => t)].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", null, sym.pairs.map((p) => h("tr", null,
+        h("td", null, p.date), h("td", { class: "num" }, fmtNum(p.left)), h("td", { class: "num" }, fmtNum(p.right)),
+        extra.map(([, f]) => h("td", { class: "num" }, f(p))))))) : null);
 }
 
 function renderMeasures(measures, goals) {
   const box = document.getElementById("measures");
+  document.getElementById("involved-box").hidden = !measures.some((m) => m.symmetry);
   if (!measures.length) {
     replace(box, h("p", { class: "state empty" }, "No measurements recorded yet. Assessments sent to /rehab/assessments, or coded Observations from the EHR, appear here."));
     return;
   }
+  // left and right of one series definition side by side, with their symmetry; everything else on its own
   const groups = new Map();
-  for (const m of measures) {
-    const key = m.side ? `${m.label}|sided` : `${m.label}|${m.side || ""}|${groups.size}`;
+  measures.forEach((m, i) => {
+    const d = m.raw.defined_by || {};
+    const key = m.symmetry && SIDES.includes(m.side) ? JSON.stringify([m.key, m.raw.body_site, d]) : i;
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(m);
-  }
+  });
   replace(box, [...groups.values()].map((group) => {
-    if (group.length === 1 && !group[0].side) return measureFigure(group[0], goals);
-    group.sort((a, b) => (a.side === "left" ? -1 : b.side === "left" ? 1 : 0));
-    const all = group.flatMap((m) => [m.baseline, goalTarget(goals, m), mcidEdge(m.baseline, m.mcid, m.direction)]);
-    const domain = domainOf(group.flatMap((m) => m.series), all);
-    const asym = group.map((m) => m.asymmetry).find((v) => Number.isFinite(v));
-    return h("div", { class: "sided" },
-      h("h3", null, group[0].label,
-        Number.isFinite(asym) ? h("span", { class: "asymmetry", "data-asymmetry": fmtNum(asym) }, ` Asymmetry index ${fmtNum(asym)} %`) : null),
+    if (group.length === 1 && !group[0].symmetry) return measureFigure(group[0], goals);
+    group.sort((a, b) => SIDES.indexOf(a.side) - SIDES.indexOf(b.side));
+    const all = group.flatMap((m) => [m.baseline, goalTarget(goals, m), mcidEdge(m.baseline, m.mcidAbs, m.direction)]);
+    const domain = group[0].ordinal ? undefined : domainOf(group.flatMap((m) => m.series), all);
+    return h("div", { class: "sided", "data-measure": group[0].key },
+      h("h3", null, group[0].label),
+      symmetryBlock(group[0].symmetry, group[0].unit),
       h("div", { class: "side-by-side" }, group.map((m) => measureFigure(m, goals, domain))));
   }));
+}
+
+function pointCell(p) {
+  return p ? fmtNum(p.value) : "—";
+}
+
+function renderWithin(blocks) {
+  const box = document.getElementById("within-session");
+  const rows = blocks.flatMap((b) => (b.sessions || []).map((s) => ({ b, s })));
+  if (!rows.length) {
+    replace(box, h("p", { class: "state empty" }, "No values recorded before and after treatment within a session."));
+    return;
+  }
+  replace(box, h("table", { class: "data", id: "within-table" },
+    h("caption", { class: "visually-hidden" }, "Within-session change"),
+    h("thead", null, h("tr", null, ["Measure", "Session", "Before", "After", "Change", "Time apart"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", null, rows.map(({ b, s }) => {
+      const unit = unitLabel(b.unit || "");
+      const when = (s.pre || s.post || {}).date;
+      return h("tr", { "data-measure": b.measure },
+        h("td", null, h("span", null, b.display || b.measure), h("br"), h("small", { class: "defined-by" }, definedBy(b))),
+        h("td", { "data-col": "session" }, fmtWhen(when)),
+        h("td", { class: "num", "data-col": "pre" }, pointCell(s.pre)),
+        h("td", { class: "num", "data-col": "post" }, pointCell(s.post)),
+        h("td", { "data-col": "change" }, Number.isFinite(num(s.change)) ? `${withUnit(signed(s.change), unit)}, ${s.direction}` : "no before/after pair"),
+        h("td", { "data-col": "apart" }, Number.isFinite(num(s.minutes_apart)) ? `${fmtNum(s.minutes_apart)} min` : ""));
+    }))));
+}
+
+function renderExcluded(excluded, names) {
+  const box = document.getElementById("excluded");
+  if (!excluded.length) {
+    replace(box, h("p", { class: "state empty" }, "Every recorded point counts: none was left out."));
+    return;
+  }
+  replace(box, h("table", { class: "data", id: "excluded-table" },
+    h("caption", { class: "visually-hidden" }, "Points not counted, with the reason"),
+    h("thead", null, h("tr", null, ["Measure", "Date", "Value", "Status", "Why it does not count"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", null, excluded.map((e) => h("tr", { "data-observation": e.observation || "" },
+      h("td", null, names.get(e.measure) || e.measure),
+      h("td", { "data-col": "date" }, e.date ? fmtWhen(e.date) : "—"),
+      h("td", { "data-col": "value" }, e.value === null || e.value === undefined ? "—" : `${fmtNum(e.value)} ${unitLabel(e.unit || "")}`.trim()),
+      h("td", { "data-col": "status" }, e.status || ""),
+      h("td", { "data-col": "reason" }, e.reason))))));
+}
+
+/** Draw the whole progress answer; returns the normalised series (the goals table reads them). */
+function renderProgress(progress, goals) {
+  const measures = measuresOf(progress);
+  const names = new Map([...(progress.measures || []), ...(progress.within_session || [])].map((m) => [m.measure, m.display]));
+  renderMeasures(measures, goals);
+  renderWithin(progress.within_session || []);
+  renderExcluded(progress.excluded || [], names);
+  return measures;
 }
 
 const extOf = (node, suffix) => ((node && node.extension) || []).find((x) => x.url && x.url.endsWith("/" + suffix));
@@ -301,8 +461,12 @@ export async function start() {
   const q = encodeURIComponent(id);
   const none = () => ({ entry: [] });
   const settle = (p) => p.then((ok) => ({ ok }), (err) => ({ err }));
+  const select = document.getElementById("involved");
+  const asked = new URLSearchParams(location.search).get("involved");
+  select.value = SIDES.includes(asked) ? asked : "";
+  const progressOf = () => api(`/rehab/patients/${q}/progress${select.value ? "?involved=" + select.value : ""}`);
   const [progress, plans, goals, encounters] = await Promise.all([
-    settle(api(`/rehab/patients/${q}/progress`)),
+    settle(progressOf()),
     settle(optional(api(`/CarePlan?patient=${q}&status=active&_count=50`), none)),
     settle(optional(api(`/Goal?patient=${q}&_count=50`), none)),
     settle(optional(api(`/Encounter?patient=${q}&_sort=-date&_count=5`), none)),
@@ -327,8 +491,23 @@ export async function start() {
     observations = resources(obs, "Observation");
   }
   const goalList = resources(goals.ok, "Goal");
-  const measures = progress.ok ? measuresOf(progress.ok) : [];
-  if (progress.ok) renderMeasures(measures, goalList);
+  const measures = progress.ok ? renderProgress(progress.ok, goalList) : [];
+  // the involved side turns left - right into the limb symmetry index (involved / uninvolved)
+  select.addEventListener("change", async () => {
+    const url = new URL(location.href);
+    if (select.value) url.searchParams.set("involved", select.value);
+    else url.searchParams.delete("involved");
+    history.replaceState(null, "", url);
+    const box = document.getElementById("measures");
+    box.setAttribute("aria-busy", "true");
+    try {
+      renderProgress(await progressOf(), goalList);
+    } catch (err) {
+      replace(box, h("p", { class: "state error" }, "Progress could not be loaded: " + err.message));
+    } finally {
+      box.removeAttribute("aria-busy");
+    }
+  });
   renderProgram(resources(plans.ok, "CarePlan"));
   renderGoals(goalList, measures);
   renderSessions(encounterList, procedures, observations);

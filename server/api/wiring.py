@@ -52,6 +52,7 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
     from server.api import ops_routes
 
     ops_routes.init_app(app, settings)
+    use_rehab_terminology()
     # Extensions: each capability wires itself here, one line each (auth, audit, bulk, rehab).
     # fmt: off
     from server.audit import flask_integration as audit; audit.init_app(app, settings)  # noqa: E702,I001
@@ -61,3 +62,16 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
     from server.api import rehab_routes; rehab_routes.init_app(app, settings)  # noqa: E702,I001
     # fmt: on
     app.register_blueprint(fhir_bp)
+
+
+def use_rehab_terminology() -> None:
+    """Answer $lookup and $translate from the rehab catalog (server.fhir does not import fhir_mapping)."""
+    from fhir_mapping import codes
+    from fhir_mapping import terminology
+    from server.fhir.operations import terminology as operations
+
+    operations.use(
+        operations.Terminology(
+            terminology.lookup, terminology.translate, terminology.resources, codes.PT_CONCEPTMAP
+        )
+    )

@@ -177,7 +177,9 @@ def test_practitioner_picks_the_patient(app: Any, fhir: Any) -> None:
         data={"step": "pick", "csrf_token": hidden(picker, "csrf_token"), "patient": ids["other"]},
     )
     consent = r.get_data(as_text=True)
-    assert "Rehab Tracker" in consent and "Read, search Observation records of the selected patient" in consent
+    assert (
+        "Rehab Tracker" in consent and "Read, search Observation records of the selected patient" in consent
+    )
     r = c.post(
         "/auth/authorize",
         data={"step": "consent", "csrf_token": hidden(consent, "csrf_token"), "decision": "approve"},

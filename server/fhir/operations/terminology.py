@@ -1,22 +1,24 @@
 """Our CodeSystems, ValueSets and ConceptMap as resources; CodeSystem/$lookup and ConceptMap/$translate.
 
-The resources are built from the rehab measure catalog (fhir_mapping.terminology) and
-seeded with `seed` (PUT with fixed ids, only when missing or changed); the two operations
-answer from the catalog itself, so they work before seeding and never drift from it.
+The resources are built from the rehab measure catalog (fhir_mapping.terminology, handed in
+by the app's composition through `use`: server.fhir does not import fhir_mapping) and seeded
+with `seed` (PUT with fixed ids, only when missing or changed); the two operations answer from
+the catalog itself, so they work before seeding and never drift from it.
 https://hl7.org/fhir/R4B/codesystem-operation-lookup.html
 https://hl7.org/fhir/R4B/conceptmap-operation-translate.html
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from fhir_mapping import codes
-from fhir_mapping import terminology
 from server.errors import InvalidRequestError
 from server.errors import NotFoundError
+from server.errors import NotSupportedError
 from server.fhir.access import AccessContext
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
@@ -25,6 +27,30 @@ from server.fhir.operations.registry import register
 from server.fhir.repository import FhirRepository
 
 _JSON = {"Content-Type": "application/fhir+json"}
+
+
+@dataclass(frozen=True)
+class Terminology:
+    """Where the concepts come from: lookup, translate, the resources to seed, the ConceptMap's URL."""
+
+    lookup: Callable[[str, str], dict[str, Any] | None]
+    translate: Callable[[str, str, str | None], list[dict[str, Any]]]
+    resources: Callable[[], list[dict[str, Any]]]
+    concept_map_url: str
+
+
+_source: list[Terminology] = []
+
+
+def use(source: Terminology) -> None:
+    """Answer $lookup, $translate and `seed` from this source (set once by the app's composition)."""
+    _source[:] = [source]
+
+
+def _terminology() -> Terminology:
+    if not _source:
+        raise NotSupportedError("This server has no terminology source configured")
+    return _source[0]
 
 
 def _params(req: FhirRequest) -> dict[str, Any]:
@@ -64,7 +90,7 @@ def lookup(
     """Answer CodeSystem/$lookup for our codes and the standard codes we send."""
     ctx.require("CodeSystem", "r")
     system, code = _required(_params(req), "system", "code")
-    found = terminology.lookup(system, code)
+    found = _terminology().lookup(system, code)
     if found is None:
         raise NotFoundError(f"Code {code!r} is not known in {system}", expression=("code",))
     parameters: list[dict[str, Any]] = [
@@ -88,13 +114,12 @@ def _translate(ctx: AccessContext, req: FhirRequest, id_: str | None) -> FhirRes
     ctx.require("ConceptMap", "r")
     params = _params(req)
     url = params.get("url") or params.get("conceptMap")
-    if (id_ is not None and id_ != "pt-measures-to-standard") or (url and url != codes.PT_CONCEPTMAP):
-        raise NotFoundError(
-            f"Unknown ConceptMap {id_ or url}; this server translates with {codes.PT_CONCEPTMAP}"
-        )
+    concept_map_url = _terminology().concept_map_url
+    if (id_ is not None and id_ != "pt-measures-to-standard") or (url and url != concept_map_url):
+        raise NotFoundError(f"Unknown ConceptMap {id_ or url}; this server translates with {concept_map_url}")
     system, code = _required(params, "system", "code")
     target = params.get("targetsystem") or params.get("targetSystem")
-    matches = terminology.translate(system, code, target if isinstance(target, str) else None)
+    matches = _terminology().translate(system, code, target if isinstance(target, str) else None)
     parameters: list[dict[str, Any]] = [{"name": "result", "valueBoolean": bool(matches)}]
     if not matches:
         parameters.append({"name": "message", "valueString": f"No mapping for {system}|{code}"})
@@ -105,7 +130,7 @@ def _translate(ctx: AccessContext, req: FhirRequest, id_: str | None) -> FhirRes
                 "part": [
                     {"name": "equivalence", "valueCode": m["equivalence"]},
                     {"name": "concept", "valueCoding": m["concept"]},
-                    {"name": "source", "valueUri": codes.PT_CONCEPTMAP},
+                    {"name": "source", "valueUri": concept_map_url},
                 ],
             }
         )
@@ -139,7 +164,7 @@ def _same(stored: str | None, resource: dict[str, Any]) -> bool:
 def seed(repo: FhirRepository, ctx: AccessContext, req: FhirRequest) -> list[str]:
     """Store every terminology resource that is missing or changed; return what was written."""
     written = []
-    for resource in terminology.resources():
+    for resource in _terminology().resources():
         type_, id_ = resource["resourceType"], resource["id"]
         stored = repo.read_resource(type_, id_)
         if stored is not None and not stored.deleted and _same(stored.body, resource):

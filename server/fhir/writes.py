@@ -15,6 +15,7 @@ from server.fhir.outcomes import information
 from server.fhir.repository import StoredResource
 from server.fhir.repository import WriteRequest
 from server.fhir.resources import validate
+from server.fhir.validation import enforce
 
 
 def new_id() -> str:
@@ -23,10 +24,15 @@ def new_id() -> str:
 
 
 def prepare_write(type_: str, resource: Any) -> WriteRequest:
-    """Validate the resource and derive its search index rows and compartments."""
+    """Validate the resource and derive its search index rows and compartments.
+
+    Every write goes through here: the model (structure, types), then required bindings,
+    error invariants and reference target types (server.fhir.validation).
+    """
     from server.fhir.search import indexing
 
     checked = validate(type_, resource)
+    enforce(type_, checked)
     return indexing.prepare(checked)
 
 

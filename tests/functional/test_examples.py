@@ -24,6 +24,25 @@ PACKAGE = "hl7.fhir.r4b.examples-4.3.0.tgz"
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "examples"
 
 
+# Official examples that break a rule of the specification itself, so every write refuses them
+# (tests/functional/test_validation_spec.py checks each is refused for exactly this reason).
+KNOWN_INVALID = {
+    ("Bundle", "conceptmaps"): "cmd-1",  # narrower/inexact map targets without a comment
+    ("ConceptMap", "cm-administrative-gender-v2"): "cmd-1",
+    ("ConceptMap", "cm-contact-point-use-v2"): "cmd-1",
+    ("ConceptMap", "cm-name-use-v2"): "cmd-1",
+    ("CodeSystem", "therapy-relationship-type"): "csd-1",  # code indicated-only-before twice
+    ("Questionnaire", "qs1"): "que-2",  # duplicate linkIds
+    ("StructureDefinition", "Definition"): "sdf-4",  # logical models without a baseDefinition
+    ("StructureDefinition", "Event"): "sdf-4",
+    ("StructureDefinition", "FiveWs"): "sdf-4",
+    ("StructureDefinition", "Request"): "sdf-4",
+    ("DeviceMetric", "example"): "MSG_REFERENCE_TYPE",  # parent -> DeviceDefinition; R4B allows Device
+    ("EvidenceVariable", "example-Wardlaw2014Analysis1.16.3EvidenceSet"): "MSG_REFERENCE_TYPE",
+    ("Observation", "clinical-gender"): "MSG_REFERENCE_TYPE",  # performer -> Encounter
+}
+
+
 def _package() -> pathlib.Path | None:
     path = CACHE / PACKAGE
     if not path.exists() and shutil.which("npm"):
@@ -71,7 +90,9 @@ def _load() -> list[dict[str, Any]]:
     return accepted
 
 
-EXAMPLES = _load()
+ALL_EXAMPLES = _load()
+EXAMPLES = [d for d in ALL_EXAMPLES if (d["resourceType"], d["id"]) not in KNOWN_INVALID]
+INVALID_EXAMPLES = [d for d in ALL_EXAMPLES if (d["resourceType"], d["id"]) in KNOWN_INVALID]
 
 
 def strip_meta(doc: dict[str, Any]) -> dict[str, Any]:

@@ -23,8 +23,10 @@ from server.fhir.repository import FhirRepository
 from server.fhir.resources import _loc_to_expression
 from server.fhir.resources import check_id
 from server.fhir.resources import check_type
+from server.fhir.validation import check
 
 MODES = ("create", "update", "delete")
+_RANK = {"fatal": 0, "error": 1, "warning": 2, "information": 3}
 
 
 def _arguments(req: FhirRequest) -> tuple[Any, str | None, str | None]:
@@ -48,7 +50,7 @@ def _arguments(req: FhirRequest) -> tuple[Any, str | None, str | None]:
 
 
 def resource_issues(type_: str, resource: Any) -> list[dict[str, Any]]:
-    """Return one issue per structural error of the resource, each with its element path."""
+    """Return one issue per error (structure, binding, invariant, reference) and warning, with its path."""
     if not isinstance(resource, dict):
         return [issue("error", "structure", "The resource to validate must be a JSON object")]
     actual = resource.get("resourceType")
@@ -65,7 +67,7 @@ def resource_issues(type_: str, resource: Any) -> list[dict[str, Any]]:
         ]
     except (ValueError, TypeError) as exc:
         return [issue("error", "structure", str(exc))]
-    return []
+    return check(type_, resource, warnings=True)
 
 
 def _mode_issues(mode: str, resource: Any, type_: str, id_: str | None) -> list[dict[str, Any]]:
@@ -120,6 +122,7 @@ def validate_resource(
                 f"Profile {profile} is not checked; validated against the base R4B {type_}",
             )
         )
+    issues.sort(key=lambda i: _RANK.get(i["severity"], 3))  # errors first, then warnings
     if not any(i["severity"] == "error" for i in issues):
         issues.insert(0, issue("information", "informational", f"{type_} is valid (mode {mode or 'none'})"))
     return FhirResponse(200, operation_outcome(issues), {"Content-Type": "application/fhir+json"})

@@ -20,7 +20,9 @@ def cli() -> None:
     """Rehab FHIR backend: serve FHIR R4B and manage its database."""
 
 
-@cli.command()
+# serve and db upgrade build no app before migrating (FlaskGroup's commands would by default):
+# with REHABFHIR_AUTO_MIGRATE=false, as in the Docker image, that app fails on an empty database.
+@cli.command(with_appcontext=False)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="gunicorn worker processes")
@@ -77,7 +79,7 @@ def db() -> None:
     """Database schema commands."""
 
 
-@db.command("upgrade")
+@db.command("upgrade", with_appcontext=False)
 @click.option("--revision", default="heads", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Run the Alembic migrations on DATABASE_URL."""

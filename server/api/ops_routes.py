@@ -1,8 +1,9 @@
 """Blueprint "ops": health, readiness, Prometheus metrics, and one structured log line per request.
 
 - GET /healthz: the process answers (open, never touches the database).
-- GET /readyz: the database answers, its migrations are at head, the export worker runs (open;
-  503 with the failed check otherwise). Neither says more than ok/failed per check.
+- GET /readyz: the database answers, its migrations are at head, the export worker runs and can
+  write its directory (open; 503 with the failed check otherwise). Neither says more than
+  ok/failed per check.
 - GET /metrics: Prometheus text format; a backend services token with a system/ scope, or open
   with REHABFHIR_METRICS_OPEN (the access rule lives with the others, in auth's before_request).
 - /favicon.ico: 404, not a FHIR search (and so not audited as one).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -44,7 +46,7 @@ def healthz() -> flask.Response:
 
 @bp.get("/readyz")
 def readyz() -> flask.Response:
-    """Answer whether this process can serve: database, migrations, export worker."""
+    """Answer whether this process can serve: database, migrations, export worker and directory."""
     checks = readiness(flask.current_app)
     ready = all(v in ("ok", "disabled") for v in checks.values())
     response = flask.jsonify({"status": "ready" if ready else "not ready", "checks": checks})
@@ -87,7 +89,17 @@ def readiness(app: flask.Flask) -> dict[str, str]:
         checks["export_worker"] = "disabled"
     else:
         checks["export_worker"] = "ok" if worker.alive() else "stopped"
+    if config is not None:
+        checks["export_dir"] = "ok" if _writable(config.export_dir) else "not writable"
     return checks
+
+
+def _writable(directory: str) -> bool:
+    """Whether this process can write export files in directory (or create it)."""
+    path = os.path.abspath(directory)
+    while not os.path.exists(path):  # created on the first export: its nearest parent must allow it
+        path = os.path.dirname(path)
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
 def check_metrics_access(ctx: Any) -> None:

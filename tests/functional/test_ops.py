@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 import secrets
 from typing import Any
@@ -50,7 +51,7 @@ def test_readyz_checks_database_migrations_and_export_worker(app: Any) -> None:
     r = app.test_client().get("/readyz")
     assert r.get_json() == {
         "status": "ready",
-        "checks": {"database": "ok", "migrations": "ok", "export_worker": "ok"},
+        "checks": {"database": "ok", "migrations": "ok", "export_worker": "ok", "export_dir": "ok"},
     }
 
 
@@ -65,6 +66,7 @@ def test_readyz_is_503_while_migrations_are_behind(app: Any, monkeypatch: pytest
         "database": "ok",
         "migrations": "behind: zz_future",
         "export_worker": "ok",
+        "export_dir": "ok",
     }
     assert app.test_client().get("/healthz").status_code == 200  # the process itself is up
 
@@ -85,6 +87,21 @@ def test_readyz_is_503_when_the_export_worker_stopped(app: Any, monkeypatch: pyt
     r = app.test_client().get("/readyz")
     assert r.status_code == 503
     assert r.get_json()["checks"]["export_worker"] == "stopped"
+
+
+def test_readyz_is_503_when_the_export_dir_is_not_writable(
+    app: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = app.extensions["rehabfhir.bulk"]
+    monkeypatch.setattr(config, "export_dir", str(tmp_path / "not-yet" / "export"))
+    assert app.test_client().get("/readyz").get_json()["checks"]["export_dir"] == "ok"  # creatable
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(config, "export_dir", str(locked / "export"))
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(locked))  # tests may run as root
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503
+    assert r.get_json()["checks"]["export_dir"] == "not writable"
 
 
 def test_metrics_needs_a_backend_token(app: Any) -> None:

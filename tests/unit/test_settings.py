@@ -138,3 +138,23 @@ def test_the_command_line_stops_with_a_one_line_message(tmp_path: pathlib.Path) 
         "rehabfhir: REHABFHIR_MODE=production needs REHABFHIR_SECRET_KEY (not the development value)"
     ]
     assert not (tmp_path / "x.db").exists()
+
+
+def test_db_upgrade_migrates_an_empty_database_without_auto_migrate(tmp_path: pathlib.Path) -> None:
+    import sqlalchemy as sa
+
+    from server.store.migrate import missing_heads
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REHABFHIR_")}
+    env.update(DATABASE_URL=f"sqlite:///{tmp_path}/x.db", REHABFHIR_AUTO_MIGRATE="false")
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    engine = sa.create_engine(env["DATABASE_URL"])
+    assert missing_heads(engine) == []
+    engine.dispose()

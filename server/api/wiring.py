@@ -60,6 +60,7 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
     from server.api import bulk_routes; bulk_routes.init_app(app, settings)  # noqa: E702,I001
     from server.api import app_routes; app_routes.init_app(app, settings)  # noqa: E702,I001
     from server.api import rehab_routes; rehab_routes.init_app(app, settings)  # noqa: E702,I001
+    from server.api import rehab_docs; rehab_docs.init_app(app, settings)  # noqa: E702,I001
     # fmt: on
     app.register_blueprint(fhir_bp)
 

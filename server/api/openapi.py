@@ -1,0 +1,333 @@
+"""The OpenAPI 3.1 document of the /rehab API, built from the marshmallow schemas and the catalog.
+
+apispec (marshmallow-code, the maintainers of marshmallow itself) turns the request schemas
+into JSON Schema with their validators (enums, lengths, ranges, patterns, required fields,
+unknown fields refused); openapi_schemas adds the catalog's enumerations and rules and the
+answers' shapes. Security is SMART on FHIR's OAuth 2: authorization code (PKCE S256) for
+apps acting for a person, client credentials for backend services, with the scopes each
+endpoint needs. https://spec.openapis.org/oas/v3.1.0 ; https://apispec.readthedocs.io/
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema
+from marshmallow import fields
+
+from fhir_mapping import catalog
+from fhir_mapping import outcomes
+from fhir_mapping import schemas
+from fhir_mapping import sensors
+from fhir_mapping import sessions
+from server.api import openapi_schemas as oas
+from server.api.openapi_examples import EXAMPLES
+
+VERSION = "3.1.0"
+SECURITY = "smart"
+JSON = "application/json"
+FHIR_JSON = "application/fhir+json"
+PREFIXES = ("user", "patient", "system")
+
+# The resource types each POST writes in its transaction (each needs a create grant).
+WRITES: dict[str, tuple[str, ...]] = {
+    "/rehab/assessments": ("Encounter", "Observation"),
+    "/rehab/plans": ("Goal", "CarePlan"),
+    "/rehab/sessions": ("Encounter", "Procedure", "Observation"),
+    "/rehab/outcomes": ("QuestionnaireResponse", "Observation"),
+    "/rehab/sensor-series": ("Device", "Observation"),
+}
+PROGRESS_READS = ("Observation",)
+
+
+class AssessmentView(schemas.AssessmentSchema):
+    """201 to POST /rehab/assessments: the assessment in canonical units and what was written."""
+
+    references = fields.Raw(required=True, metadata={"component": "References"})
+
+
+class PlanView(schemas.PlanSchema):
+    """201 to POST /rehab/plans."""
+
+    references = fields.Raw(required=True, metadata={"component": "References"})
+
+
+class SessionView(sessions.SessionSchema):
+    """201 to POST /rehab/sessions, with the billing units."""
+
+    billing = fields.Raw(required=True, metadata={"component": "Billing"})
+    references = fields.Raw(required=True, metadata={"component": "References"})
+
+
+class OutcomeView(outcomes.OutcomeSchema):
+    """201 to POST /rehab/outcomes, with the score."""
+
+    score = fields.Raw(required=True, metadata={"component": "Score"})
+    references = fields.Raw(required=True, metadata={"component": "References"})
+
+
+class SensorSeriesView(sensors.SensorSeriesSchema):
+    """201 to POST /rehab/sensor-series, with peak/mean/RMS per channel and the symmetry index."""
+
+    summaries = fields.List(fields.Raw(metadata={"component": "SensorSummary"}), required=True)
+    references = fields.Raw(required=True, metadata={"component": "References"})
+
+
+POSTS: dict[str, tuple[type[Schema], type[Schema], str]] = {
+    "/rehab/assessments": (schemas.AssessmentSchema, AssessmentView, "Record an assessment"),
+    "/rehab/plans": (schemas.PlanSchema, PlanView, "Record a plan of care: goals and a home program"),
+    "/rehab/sessions": (sessions.SessionSchema, SessionView, "Record a treatment session"),
+    "/rehab/outcomes": (outcomes.OutcomeSchema, OutcomeView, "Record an outcome instrument"),
+    "/rehab/sensor-series": (sensors.SensorSeriesSchema, SensorSeriesView, "Record a sensor series"),
+}
+
+_VALUE = {
+    "type": ["number", "string"],
+    "description": "A number in `unit` (see Measure for the accepted units and the range), "
+    "or a grade code (a string) for a graded measure",
+}
+# What the field objects cannot say themselves, by (schema class, field name).
+_FIELDS: dict[tuple[type[Schema], str], dict[str, Any]] = {
+    (schemas.MeasuredSchema, "measure"): {"$ref": oas.REF + "Measure"},
+    (schemas.MeasuredSchema, "unit"): {
+        "description": "The unit as entered (one of the measure's accepted units); "
+        "none for a graded measure, optional where the measure has a single unit"
+    },
+    (schemas.MeasuredSchema, "protocol"): {
+        "enum": sorted({p for m in catalog.MEASURES for p in m.protocols}),
+        "description": "Only for measures that name protocols (see Measure)",
+    },
+    (schemas.FindingSchema, "value"): _VALUE,
+    (schemas.GoalSchema, "target"): _VALUE,
+    (outcomes.OutcomeSchema, "instrument"): {"$ref": oas.REF + "Instrument"},
+    (outcomes.OutcomeSchema, "items"): {
+        "propertyNames": {"pattern": "^[1-9][0-9]?$"},
+        "additionalProperties": {"type": "integer"},
+        "description": 'Item id ("1".."n") -> the score given; see Instrument for the items and ranges',
+    },
+}
+
+
+def _field_properties(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """apispec attribute function: the catalog's facts, component references, the patient id form."""
+    extra: dict[str, Any] = {}
+    if isinstance(field, schemas.PatientId):
+        extra = {"pattern": oas.PATIENT_ID, "description": 'A Patient id: "123" or "Patient/123"'}
+    elif field.metadata.get("component"):
+        extra = {"$ref": oas.REF + field.metadata["component"]}
+    else:
+        for (cls, name), props in _FIELDS.items():
+            if isinstance(field.parent, cls) and field.name == name:
+                extra = props
+    if "$ref" in extra:
+        ret.clear()  # a reference stands alone: no `type` or `enum` beside it
+    return dict(extra)
+
+
+def _scopes(letter: str, types: tuple[str, ...]) -> list[dict[str, list[str]]]:
+    """The security requirement: every type with `letter`, under one of the three SMART contexts."""
+    return [{SECURITY: [f"{prefix}/{t}.{letter}" for t in types]} for prefix in PREFIXES]
+
+
+def _all_scopes() -> dict[str, str]:
+    wanted = {(t, "c") for types in WRITES.values() for t in types} | {(t, "s") for t in PROGRESS_READS}
+    acting = {
+        "user": "as the signed-in user",
+        "patient": "of the patient in context",
+        "system": "as a backend",
+    }
+    return {
+        f"{prefix}/{t}.{letter}": f"{'create' if letter == 'c' else 'search'} {t} ({acting[prefix]})"
+        for t, letter in sorted(wanted)
+        for prefix in PREFIXES
+    }
+
+
+def _security_scheme(base: str) -> dict[str, Any]:
+    scopes = _all_scopes()
+    return {
+        "type": "oauth2",
+        "description": "SMART on FHIR (v2 scopes `context/Type.cruds`; a broader grant such as "
+        "`system/*.cruds` or v1 `user/*.write` covers the scopes listed). Apps acting for a person use "
+        "authorization code with PKCE S256 (`code_challenge_method=S256` is required); backend "
+        "services use client credentials (client secret or a signed JWT assertion). Discovery: "
+        f"{base}/.well-known/smart-configuration",
+        "flows": {
+            "authorizationCode": {
+                "authorizationUrl": base + "/auth/authorize",
+                "tokenUrl": base + "/auth/token",
+                "scopes": {k: v for k, v in scopes.items() if not k.startswith("system/")},
+            },
+            "clientCredentials": {
+                "tokenUrl": base + "/auth/token",
+                "scopes": {k: v for k, v in scopes.items() if k.startswith("system/")},
+            },
+        },
+    }
+
+
+def _error(description: str, **headers: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {FHIR_JSON: {"schema": oas.ref("OperationOutcome")}},
+    }
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+_RESPONSES = {
+    "Invalid": _error("Bad input: `expression` names each field (e.g. `findings[0].unit`); nothing stored"),
+    "Unauthenticated": _error(
+        "No valid bearer token",
+        **{"WWW-Authenticate": {"schema": oas.TEXT, "description": "Bearer challenge (RFC 6750)"}},
+    ),
+    "Forbidden": _error("The token's scopes do not cover every resource the request reads or writes"),
+    "NotFound": _error("No such patient, or one the token may not see"),
+    "Unprocessable": _error("A written resource breaks a FHIR rule"),
+    "Error": _error("Any other error (413 too large, 415 not JSON, 429, 500, 503), as an OperationOutcome"),
+}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    names = {"400": "Invalid", "401": "Unauthenticated", "403": "Forbidden", "404": "NotFound"}
+    names |= {"422": "Unprocessable", "default": "Error"}
+    return {c: {"$ref": "#/components/responses/" + names[c]} for c in (*codes, "default")}
+
+
+def _post_operation(path: str, request: str, view: str, summary: str) -> dict[str, Any]:
+    name, example = EXAMPLES[path]
+    return {
+        "operationId": "post" + request,
+        "tags": ["clinic"],
+        "summary": summary,
+        "description": f"One FHIR transaction writing {', '.join(WRITES[path])}: atomic, "
+        "scope-checked and audited like POST / of a Bundle. The answer is the clinic view (values as "
+        "entered, units as UCUM codes) and the `Type/id` of every resource written.",
+        "security": _scopes("c", WRITES[path]),
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "schema": oas.ref(request),
+                    "examples": {"readme": {"summary": name, "value": example}},
+                }
+            },
+        },
+        "responses": {
+            "201": {"description": "Stored", "content": {JSON: {"schema": oas.ref(view)}}},
+            **_errors("400", "401", "403", "422"),
+        },
+    }
+
+
+def _progress_operation() -> dict[str, Any]:
+    return {
+        "operationId": "getProgress",
+        "tags": ["clinic"],
+        "summary": "A patient's progress per measure",
+        "description": "Comparable series by instant with baseline, change, MCID, trend and last "
+        "step; same-day left/right pairs; within-session changes; every point not counted and why. "
+        "Reads only the Observations the token may see.",
+        "security": _scopes("s", PROGRESS_READS),
+        "parameters": [
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9\-.]{1,64}$"},
+            },
+            {
+                "name": "involved",
+                "in": "query",
+                "required": False,
+                "description": "The involved side: adds the limb symmetry index and deficit",
+                "schema": {"enum": ["left", "right"]},
+            },
+        ],
+        "responses": {
+            "200": {"description": "The progress report", "content": {JSON: {"schema": oas.ref("Progress")}}},
+            **_errors("400", "401", "403", "404"),
+        },
+    }
+
+
+def _catalog_operation() -> dict[str, Any]:
+    return {
+        "operationId": "getCatalog",
+        "tags": ["clinic"],
+        "summary": "The measure catalog",
+        "description": "Every measure with its codes (and whether each is sent), units, range, grades, "
+        "side and site rules, MCID and direction. Any valid token.",
+        "security": [{SECURITY: []}],
+        "responses": {
+            "200": {"description": "The catalog", "content": {JSON: {"schema": oas.ref("Catalog")}}},
+            **_errors("401"),
+        },
+    }
+
+
+def _components(spec: APISpec, base: str) -> None:
+    spec.components.schema("Measure", oas.measure_schema())
+    spec.components.schema("Instrument", oas.instrument_schema())
+    spec.components.schema("Finding", {"allOf": oas.measure_rules("value")}, schema=schemas.FindingSchema)
+    spec.components.schema("Goal", {"allOf": oas.measure_rules("target")}, schema=schemas.GoalSchema)
+    spec.components.schema("Outcome", {"allOf": oas.instrument_rules()}, schema=outcomes.OutcomeSchema)
+    for name, build in (
+        ("OperationOutcome", oas.operation_outcome),
+        ("References", oas.references),
+        ("Billing", oas.billing),
+        ("Score", oas.score),
+        ("SensorSummary", oas.summary),
+        ("ProgressPoint", oas.point),
+        ("Progress", oas.progress),
+        ("CatalogEntry", oas.catalog_entry),
+        ("Catalog", oas.catalog_answer),
+    ):
+        spec.components.schema(name, build())
+    for name, response in _RESPONSES.items():
+        spec.components.response(name, response)
+    spec.components.security_scheme(SECURITY, _security_scheme(base))
+
+
+@functools.lru_cache(maxsize=4)
+def _build(base: str) -> dict[str, Any]:
+    plugin = MarshmallowPlugin()
+    spec = APISpec(
+        title="rehabfhir clinic API",
+        version="1",
+        openapi_version=VERSION,
+        plugins=[plugin],
+        info={
+            "summary": "Clinic payloads in, coded FHIR R4B out",
+            "description": "What a physical-therapy clinic's system knows (assessments, plans, sessions, "
+            "outcome instruments, sensor series) goes in as plain JSON and is stored as coded FHIR R4B in "
+            "one transaction; progress comes back per measure. Every error is a FHIR OperationOutcome "
+            "whose `expression` names the field. The FHIR API itself is described by "
+            f"{base}/metadata (CapabilityStatement).",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        servers=[{"url": base}],
+        tags=[{"name": "clinic", "description": "The /rehab endpoints"}],
+    )
+    assert plugin.converter is not None
+    plugin.converter.add_attribute_function(_field_properties)
+    _components(spec, base)
+    for path, (request, view, summary) in POSTS.items():
+        names = []
+        for cls in (request, view):
+            names.append(plugin.converter.schema_name_resolver(cls))
+            if names[-1] not in spec.components.schemas:
+                spec.components.schema(names[-1], schema=cls)
+        spec.path(path=path, operations={"post": _post_operation(path, *names, summary)})
+    spec.path(path="/rehab/patients/{id}/progress", operations={"get": _progress_operation()})
+    spec.path(path="/rehab/catalog", operations={"get": _catalog_operation()})
+    return spec.to_dict()
+
+
+def document(base: str) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document for a server at `base` (built once per base URL)."""
+    return _build(base)

@@ -1,0 +1,151 @@
+"""The /rehab API's OpenAPI 3.1 document: valid, open without a token, not audited, complete;
+every other /rehab endpoint still refuses a missing or bad token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from openapi_spec_validator import validate
+
+from fhir_mapping import catalog
+from fhir_mapping import outcomes
+from server.api import openapi
+from tests.conftest import FhirClient
+from tests.openapi_check import OpenApiCheck
+from tests.openapi_check import checker
+
+SPEC_PATH = "/rehab/openapi.json"
+
+
+def _audit_count(app: Any) -> int:
+    with app.extensions["rehabfhir.engine"].connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM audit_event")).scalar_one())
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(method.upper(), path) for path, item in document["paths"].items() for method in item]
+
+
+def test_document_is_valid_openapi_3_1() -> None:
+    document = openapi.document("https://clinic.example/fhir")
+    validate(document)  # openapi-spec-validator: OpenAPI 3.1 schema and references
+    assert document["openapi"] == "3.1.0"
+    flows = document["components"]["securitySchemes"]["smart"]["flows"]
+    assert flows["authorizationCode"]["authorizationUrl"] == "https://clinic.example/fhir/auth/authorize"
+    assert flows["clientCredentials"]["tokenUrl"] == "https://clinic.example/fhir/auth/token"
+
+
+def test_openapi_json_needs_no_token_and_is_not_audited(app: Any) -> None:
+    client = app.test_client()
+    before = _audit_count(app)
+    r = client.get(SPEC_PATH)
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    assert r.get_json() == openapi.document("http://testserver/fhir")
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+    again = client.get(SPEC_PATH, headers={"If-None-Match": r.headers["ETag"]})
+    assert again.status_code == 304
+    assert client.get(SPEC_PATH, headers={"Authorization": "Bearer not-a-token"}).status_code == 200
+    assert _audit_count(app) == before
+
+
+def test_every_rehab_route_is_documented(app: Any) -> None:
+    document = checker().document
+    served = {
+        (method, rule.rule.replace("<id_>", "{id}"))
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith("rehab.")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert served == set(_operations(document))
+
+
+def test_operations_declare_security_and_errors() -> None:
+    document = checker().document
+    scopes = set(document["components"]["securitySchemes"]["smart"]["flows"]["clientCredentials"]["scopes"])
+    for method, path in _operations(document):
+        op = document["paths"][path][method.lower()]
+        assert op["security"], (method, path)
+        assert {"401", "default"} <= set(op["responses"]), (method, path)
+        for requirement in op["security"]:
+            system = [s for s in requirement["smart"] if s.startswith("system/")]
+            assert set(system) <= scopes
+
+
+def test_enumerations_carry_the_catalog() -> None:
+    schemas = checker().document["components"]["schemas"]
+    assert schemas["Measure"]["enum"] == [m.key for m in catalog.MEASURES]
+    knee = catalog.get("joint_rom_knee_flexion")
+    assert knee is not None
+    line = schemas["Measure"]["x-enum-descriptions"][schemas["Measure"]["enum"].index(knee.key)]
+    assert "unit `deg`" in line and "-20 to 170 deg" in line and "side required" in line
+    assert schemas["Instrument"]["enum"] == list(outcomes.INSTRUMENTS)
+    assert len(schemas["Finding"]["allOf"]) == len(catalog.MEASURES)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"measure": "joint_rom_knee_flexion", "value": 95, "unit": "deg"}, "'side' is a required property"),
+        (
+            {"measure": "joint_rom_knee_flexion", "value": 500, "unit": "deg", "side": "left"},
+            "500 is greater",
+        ),
+        ({"measure": "joint_rom_knee_flexion", "value": 95, "unit": "furlong", "side": "left"}, "'furlong'"),
+        ({"measure": "tug_time", "value": 14, "unit": "s", "side": "left"}, "should not be valid"),
+        ({"measure": "mmt_grade", "value": "6", "side": "left"}, "'6' is not one of"),
+        ({"measure": "pain_nrs", "value": 11}, "11 is greater"),
+        ({"measure": "grip_strength", "value": 50}, "'unit' is a required property"),
+        ({"measure": "no_such_measure", "value": 1}, "'no_such_measure' is not one of"),
+    ],
+    ids=[
+        "side-needed",
+        "range",
+        "unit",
+        "side-forbidden",
+        "grade",
+        "range-no-unit",
+        "unit-needed",
+        "unknown",
+    ],
+)
+def test_finding_rules_refuse_what_the_server_refuses(app: Any, body: dict[str, Any], problem: str) -> None:
+    payload = {"patient": "123", "date": "2026-11-20T10:00:00Z", "findings": [body]}
+    errors = checker().request("POST", "/rehab/assessments", payload)
+    assert any(problem in e for e in errors), errors
+    r = FhirClient(app.test_client()).call(
+        "POST", "/rehab/assessments", payload, content_type="application/json"
+    )
+    assert r.status_code == 400 and r.get_json()["issue"][0]["expression"][0].startswith("findings[0]")
+
+
+@pytest.mark.parametrize(
+    ("items", "problem"),
+    [
+        ({str(i): 3 for i in range(1, 20)}, "does not have enough properties"),
+        ({**{str(i): 3 for i in range(1, 21)}, "21": 3}, "'21' is not one of"),
+        ({**{str(i): 3 for i in range(1, 20)}, "20": 5}, "5 is greater"),
+    ],
+    ids=["missing", "unknown-item", "range"],
+)
+def test_instrument_rules(items: dict[str, int], problem: str) -> None:
+    payload = {"patient": "123", "date": "2026-11-20", "instrument": "lefs", "items": items}
+    errors = checker().request("POST", "/rehab/outcomes", payload)
+    assert any(problem in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "header", [None, "Bearer not-a-token", "Basic Zm9vOmJhcg=="], ids=["none", "bad", "basic"]
+)
+def test_other_rehab_endpoints_refuse_a_missing_or_bad_token(app: Any, header: str | None) -> None:
+    client = app.test_client()
+    check: OpenApiCheck = checker()
+    for method, path in _operations(check.document):
+        url = path.replace("{id}", "123")
+        headers = {"Authorization": header} if header else {}
+        r = client.open(url, method=method, json={} if method == "POST" else None, headers=headers)
+        assert r.status_code == 401, (method, url, r.status_code)
+        assert r.get_json(force=True)["issue"][0]["code"] == "login"
+        assert "WWW-Authenticate" in r.headers
+        assert check.response(method, url, 401, r.content_type, r.get_json(force=True)) == []

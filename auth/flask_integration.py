@@ -3,7 +3,7 @@
 https://hl7.org/fhir/smart-app-launch/app-launch.html#step-6-app-accesses-clinical-data-via-fhir-api
 
 Only /metadata, the /.well-known documents, the /auth endpoints, /healthz, /readyz and the
-/rehab API's description (/rehab/openapi.json) answer without a token (and /metrics with
+/rehab API's description (/rehab/openapi.json, /rehab/docs) answer without a token (and /metrics with
 REHABFHIR_METRICS_OPEN; else it needs a backend token); every other endpoint (the FHIR API,
 the rest of /rehab and whatever blueprints join later) needs a valid bearer token, and the
 FHIR layer then enforces its scopes through `flask.g.access`.
@@ -32,7 +32,7 @@ from server.fhir.access import check_visible
 from server.settings import Settings
 
 # The /rehab API's description (no patient data; see server/api/rehab_docs.py) is open too.
-OPEN_ENDPOINTS = frozenset({"fhir.metadata", "static", "rehab_docs.openapi_json"})
+OPEN_ENDPOINTS = frozenset({"fhir.metadata", "static", "rehab_docs.openapi_json", "rehab_docs.docs"})
 # Blueprints that answer without a token: the auth endpoints themselves and the static
 # pages of the "app" blueprint (a SMART public client that signs in through /auth/authorize).
 OPEN_BLUEPRINTS = frozenset({"auth", "app"})

@@ -64,8 +64,8 @@ PAGES = {
 
 
 @bp.after_request
-def _security_headers(resp: flask.Response) -> flask.Response:
-    """Send a strict CSP and the usual hardening headers with every /app/ response."""
+def security_headers(resp: flask.Response) -> flask.Response:
+    """Send a strict CSP and the usual hardening headers with every /app/ response (and /rehab/docs)."""
     resp.headers["Content-Security-Policy"] = CSP
     resp.headers["X-Content-Type-Options"] = "nosniff"
     resp.headers["X-Frame-Options"] = "DENY"

@@ -3,6 +3,7 @@ every other /rehab endpoint still refuses a missing or bad token."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from openapi_spec_validator import validate
 from fhir_mapping import catalog
 from fhir_mapping import outcomes
 from server.api import openapi
+from server.api.app_routes import CSP
 from tests.conftest import FhirClient
 from tests.openapi_check import OpenApiCheck
 from tests.openapi_check import checker
@@ -47,6 +49,21 @@ def test_openapi_json_needs_no_token_and_is_not_audited(app: Any) -> None:
     again = client.get(SPEC_PATH, headers={"If-None-Match": r.headers["ETag"]})
     assert again.status_code == 304
     assert client.get(SPEC_PATH, headers={"Authorization": "Bearer not-a-token"}).status_code == 200
+    assert _audit_count(app) == before
+
+
+def test_docs_page_needs_no_token_and_loads_only_our_files(app: Any) -> None:
+    client = app.test_client()
+    before = _audit_count(app)
+    r = client.get("/rehab/docs")
+    assert r.status_code == 200 and r.mimetype == "text/html"
+    assert r.headers["Content-Security-Policy"] == CSP
+    page = r.get_data(as_text=True)
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert sources and all(s.startswith("/") and not s.startswith("//") for s in sources), sources
+    assert 'data-spec="/rehab/openapi.json"' in page and "<script>" not in page
+    for source in sources:
+        assert client.get(source).status_code == 200, source
     assert _audit_count(app) == before
 
 

@@ -10,6 +10,7 @@ import functools
 import re
 from typing import Any
 
+import orjson
 from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing import Resource
@@ -80,3 +81,16 @@ class OpenApiCheck:
 def checker() -> OpenApiCheck:
     """The checker for the document as the test apps serve it."""
     return OpenApiCheck(openapi.document(BASE))
+
+
+def check_answer(method: str, path: str, status: int, content_type: str, body: bytes) -> None:
+    """Fail unless a /rehab answer is declared for its operation and its body validates (else: skip).
+
+    Documented operations only: the description endpoints themselves, and paths /rehab does not
+    serve (404s of the router), are not in the document.
+    """
+    check = checker()
+    if check.operation(method, path) is None:
+        return
+    problems = check.response(method, path, status, content_type, orjson.loads(body))
+    assert problems == [], f"{method} {path} -> {status}: the answer is off its declared schema: {problems}"

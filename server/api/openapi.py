@@ -40,7 +40,11 @@ WRITES: dict[str, tuple[str, ...]] = {
     "/rehab/outcomes": ("QuestionnaireResponse", "Observation"),
     "/rehab/sensor-series": ("Device", "Observation"),
 }
+# A write refers to its patient, which the writer must be able to read (else it "does not exist").
+WRITE_READS = ("Patient",)
 PROGRESS_READS = ("Observation",)
+PROGRESS = "/rehab/patients/{id}/progress"
+VERBS = {"c": "create", "r": "read", "s": "search"}
 
 
 class AssessmentView(schemas.AssessmentSchema):
@@ -127,20 +131,27 @@ def _field_properties(self: Any, field: fields.Field, ret: dict[str, Any], **_: 
     return dict(extra)
 
 
-def _scopes(letter: str, types: tuple[str, ...]) -> list[dict[str, list[str]]]:
-    """The security requirement: every type with `letter`, under one of the three SMART contexts."""
-    return [{SECURITY: [f"{prefix}/{t}.{letter}" for t in types]} for prefix in PREFIXES]
+def _needs(path: str) -> list[tuple[str, str]]:
+    """(type, interaction) pairs an operation needs: creates for a POST, a search for progress."""
+    if path in WRITES:
+        return [(t, "c") for t in WRITES[path]] + [(t, "r") for t in WRITE_READS]
+    return [(t, "s") for t in PROGRESS_READS]
+
+
+def _scopes(path: str) -> list[dict[str, list[str]]]:
+    """The security requirement: every pair needed, under one of the three SMART contexts."""
+    return [{SECURITY: [f"{prefix}/{t}.{letter}" for t, letter in _needs(path)]} for prefix in PREFIXES]
 
 
 def _all_scopes() -> dict[str, str]:
-    wanted = {(t, "c") for types in WRITES.values() for t in types} | {(t, "s") for t in PROGRESS_READS}
+    wanted = {pair for path in (*WRITES, PROGRESS) for pair in _needs(path)}
     acting = {
         "user": "as the signed-in user",
         "patient": "of the patient in context",
         "system": "as a backend",
     }
     return {
-        f"{prefix}/{t}.{letter}": f"{'create' if letter == 'c' else 'search'} {t} ({acting[prefix]})"
+        f"{prefix}/{t}.{letter}": f"{VERBS[letter]} {t} ({acting[prefix]})"
         for t, letter in sorted(wanted)
         for prefix in PREFIXES
     }
@@ -205,9 +216,10 @@ def _post_operation(path: str, request: str, view: str, summary: str) -> dict[st
         "tags": ["clinic"],
         "summary": summary,
         "description": f"One FHIR transaction writing {', '.join(WRITES[path])}: atomic, "
-        "scope-checked and audited like POST / of a Bundle. The answer is the clinic view (values as "
+        "scope-checked and audited like POST / of a Bundle; the token must also be able to read the "
+        "patient. The answer is the clinic view (values as "
         "entered, units as UCUM codes) and the `Type/id` of every resource written.",
-        "security": _scopes("c", WRITES[path]),
+        "security": _scopes(path),
         "requestBody": {
             "required": True,
             "content": {
@@ -232,7 +244,7 @@ def _progress_operation() -> dict[str, Any]:
         "description": "Comparable series by instant with baseline, change, MCID, trend and last "
         "step; same-day left/right pairs; within-session changes; every point not counted and why. "
         "Reads only the Observations the token may see.",
-        "security": _scopes("s", PROGRESS_READS),
+        "security": _scopes(PROGRESS),
         "parameters": [
             {
                 "name": "id",
@@ -323,7 +335,7 @@ def _build(base: str) -> dict[str, Any]:
             if names[-1] not in spec.components.schemas:
                 spec.components.schema(names[-1], schema=cls)
         spec.path(path=path, operations={"post": _post_operation(path, *names, summary)})
-    spec.path(path="/rehab/patients/{id}/progress", operations={"get": _progress_operation()})
+    spec.path(path=PROGRESS, operations={"get": _progress_operation()})
     spec.path(path="/rehab/catalog", operations={"get": _catalog_operation()})
     return spec.to_dict()
 

@@ -1,12 +1,17 @@
 """The /rehab API's OpenAPI 3.1 document: valid, open without a token, not audited, complete;
-every other /rehab endpoint still refuses a missing or bad token."""
+every other /rehab endpoint still refuses a missing or bad token; README's requests are its
+examples, validate against it and succeed on a running server with the scopes it declares.
+(Every /rehab answer any test receives through FhirClient is checked too: tests/conftest.py.)"""
 
 from __future__ import annotations
 
+import json
+import pathlib
 import re
 from typing import Any
 
 import pytest
+import requests
 import sqlalchemy as sa
 from openapi_spec_validator import validate
 
@@ -14,7 +19,9 @@ from fhir_mapping import catalog
 from fhir_mapping import outcomes
 from server.api import openapi
 from server.api.app_routes import CSP
+from server.api.openapi_examples import EXAMPLES
 from tests.conftest import FhirClient
+from tests.conftest import token_for
 from tests.openapi_check import OpenApiCheck
 from tests.openapi_check import checker
 
@@ -166,3 +173,62 @@ def test_other_rehab_endpoints_refuse_a_missing_or_bad_token(app: Any, header: s
         assert r.get_json(force=True)["issue"][0]["code"] == "login"
         assert "WWW-Authenticate" in r.headers
         assert check.response(method, url, 401, r.content_type, r.get_json(force=True)) == []
+
+
+# -- README's requests -----------------------------------------------------------------------------
+
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_requests() -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(method, path, body) of every /rehab curl line in README's "For clinics" section."""
+    section = README.read_text(encoding="utf-8").split("## For clinics", 1)[1].split("\n## ", 1)[0]
+    found: list[tuple[str, str, dict[str, Any] | None]] = []
+    for match in re.finditer(r"\$B(/rehab/[^\s'\"]+)(?: -d '(.*?)')?\n", section, re.DOTALL):
+        body = json.loads(match.group(2)) if match.group(2) else None
+        found.append(("POST" if body is not None else "GET", match.group(1), body))
+    return found
+
+
+def test_readme_requests_are_the_documents_examples_and_validate() -> None:
+    requests = readme_requests()
+    check = checker()
+    documented = {(m, p) for m, p in _operations(check.document) if "{" not in p}
+    assert {(m, p) for m, p, _ in requests} >= documented  # every fixed path has a README line
+    posts = {path: body for method, path, body in requests if method == "POST"}
+    assert posts == {path: example for path, (_, example) in EXAMPLES.items()}
+    for method, path, body in requests:
+        assert check.operation(method, path) is not None, (method, path)
+        if body is not None:
+            assert check.request(method, path, body) == [], path
+
+
+def _system_scopes(check: OpenApiCheck, method: str, path: str) -> str:
+    found = check.operation(method, path)
+    assert found is not None
+    scopes = [s for req in found[1]["security"] for s in req["smart"] if s.startswith("system/")]
+    return " ".join(scopes) or "system/Patient.rs"  # the catalog needs any valid token
+
+
+@pytest.mark.server
+def test_readme_requests_succeed_on_a_running_server(live_server: str, database_url: str) -> None:
+    """Each README request, with a token holding only the scopes the document declares for it."""
+    check = checker()
+    admin = {"Authorization": "Bearer " + token_for(live_server, database_url)}
+    r = requests.put(
+        live_server + "/Patient/123",
+        json={"resourceType": "Patient", "id": "123", "name": [{"family": "Readme"}]},
+        headers={**admin, "Content-Type": "application/fhir+json"},
+        timeout=30,
+    )
+    assert r.status_code in (200, 201), r.text
+    for method, path, body in readme_requests():
+        token = token_for(live_server, database_url, _system_scopes(check, method, path))
+        r = requests.request(
+            method, live_server + path, json=body, headers={"Authorization": "Bearer " + token}, timeout=60
+        )
+        assert r.status_code == (201 if method == "POST" else 200), (path, r.text)
+        problems = check.response(method, path, r.status_code, r.headers["Content-Type"], r.json())
+        assert problems == [], (path, problems)
+    progress = requests.get(live_server + "/rehab/patients/123/progress", headers=admin, timeout=60).json()
+    assert {m["measure"] for m in progress["measures"]} >= {"joint_rom_knee_flexion", "tug_time", "odi_score"}

@@ -232,3 +232,8 @@ def test_readme_requests_succeed_on_a_running_server(live_server: str, database_
         assert problems == [], (path, problems)
     progress = requests.get(live_server + "/rehab/patients/123/progress", headers=admin, timeout=60).json()
     assert {m["measure"] for m in progress["measures"]} >= {"joint_rom_knee_flexion", "tug_time", "odi_score"}
+
+
+def test_readme_points_to_the_document_and_the_docs_page() -> None:
+    section = README.read_text(encoding="utf-8").split("## For clinics", 1)[1].split("\n## ", 1)[0]
+    assert "`/rehab/openapi.json`" in section and "/rehab/docs" in section

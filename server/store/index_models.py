@@ -104,6 +104,8 @@ class ReferenceIndex(_IndexMixin, Base):
     __table_args__ = (
         sa.Index("ix_idx_reference_param_target", "param", "target_id", "target_type"),
         sa.Index("ix_idx_reference_target", "target_type", "target_id"),
+        # The `OR url = ...` branch of a reference search (searching._reference_cond).
+        sa.Index("ix_idx_reference_param_url", "param", "url"),
         sa.Index("ix_idx_reference_res_pk", "res_pk"),
     )
     res_pk: so.Mapped[int] = _res_fk()

@@ -91,6 +91,17 @@ class Settings:
     max_bundle_entries: int = setting(
         "REHABFHIR_MAX_BUNDLE_ENTRIES", 10_000, "a batch or transaction with more entries gets 413"
     )
+    referential_integrity: bool = setting(
+        "REHABFHIR_REFERENTIAL_INTEGRITY",
+        True,
+        "a write's literal references to this server (`Patient/1`) must name resources that exist and"
+        " that the writer may read, else 422; `off` for bulk loads whose files come in any order",
+    )
+    delete_referenced: bool = setting(
+        "REHABFHIR_DELETE_REFERENCED",
+        False,
+        "allow deleting a resource that current resources still reference (off: 409 naming them)",
+    )
     testing: bool = setting("REHABFHIR_TESTING", False, "test mode (export files in a temporary directory)")
     auto_migrate: bool = setting(
         "REHABFHIR_AUTO_MIGRATE", True, "migrate on app start (off in the Docker image, which migrates once)"

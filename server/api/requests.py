@@ -128,4 +128,6 @@ def fhir_request(body: Any = None, params: tuple[tuple[str, str], ...] | None = 
         default_count=s.default_page_size,
         max_count=s.max_page_size,
         max_bundle_entries=s.max_bundle_entries,
+        referential_integrity=s.referential_integrity,
+        delete_referenced=s.delete_referenced,
     )

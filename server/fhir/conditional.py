@@ -24,6 +24,8 @@ from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import etag
 from server.fhir.http import parse_etag
+from server.fhir.integrity import check_references
+from server.fhir.integrity import check_referrers
 from server.fhir.repository import FhirRepository
 from server.fhir.repository import StoredResource
 from server.fhir.repository import WriteRequest
@@ -114,12 +116,16 @@ def conditional_update(
                     message_id="MSG_ID_MISMATCH",
                 )
             write.resource["id"] = target
+            check_references(repo, ctx, req, type_, write.resource)
             stored, created = repo.update_resource(type_, target, write, if_match=version)
         elif body_id is not None:
+            check_references(repo, ctx, req, type_, write.resource)
             stored, created = repo.update_resource(type_, str(body_id), write, if_match=version)
         else:
             ctx.require(type_, "c")
-            stored, created = repo.create_resource(type_, write, new_id()), True
+            write.resource["id"] = new_id()
+            check_references(repo, ctx, req, type_, write.resource)
+            stored, created = repo.create_resource(type_, write, write.resource["id"]), True
     return write_response(req, stored, 201 if created else 200)
 
 
@@ -139,6 +145,7 @@ def conditional_delete(
             )
         if not found:
             return FhirResponse(204, None, {})
+        check_referrers(repo, ctx, req, type_, found[0].id)
         stored = repo.delete_resource(type_, found[0].id)
     headers = {"ETag": etag(stored.version)} if stored is not None else {}
     return FhirResponse(204, None, headers)

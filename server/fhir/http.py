@@ -30,6 +30,10 @@ class FhirRequest:
     default_count: int = 20
     max_count: int = 1000
     max_bundle_entries: int = 10_000
+    referential_integrity: bool = True  # literal references to this server must resolve
+    delete_referenced: bool = False  # a delete may leave references to the resource dangling
+    bundle_targets: frozenset[str] = frozenset()  # Type/id a transaction writes: they resolve
+    bundle_deletes: frozenset[str] = frozenset()  # Type/id a transaction deletes
 
     def header(self, name: str) -> str | None:
         """Return a header value (case-insensitive), or None."""

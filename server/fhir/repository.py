@@ -76,6 +76,9 @@ class FhirRepository(Protocol):
     def delete_resource(self, type_: str, id_: str, if_match: int | None = None) -> StoredResource | None:
         """Write a tombstone version; return it, or None if there was nothing to delete."""
 
+    def referrers(self, type_: str, id_: str, limit: int) -> list[tuple[str, str]]:
+        """Return up to `limit` (type, id) of current resources whose indexed references target this one."""
+
     def read_history(
         self,
         type_: str | None,

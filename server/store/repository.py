@@ -28,6 +28,7 @@ from server.fhir.repository import HistoryPage
 from server.fhir.repository import StoredResource
 from server.fhir.repository import WriteRequest
 from server.store import indexes
+from server.store.index_models import ReferenceIndex
 from server.store.models import ResourceRecord
 from server.store.models import ResourceVersion
 from server.store.session import start_write
@@ -338,6 +339,23 @@ class SqlRepository:
         if current.deleted:
             return StoredResource(type_, id_, current.version, current.last_updated, True, None, "DELETE")
         return self._next_version(current, type_, id_, None, "DELETE")
+
+    def referrers(self, type_: str, id_: str, limit: int) -> list[tuple[str, str]]:
+        """Return up to `limit` (type, id) of current resources with an indexed reference to this one."""
+        self.flush()
+        ref = ReferenceIndex.__table__
+        stmt = (
+            sa.select(_R.c.type, _R.c.id)
+            .where(
+                _R.c.pk.in_(
+                    sa.select(ref.c.res_pk).where(ref.c.target_type == type_, ref.c.target_id == id_)
+                ),
+                _R.c.deleted.is_(False),
+            )
+            .order_by(_R.c.pk)
+            .limit(limit)
+        )
+        return [(t, i) for t, i in self.session.execute(stmt)]
 
     # -- search -----------------------------------------------------------------------------
 

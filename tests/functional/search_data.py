@@ -6,6 +6,7 @@ with ``G`` while the official examples stay in the same database.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from typing import Any
@@ -236,11 +237,23 @@ def official() -> list[dict[str, Any]]:
 
 
 def load(client: Any) -> None:
-    """PUT every resource (known ids), delete p4, then write the marker."""
-    for resource in official() + generated():
-        path = f"/{resource['resourceType']}/{resource['id']}"
-        r = client.call("PUT", path, resource)
-        assert r.status_code in (200, 201), (path, r.get_data(as_text=True))
-    assert client.call("DELETE", "/Patient/p4").status_code == 204
+    """PUT every resource (known ids), delete p4, then write the marker.
+
+    Loaded as a bulk load is (REHABFHIR_REFERENTIAL_INTEGRITY off): the official examples refer
+    to resources outside the selection; p4 is deleted although resources still refer to it.
+    """
+    app = client.c.application
+    before = app.config["REHABFHIR_SETTINGS"]
+    app.config["REHABFHIR_SETTINGS"] = dataclasses.replace(
+        before, referential_integrity=False, delete_referenced=True
+    )
+    try:
+        for resource in official() + generated():
+            path = f"/{resource['resourceType']}/{resource['id']}"
+            r = client.call("PUT", path, resource)
+            assert r.status_code in (200, 201), (path, r.get_data(as_text=True))
+        assert client.call("DELETE", "/Patient/p4").status_code == 204
+    finally:
+        app.config["REHABFHIR_SETTINGS"] = before
     marker = {"resourceType": "Basic", "id": MARKER[1], "code": {"text": "marker"}}
     assert client.call("PUT", f"/{MARKER[0]}/{MARKER[1]}", marker).status_code in (200, 201)

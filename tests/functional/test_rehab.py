@@ -605,6 +605,8 @@ def test_progress_limb_symmetry_for_the_involved_side(fhir: FhirClient) -> None:
 
 def test_session_answers_billing_units_and_records_the_practitioner(app: Any, fhir: FhirClient) -> None:
     patient = _patient(fhir)
+    # The therapist's own Practitioner resource: references to this server must resolve.
+    fhir.call("PUT", "/Practitioner/pt1", {"resourceType": "Practitioner", "id": "pt1"})
     add_user(app, "therapist", "practitioner", "Practitioner/pt1")
     scope = "user/Patient.rs user/Encounter.crs user/Procedure.crs user/Observation.crs"
     client_id, _ = add_app(app, scope)

@@ -233,9 +233,31 @@ def _run(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, item: _Item
     item.response, item.resource_text = _entry_response(resp)
 
 
+def _bundle_targets(items: list[_Item], mapping: dict[str, str]) -> tuple[frozenset[str], frozenset[str]]:
+    """Type/id of every resource the transaction writes, and of those it deletes.
+
+    References to the written ones resolve within the Bundle; referrers among either are
+    left to their own entries when a delete checks referential integrity.
+    """
+    written = set(mapping.values())
+    deleted = set()
+    for item in items:
+        if item.assigned_id and item.path:
+            written.add(f"{item.path[0]}/{item.assigned_id}")
+        if len(item.path) == 2:
+            key = f"{item.path[0]}/{item.path[1]}"
+            if item.method in ("PUT", "PATCH"):
+                written.add(key)
+            elif item.method == "DELETE":
+                deleted.add(key)
+    return frozenset(written), frozenset(deleted)
+
+
 def _transaction(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, items: list[_Item]) -> str:
     with repo.transaction():
         mapping = _resolve_ids(repo, ctx, req, items)
+        written, deleted = _bundle_targets(items, mapping)
+        req = replace(req, bundle_targets=req.bundle_targets | written, bundle_deletes=deleted)
 
         def resolve(reference: str) -> str:
             if "?" not in reference or reference.startswith(("http:", "https:", "urn:")):

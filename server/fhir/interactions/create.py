@@ -12,6 +12,7 @@ from server.fhir.access import check_write
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import version_headers
+from server.fhir.integrity import check_references
 from server.fhir.repository import FhirRepository
 from server.fhir.resources import check_type
 from server.fhir.writes import new_id
@@ -41,6 +42,7 @@ def create(
     write = prepare_write(type_, resource)
     check_write(ctx, type_, "c", write.compartments)
     with repo.transaction():
+        check_references(repo, ctx, req, type_, write.resource)
         if criteria:
             from server.fhir.conditional import create_guarded
 

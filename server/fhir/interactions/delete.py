@@ -12,6 +12,7 @@ from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import etag
 from server.fhir.http import parse_etag
+from server.fhir.integrity import check_referrers
 from server.fhir.repository import FhirRepository
 from server.fhir.resources import check_id
 from server.fhir.resources import check_type
@@ -24,6 +25,7 @@ def delete(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: st
     check_visible(repo, ctx, type_, id_, "d")
     if_match = req.header("if-match")
     with repo.transaction():
+        check_referrers(repo, ctx, req, type_, id_)
         stored = repo.delete_resource(type_, id_, if_match=parse_etag(if_match) if if_match else None)
     if stored is None:
         raise NotFoundError(f"{type_}/{id_} is not known", message_id="MSG_NO_EXIST")

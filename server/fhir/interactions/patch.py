@@ -20,6 +20,7 @@ from server.fhir.access import check_write
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import parse_etag
+from server.fhir.integrity import check_references
 from server.fhir.interactions.read import current
 from server.fhir.repository import FhirRepository
 from server.fhir.writes import prepare_write
@@ -58,5 +59,6 @@ def patch(
             raise UnprocessableError("JSON Patch must not change resourceType or id")
         write = prepare_write(type_, patched)
         check_write(ctx, type_, "u", write.compartments)
+        check_references(repo, ctx, req, type_, write.resource)
         new, _ = repo.update_resource(type_, id_, write, if_match=stored.version)
     return write_response(req, new, 200)

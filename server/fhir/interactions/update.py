@@ -14,6 +14,7 @@ from server.fhir.access import check_write
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import parse_etag
+from server.fhir.integrity import check_references
 from server.fhir.repository import FhirRepository
 from server.fhir.resources import check_id
 from server.fhir.resources import check_type
@@ -53,5 +54,6 @@ def update(
     if_match = req.header("if-match")
     version = parse_etag(if_match) if if_match else None
     with repo.transaction():
+        check_references(repo, ctx, req, type_, write.resource)
         stored, created = repo.update_resource(type_, id_, write, if_match=version)
     return write_response(req, stored, 201 if created else 200)

@@ -5,8 +5,14 @@ https://hl7.org/fhir/uv/bulkdata/STU2/export.html#file-format
 Every resource goes through the same path as the REST API: transaction and batch Bundles
 through process_bundle, everything else through create (no id) or update (with an id),
 so it is validated and indexed like any other write. `.gz` files are read compressed.
-NDJSON resources are written 100 to a database transaction; a chunk that fails is retried
-one resource at a time so only the bad lines are reported.
+
+Nothing partial: a first pass checks every line (JSON, the model, bindings, invariants,
+reference types, and that each reference to this server names a resource of the load or of
+the database) and reports each bad one as `file:line` (`file entry[n]` inside a Bundle); only
+if there is none does the second pass store everything, in one database transaction that a
+late failure rolls back whole. References resolve within the load first, so files may come
+in any order; REHABFHIR_REFERENTIAL_INTEGRITY=off skips the reference check. (A resource
+deleted by someone else between the two passes is not noticed.)
 """
 
 from __future__ import annotations
@@ -28,12 +34,15 @@ from sqlalchemy import orm as so
 from server.errors import FhirError
 from server.fhir.access import OPEN
 from server.fhir.http import FhirRequest
+from server.fhir.integrity import Target
+from server.fhir.integrity import local_references
+from server.fhir.integrity import resolves
 from server.fhir.interactions.bundle import process_bundle
 from server.fhir.interactions.create import create
 from server.fhir.interactions.update import update
+from server.fhir.writes import prepare_write
 from server.store.repository import SqlRepository
 
-CHUNK = 100
 _MINIMAL = {"prefer": "return=minimal"}
 
 
@@ -56,71 +65,121 @@ def _is_ndjson(path: pathlib.Path) -> bool:
     return name.endswith((".ndjson", ".jsonl"))
 
 
-class Loader:
-    """Stores resources and Bundles through the FHIR interactions, one session per unit of work."""
+def _writes(where: str, doc: Any) -> Iterator[tuple[str, str, Any, str | None]]:
+    """Yield (where, method, resource, Type/id written or None) for each resource a document writes."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):
+        raise FhirError("not a FHIR resource (no resourceType)")
+    if doc["resourceType"] != "Bundle":
+        yield where, "PUT" if doc.get("id") else "POST", doc, _key(doc)
+        return
+    kind = doc.get("type")
+    for n, entry in enumerate(doc.get("entry") or []):
+        if not isinstance(entry, dict):
+            continue
+        resource = entry.get("resource")
+        request = entry.get("request") if isinstance(entry.get("request"), dict) else {}
+        if kind in ("transaction", "batch"):
+            method = str(request.get("method", "")).upper()
+            url = str(request.get("url", "")).split("?")[0].strip("/").split("/")
+            written = "/".join(url) if method == "PUT" and len(url) == 2 else None
+            if method in ("POST", "PUT") and isinstance(resource, dict):
+                yield f"{where} entry[{n}]", method, resource, written
+        elif isinstance(resource, dict):
+            yield f"{where} entry[{n}]", "PUT" if resource.get("id") else "POST", resource, _key(resource)
 
-    def __init__(self, factory: Callable[[], so.Session], base_url: str, report: LoadReport) -> None:
+
+def _key(resource: Any) -> str | None:
+    if isinstance(resource, dict) and resource.get("id") and isinstance(resource.get("resourceType"), str):
+        return f"{resource['resourceType']}/{resource['id']}"
+    return None
+
+
+class Loader:
+    """Checks every document of a load, then stores them all in one database transaction."""
+
+    def __init__(
+        self,
+        factory: Callable[[], so.Session],
+        base_url: str,
+        report: LoadReport,
+        *,
+        referential_integrity: bool = True,
+    ) -> None:
         self.factory, self.base_url, self.report = factory, base_url.rstrip("/"), report
+        self.referential_integrity = referential_integrity
+        self.written: set[str] = set()
+        # (where, FHIRPath, reference, target) to look for once every document has been seen
+        self.pending: list[tuple[str, str, str, Target]] = []
 
     def _request(self, method: str, body: Any) -> FhirRequest:
+        # References were checked in the first pass, against the whole load and the database.
         return FhirRequest(
-            method=method, base_url=self.base_url, headers=_MINIMAL, body=body, max_bundle_entries=1_000_000
+            method=method,
+            base_url=self.base_url,
+            headers=_MINIMAL,
+            body=body,
+            max_bundle_entries=1_000_000,
+            referential_integrity=False,
         )
 
-    def _store(self, repo: SqlRepository, resource: Any) -> None:
-        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-            raise FhirError("not a FHIR resource (no resourceType)")
-        type_, id_ = resource["resourceType"], resource.get("id")
-        if id_:
-            update(repo, OPEN, self._request("PUT", resource), type_, str(id_))
-        else:
-            create(repo, OPEN, self._request("POST", resource), type_)
-
-    def resources(self, items: list[tuple[str, Any]]) -> None:
-        """Store a chunk in one transaction; on failure, retry each on its own to find the bad ones."""
+    def check(self, where: str, doc: Any) -> None:
+        """First pass: validate what a document writes and note its references; report what fails."""
         try:
-            with self.factory() as session:
-                repo = SqlRepository(session)
-                with repo.transaction():
-                    for _, resource in items:
-                        self._store(repo, resource)
-            self.report.stored += len(items)
+            items = list(_writes(where, doc))
+        except FhirError as err:
+            self.report.errors.append(f"{where}: {err.diagnostics}")
             return
-        except FhirError:
-            pass
-        for where, resource in items:
+        for at, _method, resource, written in items:
             try:
-                with self.factory() as session:
-                    self._store(SqlRepository(session), resource)
-                self.report.stored += 1
-            except FhirError as err:
-                self.report.errors.append(f"{where}: {err.diagnostics}")
+                checked = prepare_write(resource["resourceType"], resource).resource
+            except (FhirError, KeyError, TypeError) as err:
+                message = err.diagnostics if isinstance(err, FhirError) else "not a FHIR resource"
+                self.report.errors.append(f"{at}: {message}")
+                continue
+            if written:
+                self.written.add(written)
+            if self.referential_integrity:
+                refs = local_references(checked["resourceType"], checked, self.base_url)
+                self.pending.extend(
+                    (at, path, ref, target)
+                    for path, ref, target in refs
+                    if f"{target[0]}/{target[1]}" not in self.written  # else: seen earlier in the load
+                )
 
-    def bundle(self, where: str, bundle: dict[str, Any]) -> None:
-        """Load a Bundle: transaction/batch as such, any other type entry by entry."""
-        kind = bundle.get("type")
-        if kind in ("transaction", "batch"):
-            try:
-                with self.factory() as session:
-                    resp = process_bundle(SqlRepository(session), OPEN, self._request("POST", bundle))
-            except FhirError as err:
-                self.report.errors.append(f"{where}: {err.diagnostics}")
-                return
+    def check_references(self) -> None:
+        """Report references that name neither a resource of the load nor one in the database."""
+        known: dict[Target, bool] = {}
+        with self.factory() as session:
+            repo = SqlRepository(session)
+            for at, path, reference, target in self.pending:
+                if f"{target[0]}/{target[1]}" in self.written:
+                    continue
+                if target not in known:
+                    known[target] = resolves(repo, OPEN, *target)
+                if not known[target]:
+                    self.report.errors.append(
+                        f"{at}: {path} refers to {reference}, which is neither in the load nor on this server"
+                    )
+        self.pending.clear()
+
+    def store(self, repo: SqlRepository, where: str, doc: dict[str, Any]) -> None:
+        """Second pass: store a document inside the load's transaction (any failure raises)."""
+        if doc.get("resourceType") == "Bundle" and doc.get("type") in ("transaction", "batch"):
+            resp = process_bundle(repo, OPEN, self._request("POST", doc))
             out = orjson.loads(resp.body) if isinstance(resp.body, str) else resp.body or {}
             for n, entry in enumerate(out.get("entry") or []):
                 status = str((entry.get("response") or {}).get("status", ""))
-                if status[:1] in ("2", "3"):
-                    self.report.stored += 1
-                else:
-                    self.report.errors.append(f"{where} entry[{n}]: {status}")
+                if status[:1] not in ("2", "3"):
+                    raise FhirError(f"entry[{n}]: {status}")
+                self.report.stored += 1
             return
-        entries = [
-            (f"{where} entry[{n}]", e.get("resource"))
-            for n, e in enumerate(bundle.get("entry") or [])
-            if isinstance(e, dict) and e.get("resource") is not None
-        ]
-        for start in range(0, len(entries), CHUNK):
-            self.resources(entries[start : start + CHUNK])
+        for _at, method, resource, _written in _writes(where, doc):
+            type_ = resource["resourceType"]
+            if method == "PUT":
+                update(repo, OPEN, self._request("PUT", resource), type_, str(resource["id"]))
+            else:
+                create(repo, OPEN, self._request("POST", resource), type_)
+            self.report.stored += 1
 
 
 def _items(path: pathlib.Path, stream: IO[bytes]) -> Iterator[tuple[str, Any]]:
@@ -140,37 +199,53 @@ def _parse(data: bytes) -> Any:
         return FhirError(f"malformed JSON: {exc}")
 
 
+def _documents(paths: list[pathlib.Path], progress: Callable[[int], None]) -> Iterator[tuple[str, Any]]:
+    for path in paths:
+        raw, stream = _open(path)
+        with raw:
+            seen = 0
+            for where, doc in _items(path, stream):
+                yield where, doc
+                position = raw.tell()
+                progress(position - seen)
+                seen = position
+            progress(path.stat().st_size - seen)
+
+
 def load_files(
     paths: list[pathlib.Path],
     factory: Callable[[], so.Session],
     base_url: str,
     progress: Callable[[int], None] = lambda _n: None,
+    *,
+    referential_integrity: bool = True,
 ) -> LoadReport:
-    """Load every file; `progress` gets the number of (compressed) bytes read since the last call."""
+    """Check every file, then store all of them or nothing.
+
+    `progress` gets the number of (compressed) bytes read since the last call: each file is
+    read twice, so it totals twice their size.
+    """
     report = LoadReport()
-    loader = Loader(factory, base_url, report)
-    for path in paths:
-        raw, stream = _open(path)
-        with raw:
-            chunk: list[tuple[str, Any]] = []
-            seen = 0
-            for where, doc in _items(path, stream):
-                if isinstance(doc, FhirError):
-                    report.errors.append(f"{where}: {doc.diagnostics}")
-                elif isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
-                    loader.bundle(where, doc)
-                else:
-                    chunk.append((where, doc))
-                    if len(chunk) < CHUNK:
-                        continue
-                    loader.resources(chunk)
-                    chunk = []
-                position = raw.tell()
-                progress(position - seen)
-                seen = position
-            if chunk:
-                loader.resources(chunk)
-            progress(path.stat().st_size - seen)
+    loader = Loader(factory, base_url, report, referential_integrity=referential_integrity)
+    for where, doc in _documents(paths, progress):
+        if isinstance(doc, FhirError):
+            report.errors.append(f"{where}: {doc.diagnostics}")
+        else:
+            loader.check(where, doc)
+    if not report.errors and referential_integrity:
+        loader.check_references()
+    if report.errors:
+        return report
+    where = ""
+    try:
+        with factory() as session:
+            repo = SqlRepository(session)
+            with repo.transaction():
+                for where, doc in _documents(paths, progress):
+                    loader.store(repo, where, doc)
+    except FhirError as err:
+        report.errors.append(f"{where}: {err.diagnostics}")
+        report.stored = 0
     return report
 
 
@@ -190,16 +265,23 @@ def load_command(files: tuple[pathlib.Path, ...], base_url: str) -> None:
     engine = make_engine(settings.database_url)
     upgrade(engine)
     factory = make_session_factory(engine)
-    total = sum(p.stat().st_size for p in files)
+    total = 2 * sum(p.stat().st_size for p in files)  # read twice: checked, then stored
     with click.progressbar(length=total, label="loading", show_percent=True, file=sys.stderr) as bar:
         report = load_files(
-            list(files), factory, base_url or settings.base_url or "http://localhost", bar.update
+            list(files),
+            factory,
+            base_url or settings.base_url or "http://localhost",
+            bar.update,
+            referential_integrity=settings.referential_integrity,
         )
     for line in report.errors[:50]:
         click.echo(f"error: {line}", err=True)
     if len(report.errors) > 50:
         click.echo(f"... and {len(report.errors) - 50} more errors", err=True)
-    click.echo(f"loaded {report.stored} resources from {len(files)} file(s), {len(report.errors)} error(s)")
+    if report.errors:
+        click.echo(f"nothing loaded: {len(report.errors)} error(s) in {len(files)} file(s)")
+    else:
+        click.echo(f"loaded {report.stored} resources from {len(files)} file(s)")
     engine.dispose()
     if report.errors:
         raise SystemExit(1)

@@ -66,7 +66,10 @@ class LoginLimiter:
             },
         ).returning(_T.c.count, _T.c.window_start)
         count, start = session.execute(stmt).one()
-        return int(count), max(1.0, (start + timedelta(seconds=self.window) - current).total_seconds())
+        # `current` was read before this row's lock was granted: another reservation may have
+        # opened the window a moment later, so the wait is capped at one window.
+        left = (start + timedelta(seconds=self.window) - current).total_seconds()
+        return int(count), min(self.window, max(1.0, left))
 
     def reserve(self, username: str, address: str | None) -> float:
         """Reserve one password check; return 0 if it may go ahead, else the seconds to wait."""

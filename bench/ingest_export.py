@@ -61,7 +61,7 @@ def bundle(rng: random.Random, seq: int) -> dict[str, Any]:
 
 def _ingest_worker(args: tuple[str, int, int]) -> tuple[int, float]:
     url, first, count = args
-    from server.fhir.access import OPEN
+    from server.fhir.access import SYSTEM
     from server.fhir.http import FhirRequest
     from server.fhir.interactions.bundle import process_bundle
     from server.store.repository import SqlRepository
@@ -79,7 +79,7 @@ def _ingest_worker(args: tuple[str, int, int]) -> tuple[int, float]:
         )
         start = time.perf_counter()
         with factory() as session:
-            resp = process_bundle(SqlRepository(session), OPEN, req)
+            resp = process_bundle(SqlRepository(session), SYSTEM, req)
         busy += time.perf_counter() - start
         assert resp.status == 200
         stored += len(body["entry"])
@@ -121,6 +121,7 @@ def _export_child(url: str, export_dir: str, queue: Any) -> None:
         request_url="http://bench/$export",
         base_url="http://bench",
         client_id=None,
+        scopes="system/*.rs",  # the worker exports what this grant permits
     )
     with factory() as session:
         job_id = jobs.submit(session, request)

@@ -132,13 +132,22 @@ def as_owner(engine: sa.Engine) -> Iterator[sa.Connection]:
 
 def _truncate(engine: sa.Engine) -> None:
     tables = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name not in _KEEP]
-    with as_owner(engine) as conn:
-        if engine.dialect.name == "postgresql":
-            conn.exec_driver_sql("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY CASCADE")
-            forget_reserved_keys()  # the keys this process holds came from the restarted sequence
-        else:
-            for name in tables:
-                conn.exec_driver_sql(f"DELETE FROM {name}")
+    for attempt in range(5):
+        try:
+            with as_owner(engine) as conn:
+                if engine.dialect.name == "postgresql":
+                    conn.exec_driver_sql("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY CASCADE")
+                    forget_reserved_keys()  # the keys this process holds came from the restarted sequence
+                else:
+                    for name in tables:
+                        conn.exec_driver_sql(f"DELETE FROM {name}")
+            return
+        except sa.exc.OperationalError as err:
+            # A background thread of the session app (export worker poll, audit head timer) may
+            # hold a share lock while TRUNCATE takes its exclusive locks: PostgreSQL picks a victim.
+            if "deadlock" not in str(err).lower() or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _forget_witness(app: Any) -> None:

@@ -62,6 +62,9 @@ def download(job_id: str, name: str) -> flask.Response:
     job = _job(job_id)
     if job.status != jobs.COMPLETED or name not in manifest.names(job):
         raise NotFoundError(f"No file {name} in export {job_id}", message_id="MSG_NO_EXIST")
+    type_ = manifest.output_type(job, name)
+    if type_ is not None:  # the token asking now must read the type (403 as for any type-level read)
+        flask.g.access.require(type_, "r")
     path = job_dir(_config(), job.id) / name
     if not path.is_file():
         raise NotFoundError(f"The files of export {job_id} have expired", message_id="MSG_NO_EXIST")

@@ -28,9 +28,11 @@ from fhir_mapping import transaction
 from server.api import requests as rq
 from server.errors import InvalidRequestError
 from server.errors import NotFoundError
-from server.fhir.access import OPEN
+from server.fhir.access import SYSTEM
 from server.fhir.access import AccessContext
 from server.fhir.access import restrict_query
+from server.fhir.access import version_visible
+from server.fhir.access import visible
 from server.fhir.http import FhirRequest
 from server.fhir.interactions.bundle import process_bundle
 from server.fhir.interactions.search_type import check_search_access
@@ -60,8 +62,11 @@ def _json(body: Any, status: int = 200) -> flask.Response:
 
 
 def _check_patient(patient: str, error: type[InvalidRequestError] | type[NotFoundError]) -> None:
-    stored = _repo().read_resource("Patient", patient)
-    if stored is None or stored.deleted:
+    """A patient the token may not see does not exist, as on every FHIR path."""
+    repo, ctx = _repo(), _ctx()
+    stored = repo.read_resource("Patient", patient)
+    hidden = ctx.can("Patient", "r") and stored is not None and not version_visible(repo, ctx, stored, "r")
+    if stored is None or stored.deleted or hidden:
         raise error(f"Patient/{patient} does not exist", expression=("patient",))
 
 
@@ -134,11 +139,14 @@ def get_progress(id_: str) -> flask.Response:
     _check_patient(id_, NotFoundError)
     req = rq.fhir_request(params=())
     found: list[tuple[str, dict[str, Any]]] = []
+    offset = 0
     while True:
-        params = [("subject", f"Patient/{id_}"), ("_count", str(_PAGE)), ("_offset", str(len(found)))]
+        params = [("subject", f"Patient/{id_}"), ("_count", str(_PAGE)), ("_offset", str(offset))]
         query = restrict_query(ctx, parse_search(req, ("Observation",), params=params))
         result = repo.search(query)
-        found += [(f"Observation/{m.id}", orjson.loads(m.body)) for m in result.matches]
+        # Paged over the SQL matches; each Observation is still asked of the policy.
+        found += [(f"Observation/{m.id}", orjson.loads(m.body)) for m in visible(ctx, result.matches, "s")]
+        offset += len(result.matches)
         if not result.has_next or not result.matches:
             break
     involved = analytics.involved_side(flask.request.args.get("involved"))
@@ -192,8 +200,8 @@ def seed_terminology(app: flask.Flask, settings: Settings) -> list[str]:
 
     session = app.extensions["rehabfhir.sessions"]()
     try:
-        req = FhirRequest(method="PUT", base_url=settings.base_url or "http://localhost")
-        return terminology.seed(SqlRepository(session), OPEN, req)
+        req = FhirRequest(method="PUT", base_url=settings.public_base_url)
+        return terminology.seed(SqlRepository(session), SYSTEM, req)
     finally:
         session.close()
 

@@ -6,7 +6,7 @@ import flask
 
 from server.api.error_handlers import register_error_handlers
 from server.api.fhir_routes import bp as fhir_bp
-from server.fhir.access import OPEN
+from server.fhir.access import DENY
 from server.settings import Settings
 from server.store.repository import SqlRepository
 from server.store.session import make_engine
@@ -29,7 +29,7 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
         session = factory()
         flask.g.session = session
         flask.g.repo = SqlRepository(session)
-        flask.g.access = OPEN
+        flask.g.access = DENY  # default deny: the auth hook sets the token's context
 
     @app.after_request  # registered first, so it runs after every other after_request hook
     def _release_for_streams(response: flask.Response) -> flask.Response:

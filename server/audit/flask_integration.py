@@ -43,7 +43,7 @@ from server.errors import ForbiddenError
 from server.errors import InvalidRequestError
 from server.errors import MethodNotAllowedError
 from server.errors import NotFoundError
-from server.fhir.access import OPEN
+from server.fhir.access import DENY
 from server.fhir.access import AccessContext
 from server.fhir.http import FhirResponse
 from server.fhir.outcomes import issue
@@ -101,7 +101,7 @@ def audit_settings(app: flask.Flask | None = None) -> AuditSettings:
 
 
 def _ctx() -> AccessContext:
-    return getattr(flask.g, "access", None) or OPEN
+    return getattr(flask.g, "access", None) or DENY
 
 
 def _facts(
@@ -429,7 +429,7 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
         repo = flask.g.get("repo")
         if repo is not None and not isinstance(repo, AuditedRepository):
             audited = AuditedRepository(repo, _on_commit)
-            audited.verify_audit = lambda: _verify(repo.session)  # type: ignore[attr-defined]
+            audited.verify_audit = _verify  # type: ignore[attr-defined]
             flask.g.repo = audited
         _capture_bundle()
 
@@ -437,11 +437,22 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
     app.after_request(_audit_auth)
 
 
-def _verify(session: Any) -> dict[str, Any]:
+def _verify() -> dict[str, Any]:
+    """Verify on a session of its own, opened after the witness is read.
+
+    The request's session may already hold a read snapshot (SQLite keeps the one of the
+    transaction's first read) taken before heads that the witness now has: the database
+    would then look behind the witness ("witness ahead") though nothing is wrong.
+    """
     from server.audit.verify import verify
 
     cfg = audit_settings()
-    return verify(session, cfg.keyring, read_heads(cfg.witness_path), cfg.grace).as_dict()
+    heads = read_heads(cfg.witness_path)
+    session = flask.current_app.extensions["rehabfhir.sessions"]()
+    try:
+        return verify(session, cfg.keyring, heads, cfg.grace).as_dict()
+    finally:
+        session.close()
 
 
 def forbid_writes() -> None:

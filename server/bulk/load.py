@@ -32,7 +32,7 @@ import orjson
 from sqlalchemy import orm as so
 
 from server.errors import FhirError
-from server.fhir.access import OPEN
+from server.fhir.access import SYSTEM
 from server.fhir.http import FhirRequest
 from server.fhir.integrity import Target
 from server.fhir.integrity import local_references
@@ -155,7 +155,7 @@ class Loader:
                 if f"{target[0]}/{target[1]}" in self.written:
                     continue
                 if target not in known:
-                    known[target] = resolves(repo, OPEN, *target)
+                    known[target] = resolves(repo, SYSTEM, *target)
                 if not known[target]:
                     self.report.errors.append(
                         f"{at}: {path} refers to {reference}, which is neither in the load nor on this server"
@@ -165,7 +165,7 @@ class Loader:
     def store(self, repo: SqlRepository, where: str, doc: dict[str, Any]) -> None:
         """Second pass: store a document inside the load's transaction (any failure raises)."""
         if doc.get("resourceType") == "Bundle" and doc.get("type") in ("transaction", "batch"):
-            resp = process_bundle(repo, OPEN, self._request("POST", doc))
+            resp = process_bundle(repo, SYSTEM, self._request("POST", doc))
             out = orjson.loads(resp.body) if isinstance(resp.body, str) else resp.body or {}
             for n, entry in enumerate(out.get("entry") or []):
                 status = str((entry.get("response") or {}).get("status", ""))
@@ -176,9 +176,9 @@ class Loader:
         for _at, method, resource, _written in _writes(where, doc):
             type_ = resource["resourceType"]
             if method == "PUT":
-                update(repo, OPEN, self._request("PUT", resource), type_, str(resource["id"]))
+                update(repo, SYSTEM, self._request("PUT", resource), type_, str(resource["id"]))
             else:
-                create(repo, OPEN, self._request("POST", resource), type_)
+                create(repo, SYSTEM, self._request("POST", resource), type_)
             self.report.stored += 1
 
 
@@ -270,7 +270,7 @@ def load_command(files: tuple[pathlib.Path, ...], base_url: str) -> None:
         report = load_files(
             list(files),
             factory,
-            base_url or settings.base_url or "http://localhost",
+            base_url or settings.public_base_url,
             bar.update,
             referential_integrity=settings.referential_integrity,
         )

@@ -52,10 +52,15 @@ def status_answer(job: jobs.JobView, base_url: str) -> tuple[int, dict[str, Any]
 
 
 def owned_by(job: jobs.JobView, client_id: str | None) -> bool:
-    """Whether the caller's client is the one that asked for the export."""
-    return job.client_id == client_id
+    """Whether the caller's client is the one that asked for the export (a job of no client: nobody's)."""
+    return job.client_id is not None and job.client_id == client_id
 
 
 def names(job: jobs.JobView) -> set[str]:
     """The file names this job may serve."""
     return {f["file"] for f in (*job.output, *job.errors)}
+
+
+def output_type(job: jobs.JobView, name: str) -> str | None:
+    """The resource type of one of the job's output files; None for an error file (or no such file)."""
+    return next((f["type"] for f in job.output if f["file"] == name), None)

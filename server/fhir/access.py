@@ -1,28 +1,39 @@
-"""Who is asking and what they may touch, handed to every interaction.
+"""Who is asking and what they may touch: one policy, asked for every resource version.
 
 Built by the auth layer from a validated token; the FHIR layer only reads it.
 https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html
 
-Policy, in one place:
-- `can(type, interaction)`: some granted scope names the type (or `*`) and the interaction
-  (c, r, u, d, s); otherwise the interaction answers 403.
-- `patient/` scopes bind the token to one patient. Types of the Patient compartment
-  definition are then visible only inside that compartment: a read of another patient's
-  resource answers 404, searches get a Compartment("Patient", id) restriction, included
-  resources and history entries outside it are dropped, and writes must land inside it.
-  Types outside the compartment (Practitioner, Organization, Medication, ...) are not
-  patient data: they are readable when a scope names their type (or `*`).
-- Parameter-restricted scopes (`patient/Observation.rs?category=...`) add their parameters
-  to every search of the type and make reads of non-matching resources answer 404.
+The decision is `permits(ctx, type, interaction, resource)`: every path that lets a resource
+version leave the server (read, vread, history, search and its includes, conditional matching,
+bundle entries, $everything, $export, /rehab, the pages) and every write asks it, on that
+version's JSON. Nothing filters on its own. The rules:
+
+- Default deny: `AccessContext()` grants nothing. In-process callers (CLI, seeding,
+  `rehabfhir load`) use the named `SYSTEM` context.
+- A scope rule grants a type (or `*`) and interactions (c, r, u, d, s). No granting rule: 403
+  for type-level interactions; the type's resources never appear anywhere.
+- A version is permitted when some granting rule permits it:
+  - `patient/` rules: every Patient the version points to is the token's patient. The
+    patients are its Patient compartment memberships, every Reference anywhere in it whose
+    target is `Patient/x`, and its own id for a Patient. A type of the Patient compartment
+    must point to the patient; a type that points to no patient (Organization, Practitioner,
+    Location, Medication, terminology) is readable but never writable by a patient rule.
+  - parameter restrictions (`patient/Observation.rs?category=...`): the version matches the
+    parameters, evaluated on its own index rows (so history and vread are judged per version).
+- A deletion (tombstone) version is judged by the version before it.
+- Searches are narrowed in SQL first (`restrict_query`: compartment, no other patient, the
+  restriction parameters) so that paging stays right; every page is then checked per version.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from typing import Any
+
+import orjson
 
 from server.errors import ForbiddenError
 from server.errors import NotFoundError
@@ -33,6 +44,7 @@ if TYPE_CHECKING:
     from server.fhir.search.query import SearchQuery
 
 INTERACTIONS = "cruds"
+WRITES = frozenset("cud")
 _NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
@@ -46,20 +58,29 @@ class ScopeRule:
     params: tuple[tuple[str, str], ...] = ()
 
     def covers(self, type_: str, interaction: str) -> bool:
-        """Return whether this rule grants `interaction` on `type_`."""
+        """Return whether this rule grants `interaction` on `type_`.
+
+        Audit records are written by systems only (IHE RESTful ATNA "record audit event"): a
+        user or patient rule never grants a write of AuditEvent, on any path.
+        """
+        if type_ == "AuditEvent" and interaction in WRITES and self.context != "system":
+            return False
         return (self.type == "*" or self.type == type_) and interaction in self.interactions
 
 
 @dataclass(frozen=True, slots=True)
 class AccessContext:
-    """The caller: user, client, granted scopes and the patient a patient-scoped token is bound to."""
+    """The caller: user, client, granted scopes and the patient a patient-scoped token is bound to.
+
+    The default grants nothing; `SYSTEM` (unrestricted) is for in-process callers only.
+    """
 
     user: str | None = None
     client_id: str | None = None
     scopes: frozenset[str] = frozenset()
     patient: str | None = None
     remote_addr: str | None = None
-    unrestricted: bool = True
+    unrestricted: bool = False
     rules: tuple[ScopeRule, ...] = ()
     fhir_user: str | None = None
 
@@ -67,7 +88,7 @@ class AccessContext:
         return [r for r in self.rules if r.covers(type_, interaction)]
 
     def can(self, resource_type: str, interaction: str) -> bool:
-        """Return whether the caller may perform `interaction` (c, r, u, d, s) on the type."""
+        """Return whether some rule grants `interaction` (c, r, u, d, s) on the type."""
         return self.unrestricted or bool(self._granting(resource_type, interaction))
 
     def require(self, resource_type: str, interaction: str) -> None:
@@ -78,47 +99,258 @@ class AccessContext:
                 message_id="MSG_FORBIDDEN",
             )
 
+    def confined(self, resource_type: str, interaction: str) -> bool:
+        """Whether access to the type depends on the resource (patient or parameter rules)."""
+        if self.unrestricted:
+            return False
+        granting = self._granting(resource_type, interaction)
+        return bool(granting) and all(r.context == "patient" or r.params for r in granting)
+
     def compartment_patient(self, resource_type: str, interaction: str) -> str | None:
-        """Return the patient whose compartment confines this access, or None when unconfined."""
+        """Return the patient whose data alone this access may touch, or None when unconfined."""
         if self.unrestricted or self.patient is None:
             return None
         granting = self._granting(resource_type, interaction)
         if not granting or any(r.context != "patient" for r in granting):
             return None
-        if resource_type not in _patient_members():
-            return None
         return self.patient
 
     def restrictions(self, resource_type: str, interaction: str) -> tuple[tuple[str, str], ...] | None:
-        """Return the search parameters every access must satisfy, or None when unrestricted."""
+        """Return the search parameters a SQL search must add, or None when unrestricted.
+
+        A superset filter: with several differently restricted rules the per-version check
+        (`permits`) is what decides.
+        """
         if self.unrestricted:
             return None
         granting = self._granting(resource_type, interaction)
         if not granting or any(not r.params for r in granting):
             return None
         names = {name for r in granting for name, _ in r.params}
-        if len(granting) == 1 or (len(names) == 1 and all(len(r.params) == 1 for r in granting)):
-            # One rule, or several rules on the same single parameter: OR their values.
-            if len(granting) == 1:
-                return granting[0].params
+        if len(granting) == 1:
+            return granting[0].params
+        if len(names) == 1 and all(len(r.params) == 1 for r in granting):
             (name,) = names
             return ((name, ",".join(v for r in granting for _, v in r.params)),)
-        # Different parameter sets cannot be OR'ed in one query: keep the first rule only,
-        # which never returns more than was granted.
-        return granting[0].params
+        return None  # rules on different parameters: decided per version only
 
 
-OPEN = AccessContext()
+SYSTEM = AccessContext(user="system", client_id="rehabfhir", unrestricted=True)
+DENY = AccessContext()
 
 
-def _patient_members() -> frozenset[str]:
+# -- the decision ------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _members_cache() -> frozenset[str]:
     from server.fhir.search.definitions import compartment_members
 
     return frozenset(compartment_members("Patient"))
 
 
+def _references(value: Any) -> list[str]:
+    """Every Reference.reference string anywhere in the JSON (contained resources included)."""
+    out: list[str] = []
+    stack = [value]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item = pop()
+        if type(item) is dict:
+            ref = item.get("reference")
+            if type(ref) is str:
+                out.append(ref)
+            for v in item.values():
+                if type(v) is dict or type(v) is list:
+                    push(v)
+        else:
+            for v in item:
+                if type(v) is dict or type(v) is list:
+                    push(v)
+    return out
+
+
+def patients_of(resource: dict[str, Any]) -> set[str]:
+    """Return the ids of every Patient the resource points to (or is).
+
+    Patient compartment membership is defined by reference parameters, so every member's
+    patient is among its references; the walk also finds references no parameter indexes.
+    """
+    found: set[str] = set()
+    if resource.get("resourceType") == "Patient" and isinstance(resource.get("id"), str):
+        found.add(resource["id"])
+    for ref in _references(resource):
+        if ref.startswith(("#", "urn:")):
+            continue
+        parts = ref.split("?", 1)[0].split("/_history/", 1)[0].rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
+            found.add(parts[-1])
+        elif "?" in ref and ref.startswith("Patient"):
+            found.add("?")  # a conditional reference to some patient: never the token's for sure
+    return found
+
+
+def _patient_ok(patient: str, type_: str, interaction: str, resource: dict[str, Any]) -> bool:
+    pts = patients_of(resource)
+    if pts - {patient}:
+        return False
+    if interaction in WRITES or type_ in _members_cache():
+        return patient in pts
+    return True
+
+
+@lru_cache(maxsize=256)
+def _restriction_tests(types: tuple[str, ...], params: tuple[tuple[str, str], ...]) -> tuple[Any, ...]:
+    from server.fhir.http import FhirRequest
+    from server.fhir.search.params import parse_search
+
+    return parse_search(FhirRequest("GET", "", params=params), types, strict=True).tests
+
+
+def _params_ok(type_: str, params: tuple[tuple[str, str], ...], resource: dict[str, Any]) -> bool:
+    from server.fhir.search.matching import matches
+
+    try:
+        tests = _restriction_tests((type_,), params)
+    except Exception:  # noqa: BLE001  a restriction that does not parse grants nothing
+        return False
+    return matches(tests, resource)
+
+
+def permits(ctx: AccessContext, type_: str, interaction: str, resource: dict[str, Any] | None) -> bool:
+    """Return whether `ctx` may perform `interaction` on this version of a resource of `type_`."""
+    if ctx.unrestricted:
+        return True
+    granting = ctx._granting(type_, interaction)
+    if not granting:
+        return False
+    if resource is None:
+        return False
+    for rule in granting:
+        if rule.context == "patient" and (
+            ctx.patient is None or not _patient_ok(ctx.patient, type_, interaction, resource)
+        ):
+            continue
+        if rule.params and not _params_ok(type_, rule.params, resource):
+            continue
+        return True
+    return False
+
+
+def _json(body: str | bytes | None) -> dict[str, Any] | None:
+    if body is None:
+        return None
+    value = orjson.loads(body)
+    return value if isinstance(value, dict) else None
+
+
+def _judged_body(repo: FhirRepository, stored: StoredResource) -> dict[str, Any] | None:
+    """The JSON a version is judged on: its own, or for a deletion the version before it."""
+    if not stored.deleted:
+        return _json(stored.body)
+    version = stored.version - 1
+    while version >= 1:
+        prior = repo.read_version(stored.type, stored.id, version)
+        if prior is None:
+            return None
+        if not prior.deleted:
+            return _json(prior.body)
+        version -= 1
+    return None
+
+
+def version_visible(
+    repo: FhirRepository, ctx: AccessContext, stored: StoredResource, interaction: str = "r"
+) -> bool:
+    """Return whether the caller may see (or act on, for u/d) this stored version."""
+    if ctx.unrestricted:
+        return True
+    if not ctx.can(stored.type, interaction):
+        return False
+    if not ctx.confined(stored.type, interaction):
+        return True
+    return permits(ctx, stored.type, interaction, _judged_body(repo, stored))
+
+
+def require_visible(
+    repo: FhirRepository, ctx: AccessContext, stored: StoredResource | None, interaction: str = "r"
+) -> None:
+    """Raise 404 unless the caller may see this version (a version it may not see does not exist)."""
+    if stored is None or ctx.unrestricted:
+        return
+    if not version_visible(repo, ctx, stored, interaction):
+        raise NotFoundError(f"{stored.type}/{stored.id} is not known", message_id="MSG_NO_EXIST")
+
+
+def check_visible(
+    repo: FhirRepository, ctx: AccessContext, type_: str, id_: str, interaction: str = "r"
+) -> None:
+    """Raise 403 for a type outside the scopes and 404 for a current version the caller may not see."""
+    if ctx.unrestricted:
+        return
+    ctx.require(type_, interaction)
+    if not ctx.confined(type_, interaction):
+        return
+    stored = repo.read_resource(type_, id_)
+    if stored is None or version_visible(repo, ctx, stored, interaction):
+        return
+    if interaction in WRITES and version_visible(repo, ctx, stored, "r"):
+        # The caller sees it but may not change it (e.g. an Organization under a patient grant).
+        raise ForbiddenError(
+            f"The token may read {type_}/{id_} but not {_NAMES[interaction]} it", message_id="MSG_FORBIDDEN"
+        )
+    raise NotFoundError(f"{type_}/{id_} is not known", message_id="MSG_NO_EXIST")
+
+
+def check_write(ctx: AccessContext, type_: str, interaction: str, resource: dict[str, Any]) -> None:
+    """Raise 403 unless the caller may write this resource (type, its patients, restrictions)."""
+    if ctx.unrestricted:
+        return
+    ctx.require(type_, interaction)
+    if ctx.confined(type_, interaction) and not permits(ctx, type_, interaction, resource):
+        who = f"Patient/{ctx.patient}" if ctx.patient else "the token's restrictions"
+        raise ForbiddenError(
+            f"This {type_} is outside what the token may write (it must belong to {who}"
+            " and reference no other patient)",
+            message_id="MSG_FORBIDDEN",
+        )
+
+
+def visible(ctx: AccessContext, items: list[Any], interaction: str = "r") -> list[Any]:
+    """Keep the live items (objects with .type and .body, e.g. search matches) the caller may see."""
+    if ctx.unrestricted or not items:
+        return items
+    out = []
+    for item in items:
+        if not ctx.can(item.type, interaction):
+            continue
+        if ctx.confined(item.type, interaction) and not permits(
+            ctx, item.type, interaction, _json(item.body)
+        ):
+            continue
+        out.append(item)
+    return out
+
+
+def visible_versions(
+    repo: FhirRepository, ctx: AccessContext, entries: list[StoredResource], interaction: str = "r"
+) -> list[StoredResource]:
+    """Keep the history entries (versions, deletions included) the caller may see."""
+    if ctx.unrestricted:
+        return entries
+    return [e for e in entries if version_visible(repo, ctx, e, interaction)]
+
+
+# -- narrowing a search in SQL (a superset of what `permits` keeps) -------------------
+
+
 def restrict_query(ctx: AccessContext, query: SearchQuery, interaction: str = "s") -> SearchQuery:
-    """Add the token's compartment and parameter restrictions to a search (403 for foreign types)."""
+    """Narrow a search in SQL to what the token may see (403 for types it may not search).
+
+    Adds, per type, the patient confinement and the scope's parameter restrictions; the
+    targets of chains and the sources of `_has` are confined the same way, so neither can
+    reveal what the caller may not see.
+    """
     from server.fhir.search.definitions import resource_types
     from server.fhir.search.query import Compartment
 
@@ -128,125 +360,74 @@ def restrict_query(ctx: AccessContext, query: SearchQuery, interaction: str = "s
         r.type == "*" and interaction in r.interactions and not r.params and r.context != "patient"
         for r in ctx.rules
     ):
-        return query
+        return dataclasses.replace(query, tests=tuple(_nested(ctx, t) for t in query.tests))
     types = query.types or tuple(t for t in resource_types() if ctx.can(t, interaction))
     if not types:
         raise ForbiddenError("The token's scopes allow no search", message_id="MSG_FORBIDDEN")
     for type_ in types:
         ctx.require(type_, interaction)
-    query = dataclasses.replace(query, types=types)
-    patients = {ctx.compartment_patient(t, interaction) for t in types}
-    patient = next((p for p in patients if p), None)
-    if patient is not None:
-        if query.compartment is None:
-            query = dataclasses.replace(query, compartment=Compartment("Patient", patient))
-        elif query.compartment.kind != "Patient" or query.compartment.owner != patient:
+    patients = {p for p in (ctx.compartment_patient(t, interaction) for t in types) if p}
+    if query.compartment is not None and query.compartment.kind == "Patient":
+        if patients - {query.compartment.owner}:
             raise NotFoundError(
                 f"{query.compartment.kind}/{query.compartment.owner} is not known", message_id="MSG_NO_EXIST"
             )
-    extra = _restriction_tests(ctx, types, interaction)
-    if extra:
-        query = dataclasses.replace(query, tests=(*query.tests, *extra))
-    return query
+    compartment = query.compartment
+    if len(types) == 1 and patients and compartment is None and types[0] in _members_cache():
+        # The common case, answered from the compartment index: one member type, one patient.
+        compartment = Compartment("Patient", next(iter(patients)))
+    tests = [_nested(ctx, t) for t in query.tests]
+    tests += _confine(ctx, types, interaction, in_compartment=compartment is not None)
+    return dataclasses.replace(query, types=types, compartment=compartment, tests=tuple(tests))
 
 
-def _restriction_tests(ctx: AccessContext, types: tuple[str, ...], interaction: str) -> tuple[Any, ...]:
-    from server.fhir.http import FhirRequest
-    from server.fhir.search.params import parse_search
+def _type_confinement(ctx: AccessContext, type_: str, interaction: str, in_compartment: bool) -> list[Any]:
+    from server.fhir.search.query import PatientOnlyTest
 
-    restricted = {t: ctx.restrictions(t, interaction) for t in types}
-    params = next((p for p in restricted.values() if p), None)
-    if params is None:
-        return ()
-    if any(restricted[t] != params for t in types):
-        raise ForbiddenError(
-            "Search one type at a time: the token restricts these types differently",
-            message_id="MSG_FORBIDDEN",
-        )
-    parsed = parse_search(FhirRequest("GET", "", params=params), types, strict=True)
-    return parsed.tests
-
-
-def _matching_ids(
-    repo: FhirRepository, ctx: AccessContext, type_: str, ids: Iterable[str], interaction: str
-) -> set[str]:
-    """Return which of the ids of `type_` the caller may see (compartment and parameters)."""
-    from server.fhir.search.query import IdTest
-    from server.fhir.search.query import SearchQuery
-
-    ids = tuple(dict.fromkeys(ids))
-    if not ids:
-        return set()
-    query = SearchQuery(types=(type_,), tests=(IdTest(ids),), count=len(ids), total="none")
-    query = restrict_query(ctx, query, interaction)
-    return {m.id for m in repo.search(query).matches}
-
-
-def _confined(ctx: AccessContext, type_: str, interaction: str) -> bool:
+    tests: list[Any] = []
     patient = ctx.compartment_patient(type_, interaction)
-    return patient is not None or bool(ctx.restrictions(type_, interaction))
+    if patient is not None:
+        member = type_ in _members_cache() and not in_compartment
+        tests.append(PatientOnlyTest(patient, (type_,) if member else ()))
+    params = ctx.restrictions(type_, interaction)
+    if params:
+        tests += _restriction_tests((type_,), params)
+    return tests
 
 
-def check_visible(
-    repo: FhirRepository, ctx: AccessContext, type_: str, id_: str, interaction: str = "r"
-) -> None:
-    """Raise 403 for a type outside the scopes and 404 for a resource outside the patient or parameters."""
-    if ctx.unrestricted:
-        return
-    ctx.require(type_, interaction)
-    if not _confined(ctx, type_, interaction):
-        return
-    stored = repo.read_resource(type_, id_)
-    if stored is None or stored.deleted:
-        return  # the interaction itself answers 404 / 410 for these
-    if id_ not in _matching_ids(repo, ctx, type_, (id_,), "r"):
-        raise NotFoundError(f"{type_}/{id_} is not known", message_id="MSG_NO_EXIST")
+def _confine(ctx: AccessContext, types: tuple[str, ...], interaction: str, in_compartment: bool) -> list[Any]:
+    """The tests confining a search over `types` (per type when there are several)."""
+    from server.fhir.search.query import TypeTest
+
+    if len(types) == 1:
+        return _type_confinement(ctx, types[0], interaction, in_compartment)
+    out: list[Any] = []
+    for type_ in types:
+        tests = _type_confinement(ctx, type_, interaction, in_compartment)
+        if tests:
+            out.append(TypeTest(type_, tuple(tests)))
+    return out
 
 
-def check_write(
-    ctx: AccessContext, type_: str, interaction: str, compartments: Iterable[tuple[str, str]]
-) -> None:
-    """Raise 403 unless the caller may write the type and the result stays in its patient compartment."""
-    if ctx.unrestricted:
-        return
-    ctx.require(type_, interaction)
-    patient = ctx.compartment_patient(type_, interaction)
-    if patient is not None and ("Patient", patient) not in set(compartments):
-        raise ForbiddenError(
-            f"A {type_} written with this token must belong to Patient/{patient}", message_id="MSG_FORBIDDEN"
-        )
+def _nested(ctx: AccessContext, test: Any) -> Any:
+    """Confine the resources a chain or `_has` looks at (403 when the caller may search none)."""
+    from server.fhir.search.query import AllTest
+    from server.fhir.search.query import ChainTest
+    from server.fhir.search.query import HasTest
+    from server.fhir.search.query import TypeTest
 
-
-def filter_visible(
-    repo: FhirRepository, ctx: AccessContext, items: list[Any], interaction: str = "r"
-) -> list[Any]:
-    """Keep the matches / stored versions (objects with .type and .id) the caller may see."""
-    if ctx.unrestricted or not items:
-        return items
-    by_type: dict[str, set[str]] = {}
-    for item in items:
-        by_type.setdefault(item.type, set()).add(item.id)
-    allowed: dict[str, set[str] | None] = {}
-    for type_, ids in by_type.items():
-        if not ctx.can(type_, interaction):
-            allowed[type_] = set()
-        elif _confined(ctx, type_, interaction):
-            allowed[type_] = _matching_ids(repo, ctx, type_, ids, interaction)
-        else:
-            allowed[type_] = None
-    return [i for i in items if allowed[i.type] is None or i.id in allowed[i.type]]  # type: ignore[operator]
-
-
-def visible_versions(
-    repo: FhirRepository, ctx: AccessContext, entries: list[StoredResource]
-) -> list[StoredResource]:
-    """Keep history entries the caller may see (deleted ones follow their type's rule)."""
-    if ctx.unrestricted:
-        return entries
-    live = [e for e in entries if not e.deleted]
-    kept = {(e.type, e.id) for e in filter_visible(repo, ctx, live)}
-    return [
-        e
-        for e in entries
-        if (e.type, e.id) in kept or (e.deleted and ctx.can(e.type, "r") and not _confined(ctx, e.type, "r"))
-    ]
+    if isinstance(test, HasTest):
+        ctx.require(test.source, "s")
+        extra = _confine(ctx, (test.source,), "s", in_compartment=False)
+        inner = _nested(ctx, test.inner)
+        return dataclasses.replace(test, inner=AllTest((inner, *extra)) if extra else inner)
+    if isinstance(test, ChainTest):
+        targets = tuple(t for t in test.targets if ctx.can(t, "s"))
+        if not targets:
+            ctx.require(test.targets[0] if test.targets else "*", "s")
+        extra = _confine(ctx, targets, "s", in_compartment=False)
+        inner = _nested(ctx, test.inner)
+        return dataclasses.replace(test, targets=targets, inner=AllTest((inner, *extra)) if extra else inner)
+    if isinstance(test, AllTest | TypeTest):
+        return dataclasses.replace(test, tests=tuple(_nested(ctx, t) for t in test.tests))
+    return test

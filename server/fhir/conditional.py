@@ -18,8 +18,10 @@ from urllib.parse import urlencode
 from server.errors import InvalidRequestError
 from server.errors import MultipleMatchesError
 from server.fhir.access import AccessContext
+from server.fhir.access import check_visible
 from server.fhir.access import check_write
 from server.fhir.access import restrict_query
+from server.fhir.access import visible
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import etag
@@ -49,35 +51,67 @@ def _pairs(criteria: str | tuple[tuple[str, str], ...]) -> list[tuple[str, str]]
     return [(k, v) for k, v in pairs if k.partition(":")[0] not in RESULT_PARAMS]
 
 
-def guard_key(type_: str, criteria: str | tuple[tuple[str, str], ...]) -> str:
-    """Return the hash of the type and the sorted criteria (equal for reordered parameters)."""
+def guard_key(type_: str, criteria: str | tuple[tuple[str, str], ...], scope: str | None = None) -> str:
+    """Return the hash of the type, the sorted criteria and the caller's confinement.
+
+    Equal for reordered parameters. `scope` (the patient a confined caller is bound to) keeps
+    one patient's conditional creates from contending with matches it may not see.
+    """
     normal = urlencode(sorted(_pairs(criteria)))
-    return hashlib.sha256(f"{type_}?{normal}".encode()).hexdigest()
+    prefix = f"{scope}@" if scope else ""
+    return hashlib.sha256(f"{prefix}{type_}?{normal}".encode()).hexdigest()
 
 
-def _matches(repo: FhirRepository, query: SearchQuery) -> list[Any]:
+def _scope(ctx: AccessContext, type_: str, interaction: str) -> str | None:
+    return (ctx.patient or "restricted") if ctx.confined(type_, interaction) else None
+
+
+def _matches(repo: FhirRepository, ctx: AccessContext, query: SearchQuery, interaction: str) -> list[Any]:
+    """The first two matches the caller may see and act on (nothing else may show in the answer)."""
     result = repo.search(replace(query, count=2, total="none", includes=(), sort=()))
-    return list(result.matches)
+    return visible(ctx, list(result.matches), interaction)
+
+
+def find_matches(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, criteria: str
+) -> list[Any]:
+    """The first two resources matching If-None-Exist criteria that the caller may see."""
+    ctx.require(type_, "s")
+    query = restrict_query(ctx, parse_criteria(req, type_, _pairs(criteria)), "s")
+    return _matches(repo, ctx, query, "s")
+
+
+def create_lock(repo: FhirRepository, ctx: AccessContext, type_: str, criteria: str) -> None:
+    """Make concurrent identical conditional creates (of one caller's view) wait for each other."""
+    repo.lock_key(guard_key(type_, criteria, _scope(ctx, type_, "s")))
 
 
 def create_guarded(
     repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, write: WriteRequest, criteria: str
 ) -> tuple[StoredResource | None, StoredResource | None]:
     """Return (the existing match, None) or (None, the resource created under the guard)."""
-    query = restrict_query(ctx, parse_criteria(req, type_, _pairs(criteria)), "c")
+    ctx.require(type_, "s")  # matching is a search: a client that cannot search cannot match
+    query = restrict_query(ctx, parse_criteria(req, type_, _pairs(criteria)), "s")
     id_ = new_id()
     write.resource["id"] = id_  # so the resource's own compartment gets the new id
     write = replace(write, compartments=tuple(compartments_of(write.resource)))
-    op = GuardedCreate(query=query, key=guard_key(type_, criteria), type=type_, id=id_, write=write)
+    op = GuardedCreate(
+        query=query,
+        key=guard_key(type_, criteria, _scope(ctx, type_, "s")),
+        type=type_,
+        id=id_,
+        write=write,
+        visible=lambda found: visible(ctx, found, "s"),
+    )
     existing, created = repo.search(op)
     return existing, created
 
 
-def _serialise(repo: FhirRepository, type_: str, req: FhirRequest) -> None:
+def _serialise(repo: FhirRepository, ctx: AccessContext, type_: str, req: FhirRequest, action: str) -> None:
     """Make identical conditional writes wait for each other (so both cannot create)."""
     lock_key = getattr(repo, "lock_key", None)  # optional part of the repository
     if lock_key is not None:
-        lock_key(guard_key(type_, req.params))
+        lock_key(guard_key(type_, req.params, _scope(ctx, type_, action)))
 
 
 def _criteria(req: FhirRequest, type_: str) -> SearchQuery:
@@ -96,12 +130,12 @@ def conditional_update(
     if body_id is not None:
         check_id(str(body_id))
     write = prepare_write(type_, resource)
-    check_write(ctx, type_, "u", write.compartments)
+    check_write(ctx, type_, "u", write.resource)
     if_match = req.header("if-match")
     version = parse_etag(if_match) if if_match else None
     with repo.transaction():
-        _serialise(repo, type_, req)
-        found = _matches(repo, query)
+        _serialise(repo, ctx, type_, req, "u")
+        found = _matches(repo, ctx, query, "u")
         if len(found) > 1:
             raise MultipleMatchesError(
                 f"The criteria match more than one {type_}; be more specific",
@@ -119,6 +153,7 @@ def conditional_update(
             check_references(repo, ctx, req, type_, write.resource)
             stored, created = repo.update_resource(type_, target, write, if_match=version)
         elif body_id is not None:
+            check_visible(repo, ctx, type_, str(body_id), "u")  # an id the caller may not see is refused
             check_references(repo, ctx, req, type_, write.resource)
             stored, created = repo.update_resource(type_, str(body_id), write, if_match=version)
         else:
@@ -136,8 +171,8 @@ def conditional_delete(
     check_type(type_)
     query = restrict_query(ctx, _criteria(req, type_), "d")
     with repo.transaction():
-        _serialise(repo, type_, req)
-        found = _matches(repo, query)
+        _serialise(repo, ctx, type_, req, "d")
+        found = _matches(repo, ctx, query, "d")
         if len(found) > 1:
             raise MultipleMatchesError(
                 f"The criteria match more than one {type_}; conditional delete deletes one",

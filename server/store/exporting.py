@@ -61,8 +61,12 @@ def stream_bodies(
     patient_level: bool = False,
     patients: Sequence[str] | None = None,
     filters: Sequence[SearchQuery] = (),
+    access: SearchQuery | None = None,
 ) -> Iterator[str]:
-    """Yield the stored JSON of every live resource of the type matching the export's criteria."""
+    """Yield the stored JSON of every live resource of the type matching the export's criteria.
+
+    `access` is the search the grant narrows the type to (restrict_query): its conditions are added.
+    """
     conds: list[Any] = [R.type == type_, R.deleted.is_(False), R.last_updated <= until]
     if since is not None:
         conds.append(R.last_updated >= since)
@@ -70,6 +74,8 @@ def stream_bodies(
         conds.append(_patient_clause(type_, patients))
     if filters:
         conds.append(sa.or_(*(sa.and_(*where_clauses(q)) for q in filters)))
+    if access is not None:
+        conds += where_clauses(access)
     stmt = sa.select(R.body).where(*conds).order_by(R.pk).execution_options(yield_per=BATCH)
     for body in session.scalars(stmt):
         if body is not None:

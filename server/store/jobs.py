@@ -48,6 +48,10 @@ class ExportJob(Base):
     request_url: so.Mapped[str] = so.mapped_column(sa.Text)
     base_url: so.Mapped[str] = so.mapped_column(sa.Text)
     client_id: so.Mapped[str | None] = so.mapped_column(sa.String(255), nullable=True)
+    # The kick-off token's scopes: the worker rebuilds its access from them (NULL: a job queued
+    # before grants were recorded, which exports nothing).
+    grant_scopes: so.Mapped[str | None] = so.mapped_column(sa.Text, nullable=True)
+    patients: so.Mapped[str | None] = so.mapped_column(sa.Text, nullable=True)  # JSON ids; NULL: all
     created: so.Mapped[datetime] = so.mapped_column(sa.DateTime)
     transaction_time: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime, nullable=True)
     finished: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime, nullable=True)
@@ -75,6 +79,8 @@ class JobView:
     request_url: str
     base_url: str
     client_id: str | None
+    grant_scopes: str | None
+    patients: list[str] | None
     created: datetime
     transaction_time: datetime | None
     finished: datetime | None
@@ -105,6 +111,8 @@ def _view(row: ExportJob) -> JobView:
         request_url=row.request_url,
         base_url=row.base_url,
         client_id=row.client_id,
+        grant_scopes=row.grant_scopes,
+        patients=None if row.patients is None else orjson.loads(row.patients),
         created=row.created,
         transaction_time=row.transaction_time,
         finished=row.finished,
@@ -136,6 +144,8 @@ def submit(session: so.Session, request: ExportRequest) -> str:
             request_url=request.request_url,
             base_url=request.base_url,
             client_id=request.client_id,
+            grant_scopes=request.scopes,
+            patients=None if request.patients is None else orjson.dumps(list(request.patients)).decode(),
             created=now(),
         )
     )

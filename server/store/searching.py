@@ -21,6 +21,7 @@ from sqlalchemy.sql.elements import BooleanClauseList
 from server.errors import MultipleMatchesError
 from server.errors import VersionConflictError
 from server.fhir.repository import StoredResource
+from server.fhir.search.query import AllTest
 from server.fhir.search.query import ChainTest
 from server.fhir.search.query import CompositeValue
 from server.fhir.search.query import Cursor
@@ -32,6 +33,7 @@ from server.fhir.search.query import LastUpdatedTest
 from server.fhir.search.query import Match
 from server.fhir.search.query import MissingTest
 from server.fhir.search.query import ParamTest
+from server.fhir.search.query import PatientOnlyTest
 from server.fhir.search.query import QuantityValue
 from server.fhir.search.query import RangeValue
 from server.fhir.search.query import ReferenceValue
@@ -41,6 +43,7 @@ from server.fhir.search.query import SortKey
 from server.fhir.search.query import Test
 from server.fhir.search.query import TextValue
 from server.fhir.search.query import TokenValue
+from server.fhir.search.query import TypeTest
 from server.fhir.search.query import UriValue
 from server.fhir.search.query import Value
 from server.store.index_models import CompartmentMembership
@@ -300,7 +303,37 @@ def test_clause(test: Test, res: Any) -> Clause:
             )
             .exists()
         )
+    if isinstance(test, PatientOnlyTest):
+        return _patient_only(test, res)
+    if isinstance(test, TypeTest):
+        return sa.or_(res.type != test.type, sa.and_(*(test_clause(t, res) for t in test.tests)))
+    if isinstance(test, AllTest):
+        return sa.and_(*(test_clause(t, res) for t in test.tests))
     raise TypeError(f"unknown search test {test!r}")
+
+
+def _patient_only(test: PatientOnlyTest, res: Any) -> Clause:
+    """Nothing that points to another patient; members in the patient's compartment (res_pk indexes)."""
+    me = test.patient
+    c, ref = sa.orm.aliased(CompartmentMembership), sa.orm.aliased(ReferenceIndex)
+    other_member = sa.select(c.pk).where(c.res_pk == res.pk, c.kind == "Patient", c.owner_id != me)
+    other_ref = sa.select(ref.pk).where(
+        ref.res_pk == res.pk, ref.target_type == "Patient", ref.target_id != me
+    )
+    conds: list[Clause] = [
+        ~other_member.exists(),
+        ~other_ref.exists(),
+        sa.or_(res.type != "Patient", res.id == me),
+    ]
+    if test.members:
+        mine = sa.orm.aliased(CompartmentMembership)
+        member = sa.select(mine.pk).where(mine.res_pk == res.pk, mine.kind == "Patient", mine.owner_id == me)
+        conds.append(
+            sa.or_(
+                res.type.not_in(test.members), member.exists(), sa.and_(res.type == "Patient", res.id == me)
+            )
+        )
+    return sa.and_(*conds)
 
 
 def where_clauses(query: SearchQuery, res: Any = R) -> list[Clause]:
@@ -516,9 +549,17 @@ class _LostRaceError(Exception):
     """Another transaction took the conditional-create guard first."""
 
 
-def _find(session: so.Session, query: SearchQuery) -> list[Match]:
-    limited = SearchQuery(types=query.types, tests=query.tests, count=2)
-    return _page(session, limited)[0]
+def _find(session: so.Session, op: GuardedCreate) -> list[Match]:
+    """The first two matches of conditional criteria the caller may see."""
+    query = op.query
+    limited = SearchQuery(
+        types=query.types,
+        tests=query.tests,
+        compartment=query.compartment,
+        count=2,
+    )
+    found = _page(session, limited)[0]
+    return found if op.visible is None else op.visible(found)
 
 
 def _guarded_create(
@@ -528,7 +569,7 @@ def _guarded_create(
     from server.store.repository import SqlRepository
 
     for _attempt in range(3):
-        found = _find(session, op.query)
+        found = _find(session, op)
         if len(found) > 1:
             raise MultipleMatchesError(
                 f"If-None-Exist criteria match {len(found)} or more {op.type} resources",
@@ -561,7 +602,7 @@ def _claim(session: so.Session, op: GuardedCreate, pk: Any) -> None:
         return
     # The key is taken. A concurrent create may have committed since our search: if anything
     # but our own new resource matches now, we lost.
-    if any(m.pk != pk for m in _find(session, op.query)):
+    if any(m.pk != pk for m in _find(session, op)):
         raise _LostRaceError(op.key)
     # Otherwise the guarded resource was deleted or no longer matches: take the guard over,
     # unless someone else just did.

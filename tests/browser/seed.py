@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_mapping.codes import EXT_SESSION_TIMING
-from server.fhir.access import OPEN
+from server.fhir.access import SYSTEM
 from server.fhir.http import FhirRequest
 from server.fhir.interactions.bundle import process_bundle
 from server.store.repository import SqlRepository
@@ -230,7 +230,7 @@ def seed(database_url: str, base_url: str) -> None:
     engine = make_engine(database_url)
     session = make_session_factory(engine)()
     try:
-        resp = process_bundle(SqlRepository(session), OPEN, FhirRequest("POST", base_url, body=bundle))
+        resp = process_bundle(SqlRepository(session), SYSTEM, FhirRequest("POST", base_url, body=bundle))
         assert resp.status == 200, resp.body
         session.commit()
     finally:

@@ -36,7 +36,6 @@ from server.fhir.http import version_headers
 from server.fhir.outcomes import to_operation_outcome
 from server.fhir.repository import FhirRepository
 from server.fhir.routing import dispatch
-from server.fhir.search.params import parse_criteria
 from server.fhir.writes import new_id
 
 _LAST_UPDATED = re.compile(r'"meta":\{[^}]*"lastUpdated":"([^"]+)"')
@@ -140,12 +139,6 @@ def _entry_response(resp: FhirResponse) -> tuple[dict[str, Any], str | None]:
     return out, text
 
 
-def _find(repo: FhirRepository, req: FhirRequest, type_: str, criteria: str) -> list[Any]:
-    query = parse_criteria(req, type_, criteria)
-    result = repo.search(replace(query, count=2, total="none", includes=(), sort=()))
-    return list(result.matches)
-
-
 def _resolve_ids(
     repo: FhirRepository, ctx: AccessContext, req: FhirRequest, items: list[_Item]
 ) -> dict[str, str]:
@@ -161,8 +154,8 @@ def _resolve_ids(
             if criteria:
                 # Concurrent identical conditional creates wait here for each other, so the
                 # later one finds what the earlier one created.
-                repo.lock_key(conditional.guard_key(type_, criteria))
-            found = _find(repo, req, type_, criteria) if criteria else []
+                conditional.create_lock(repo, ctx, type_, criteria)
+            found = conditional.find_matches(repo, ctx, req, type_, criteria) if criteria else []
             if len(found) > 1:
                 raise MultipleMatchesError(f"Bundle.entry[{item.index}]: ifNoneExist matches several {type_}")
             if found:
@@ -177,7 +170,7 @@ def _resolve_ids(
         elif item.method == "PUT" and len(item.path) == 2:
             target = item.path[1]
         elif item.method == "PUT" and len(item.path) == 1 and item.query:
-            found = _find(repo, req, type_, item.query)
+            found = conditional.find_matches(repo, ctx, req, type_, item.query)
             if len(found) == 1:
                 target = found[0].id
             elif not found:
@@ -263,7 +256,7 @@ def _transaction(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, ite
             if "?" not in reference or reference.startswith(("http:", "https:", "urn:")):
                 return reference
             type_, _, criteria = reference.partition("?")
-            found = _find(repo, req, type_, criteria)
+            found = conditional.find_matches(repo, ctx, req, type_, criteria)
             if len(found) != 1:
                 raise PreconditionFailedError(
                     f"Conditional reference {reference!r} matches {len(found)} resources (needs exactly one)"

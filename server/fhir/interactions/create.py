@@ -40,7 +40,7 @@ def create(
         # The id is part of the index data (a Patient is in its own compartment).
         resource = {**resource, "id": assigned_id or new_id()}
     write = prepare_write(type_, resource)
-    check_write(ctx, type_, "c", write.compartments)
+    check_write(ctx, type_, "c", write.resource)
     with repo.transaction():
         check_references(repo, ctx, req, type_, write.resource)
         if criteria:

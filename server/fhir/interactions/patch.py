@@ -58,7 +58,7 @@ def patch(
         if patched.get("id") != id_ or patched.get("resourceType") != type_:
             raise UnprocessableError("JSON Patch must not change resourceType or id")
         write = prepare_write(type_, patched)
-        check_write(ctx, type_, "u", write.compartments)
+        check_write(ctx, type_, "u", write.resource)
         check_references(repo, ctx, req, type_, write.resource)
         new, _ = repo.update_resource(type_, id_, write, if_match=stored.version)
     return write_response(req, new, 200)

@@ -10,7 +10,7 @@ import email.utils
 from server.errors import GoneError
 from server.errors import NotFoundError
 from server.fhir.access import AccessContext
-from server.fhir.access import check_visible
+from server.fhir.access import require_visible
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.http import etag
@@ -21,11 +21,16 @@ from server.fhir.resources import check_id
 from server.fhir.resources import check_type
 
 
-def current(repo: FhirRepository, type_: str, id_: str) -> StoredResource:
-    """Return the live current version, raising 404 (unknown) or 410 (deleted)."""
+def current(
+    repo: FhirRepository, type_: str, id_: str, ctx: AccessContext | None = None, interaction: str = "r"
+) -> StoredResource:
+    """Return the live current version, raising 404 (unknown or not visible to `ctx`) or 410 (deleted)."""
     check_type(type_)
     check_id(id_)
     stored = repo.read_resource(type_, id_)
+    if ctx is not None:
+        ctx.require(type_, interaction)
+        require_visible(repo, ctx, stored, interaction)
     if stored is None:
         raise NotFoundError(f"{type_}/{id_} is not known", message_id="MSG_NO_EXIST")
     if stored.deleted:
@@ -55,9 +60,7 @@ def not_modified(req: FhirRequest, stored: StoredResource) -> bool:
 
 def read(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str) -> FhirResponse:
     """Return the current version of a resource (304 if the client's copy is current)."""
-    check_type(type_)
-    check_visible(repo, ctx, type_, id_)
-    stored = current(repo, type_, id_)
+    stored = current(repo, type_, id_, ctx)
     headers = {"ETag": etag(stored.version), "Last-Modified": http_date(stored.last_updated)}
     if not_modified(req, stored):
         return FhirResponse(304, None, headers)

@@ -30,7 +30,7 @@ def search_compartment(
         raise NotFoundError(f"{type_} is not a compartment", message_id="MSG_NO_COMPARTMENT")
     members = compartment_members(type_)
     if target == "*":
-        types = members
+        types = tuple(t for t in members if ctx.can(t, "s")) or members  # * means what the caller may see
     else:
         check_type(target)
         if target not in members:

@@ -9,8 +9,8 @@ from typing import Any
 
 from server.errors import ForbiddenError
 from server.fhir.access import AccessContext
-from server.fhir.access import filter_visible
 from server.fhir.access import restrict_query
+from server.fhir.access import visible
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.interactions.capabilities import contribute
@@ -50,9 +50,13 @@ def run_search(
     if ctx is not None:
         query = restrict_query(ctx, query)
     result = repo.search(query)
-    if ctx is not None and result.included:
+    if ctx is not None:
+        # SQL narrowed the search; each version that leaves is still asked of the policy, and
         # _include / _revinclude may reach other patients' data or types outside the scopes.
-        result.included = filter_visible(repo, ctx, result.included)
+        kept = visible(ctx, result.matches, "s")
+        if len(kept) != len(result.matches):
+            result.matches, result.total = kept, None  # no count of what the caller may not see
+        result.included = visible(ctx, result.included, "r")
     headers = {"Content-Type": "application/fhir+json"}
     return FhirResponse(200, searchset(req.base_url.rstrip("/"), path, query, result), headers)
 

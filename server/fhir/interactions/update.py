@@ -50,7 +50,7 @@ def update(
         check_body_id(resource, id_)
     write = prepare_write(type_, resource)
     check_visible(repo, ctx, type_, id_, "u")
-    check_write(ctx, type_, "u", write.compartments)
+    check_write(ctx, type_, "u", write.resource)
     if_match = req.header("if-match")
     version = parse_etag(if_match) if if_match else None
     with repo.transaction():

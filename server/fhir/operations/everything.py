@@ -13,6 +13,7 @@ from server.errors import ForbiddenError
 from server.errors import InvalidRequestError
 from server.errors import NotFoundError
 from server.fhir.access import AccessContext
+from server.fhir.access import visible
 from server.fhir.bundles import Entry
 from server.fhir.bundles import bundle_text
 from server.fhir.http import FhirRequest
@@ -22,6 +23,7 @@ from server.fhir.interactions.read import current
 from server.fhir.operations.registry import register
 from server.fhir.repository import FhirRepository
 from server.fhir.resources import check_type
+from server.fhir.resources import resource_types
 from server.fhir.search.dates import parse_date_range
 from server.fhir.search.paging import is_digits
 from server.fhir.search.paging import page_size
@@ -119,9 +121,11 @@ def everything(
         raise ForbiddenError(
             "Reading Patient records is not allowed for this client", message_id="MSG_FORBIDDEN"
         )
-    current(repo, "Patient", id_)
+    current(repo, "Patient", id_, ctx)
     pairs = operation_params(req)
     types = parse_types([v for k, v in pairs if k == "_type"])
+    if not ctx.unrestricted:  # only types the caller may read; each entry is still judged below
+        types = tuple(t for t in (types or resource_types()) if ctx.can(t, "r"))
     since = parse_since(_last(pairs, "_since"))
     count = page_size(_last(pairs, "_count"), default=req.default_count, maximum=req.max_count)
     cursor = _cursor(_last(pairs, "_cursor"))
@@ -140,12 +144,17 @@ def everything(
         links.append(
             ("next", path + "?" + urllib.parse.urlencode([*keep, ("_cursor", str(page.next_cursor))]))
         )
+    shown = visible(ctx, page.entries, "r")
     entries = [
-        Entry({"fullUrl": f"{base}/{s.type}/{s.id}", "search": {"mode": "match"}}, s.body)
-        for s in page.entries
+        Entry({"fullUrl": f"{base}/{s.type}/{s.id}", "search": {"mode": "match"}}, s.body) for s in shown
     ]
-    text = bundle_text("searchset", entries, total=page.total, links=links)
+    total = page.total if len(shown) == len(page.entries) and not _confined(ctx, types) else None
+    text = bundle_text("searchset", entries, total=total, links=links)
     return FhirResponse(200, text, {"Content-Type": "application/fhir+json"})
+
+
+def _confined(ctx: AccessContext, types: tuple[str, ...]) -> bool:
+    return any(ctx.confined(t, "r") for t in types)
 
 
 @contribute

@@ -3,7 +3,8 @@
 https://hl7.org/fhir/uv/bulkdata/STU2/export.html
 
 This module checks the request and queues a job through the repository; the job runs in
-server.bulk.worker and its status and files are served by server.api.bulk_routes.
+server.bulk.worker and its status and files are served by server.api.bulk_routes. The job
+records the kick-off token's scopes: the worker exports only what `permits` grants under them.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from server.errors import ForbiddenError
 from server.errors import InvalidRequestError
 from server.fhir.access import AccessContext
+from server.fhir.access import version_visible
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.interactions.capabilities import contribute
@@ -26,6 +30,7 @@ from server.fhir.operations.everything import parse_types
 from server.fhir.operations.registry import register
 from server.fhir.outcomes import information
 from server.fhir.repository import FhirRepository
+from server.fhir.resources import ID_RE
 from server.fhir.resources import check_type
 from server.fhir.resources import resource_types
 from server.fhir.search.params import parse_criteria
@@ -35,7 +40,6 @@ STATUS_PATH = "/bulk/status/"
 FILES_PATH = "/bulk/files/"
 _UNSUPPORTED = {
     "_elements",
-    "patient",
     "includeAssociatedData",
     "_until",
     "organizeOutputBy",
@@ -55,7 +59,9 @@ class ExportRequest:
     request_url: str
     base_url: str
     client_id: str | None
+    scopes: str  # the kick-off token's scopes, from which the worker rebuilds its access
     group_id: str | None = None
+    patients: tuple[str, ...] | None = None  # the `patient` parameter's ids; None: every patient
 
 
 def filter_query(req: FhirRequest, value: str) -> tuple[str, str]:
@@ -116,6 +122,79 @@ def _allowed_types(ctx: AccessContext, types: tuple[str, ...]) -> tuple[str, ...
     return () if len(allowed) == len(every) else allowed
 
 
+def group_members(group: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Return the ids of a Group's active Patient members and the member references that are not Patients."""
+    patients: list[str] = []
+    others: list[str] = []
+    for member in group.get("member") or []:
+        if not isinstance(member, dict) or member.get("inactive"):
+            continue
+        reference = str((member.get("entity") or {}).get("reference") or "")
+        type_, _, id_ = reference.rstrip("/").rpartition("/")
+        if type_.rpartition("/")[2] != "Patient" or not id_:
+            others.append(reference)
+        elif id_ not in patients:
+            patients.append(id_)
+    return patients, others
+
+
+def _bad_patient(diagnostics: str) -> InvalidRequestError:
+    return InvalidRequestError(diagnostics, expression=("patient",), message_id="MSG_PARAM_INVALID")
+
+
+def _reference_id(req: FhirRequest, param: dict[str, Any]) -> str:
+    value = param.get("valueReference")
+    reference = value.get("reference") if isinstance(value, dict) else None
+    if not isinstance(reference, str):
+        raise _bad_patient("patient: each value must be a valueReference to a Patient")
+    type_, _, id_ = reference.removeprefix(req.base_url.rstrip("/") + "/").partition("/")
+    if type_ != "Patient" or not ID_RE.match(id_):
+        raise _bad_patient(f"patient {reference!r}: expected a reference Patient/[id]")
+    return id_
+
+
+def _patients(
+    repo: FhirRepository,
+    ctx: AccessContext,
+    req: FhirRequest,
+    pairs: list[tuple[str, str]],
+    level: str,
+    group: dict[str, Any] | None,
+) -> tuple[str, ...] | None:
+    """Check the `patient` parameter (POSTed valueReferences); return its ids, or None when absent.
+
+    Bulk Data 2.0: not applicable to system level; a patient not on the server (or not in the
+    group) is an error response to the kick-off. A Patient the caller may not see is not known.
+    """
+    if any(key == "patient" for key, _ in pairs):  # a query parameter, or a primitive value
+        raise _bad_patient(
+            "patient: send Patient references as valueReference in a POSTed Parameters resource"
+        )
+    body = req.body if isinstance(req.body, dict) else {}
+    params = [p for p in body.get("parameter") or [] if p.get("name") == "patient"]
+    if not params:
+        return None
+    if level == "system":
+        raise _bad_patient("patient is not applicable to a system-level export: use Patient/$export")
+    ids = tuple(dict.fromkeys(_reference_id(req, p) for p in params))
+    for id_ in ids:
+        if group is not None and id_ not in group_members(group)[0]:
+            raise _bad_patient(f"patient: Patient/{id_} is not a member of Group/{group.get('id')}")
+        stored = repo.read_resource("Patient", id_)
+        if (
+            stored is None
+            or stored.deleted
+            or (ctx.can("Patient", "r") and not version_visible(repo, ctx, stored, "r"))
+        ):
+            raise _bad_patient(f"patient: Patient/{id_} is not known")
+    return ids
+
+
+def _grant(ctx: AccessContext) -> str:
+    """The scopes the job runs under: the token's (an in-process caller may read everything)."""
+    return "system/*.rs" if ctx.unrestricted else " ".join(sorted(ctx.scopes))
+
+
 def kick_off(
     repo: FhirRepository, ctx: AccessContext, req: FhirRequest, level: str, group_id: str | None = None
 ) -> FhirResponse:
@@ -135,8 +214,10 @@ def kick_off(
     types = _allowed_types(ctx, parse_types([v for k, v in pairs if k == "_type"]))
     filters = _filters(req, [v for k, v in pairs if k == "_typeFilter"], types)
     since = parse_since(next((v for k, v in reversed(pairs) if k == "_since"), None))
+    group = None
     if group_id is not None:
-        current(repo, "Group", group_id)
+        group = orjson.loads(current(repo, "Group", group_id, ctx).body or "{}")
+    patients = _patients(repo, ctx, req, pairs, level, group)
     base = req.base_url.rstrip("/")
     query = urllib.parse.urlencode(req.params)
     request = ExportRequest(
@@ -148,7 +229,9 @@ def kick_off(
         request_url=f"{base}{req.path}" + (f"?{query}" if query else ""),
         base_url=base,
         client_id=ctx.client_id,
+        scopes=_grant(ctx),
         group_id=group_id,
+        patients=patients,
     )
     job_id = repo.submit_export(request)
     headers = {"Content-Location": f"{base}{STATUS_PATH}{job_id}"}

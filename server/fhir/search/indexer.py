@@ -446,8 +446,8 @@ def _plans(resource_type: str) -> tuple[tuple[_Plan, ...], dict[str, tuple[_Plan
     return tuple(always), {k: tuple(v) for k, v in keyed.items()}
 
 
-def index_resource(resource: dict[str, Any]) -> IndexRows:
-    """Return the index rows of every search parameter of the resource's type."""
+def index_resource(resource: dict[str, Any], only: frozenset[str] | None = None) -> IndexRows:
+    """Return the index rows of every search parameter of the resource's type (or of `only` those)."""
     rows = IndexRows()
     always, keyed = _plans(str(resource.get("resourceType")))
     todo: dict[_Plan, None] = dict.fromkeys(always)
@@ -455,6 +455,8 @@ def index_resource(resource: dict[str, Any]) -> IndexRows:
         plans = keyed.get(key)
         if plans:
             todo.update(dict.fromkeys(plans))
+    if only is not None:
+        todo = {plan: None for plan in todo if plan.name in only}
     group = 0
     for plan in todo:
         values = plan.extract(resource)

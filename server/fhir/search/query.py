@@ -139,7 +139,43 @@ class HasTest:
     inner: Test
 
 
-Test = ParamTest | MissingTest | IdTest | LastUpdatedTest | ChainTest | HasTest
+@dataclass(frozen=True, slots=True)
+class PatientOnlyTest:
+    """Access confinement: nothing that points to a Patient other than `patient`.
+
+    Resources of the `members` types must also be in that patient's compartment.
+    """
+
+    patient: str
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TypeTest:
+    """The tests apply to resources of `type` only (others pass): per-type access restrictions."""
+
+    type: str
+    tests: tuple[Test, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AllTest:
+    """Every one of the tests (e.g. a _has or chain target's own criteria plus access restrictions)."""
+
+    tests: tuple[Test, ...]
+
+
+Test = (
+    ParamTest
+    | MissingTest
+    | IdTest
+    | LastUpdatedTest
+    | ChainTest
+    | HasTest
+    | PatientOnlyTest
+    | TypeTest
+    | AllTest
+)
 
 
 # -- result parameters ------------------------------------------------------------------
@@ -241,3 +277,4 @@ class GuardedCreate:
     type: str
     id: str
     write: Any  # server.fhir.repository.WriteRequest
+    visible: Any = None  # Callable[[list[Match]], list[Match]]: keeps the matches the caller may see

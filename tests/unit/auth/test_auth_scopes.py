@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auth import scopes
+from server.fhir.access import SYSTEM
 from server.fhir.access import AccessContext
 
 
@@ -115,9 +116,10 @@ def test_access_context_policy() -> None:
     assert ctx.compartment_patient("Observation", "r") == "p1"
     wide = _ctx("patient/*.rs system/Observation.rs")
     assert wide.compartment_patient("Observation", "s") is None  # a system scope also grants it
-    assert wide.compartment_patient("Practitioner", "r") is None  # not in the Patient compartment
+    assert wide.compartment_patient("Practitioner", "r") == "p1"  # confined: may point to no other patient
     assert wide.compartment_patient("Condition", "r") == "p1"
     restricted = _ctx("patient/Observation.rs?category=survey patient/Observation.rs?category=vital-signs")
     assert restricted.restrictions("Observation", "s") == (("category", "survey,vital-signs"),)
     assert _ctx("user/*.rs").restrictions("Observation", "s") is None
-    assert AccessContext().can("Anything", "d")  # the open context of in-process callers
+    assert not AccessContext().can("Anything", "r")  # default deny
+    assert SYSTEM.can("Anything", "d")  # the named context of in-process callers

@@ -26,9 +26,9 @@ from server.fhir.search.indexer import normalize_string
 from server.fhir.search.indexer import parse_date_range
 from server.fhir.search.indexer import parse_reference
 from server.fhir.search.ucum import canonical
+from tests.fhir_packages import package
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "fixtures" / "examples"
-EXAMPLES_TGZ = pathlib.Path("/work/pkgs/hl7.fhir.r4b.examples-4.3.0.tgz")
 
 
 def load(name: str) -> dict:
@@ -315,10 +315,11 @@ def test_index_every_fixture_example() -> None:
     assert _index_all(resources) >= 30
 
 
-@pytest.mark.skipif(not EXAMPLES_TGZ.exists(), reason="R4B examples package not available")
 def test_index_every_official_example() -> None:
+    tgz = package("hl7.fhir.r4b.examples", "4.3.0")
+    assert tgz is not None, "hl7.fhir.r4b.examples@4.3.0 could not be fetched (npm pack; see .ci/run)"
     resources = []
-    with tarfile.open(EXAMPLES_TGZ) as tar:
+    with tarfile.open(tgz) as tar:
         for member in tar.getmembers():
             if not member.name.endswith(".json") or not member.isfile():
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_mapping import codes
+from fhir_mapping import profiles
 from fhir_mapping.assessments import ENCOUNTER_TYPES
 from fhir_mapping.assessments import PANEL
 from fhir_mapping.assessments import PANEL_DISPLAY
@@ -188,8 +189,8 @@ def concept_map() -> dict[str, Any]:
 
 
 def resources() -> list[dict[str, Any]]:
-    """Every terminology resource we serve."""
-    return [*code_systems(), *value_sets(), concept_map()]
+    """Every terminology resource we serve, and the StructureDefinitions of our extensions."""
+    return [*code_systems(), *value_sets(), concept_map(), *profiles.extension_definitions()]
 
 
 def lookup(system: str, code: str) -> dict[str, Any] | None:

@@ -1,0 +1,111 @@
+"""StructureDefinitions of the extensions the rehab mapping writes (served at /StructureDefinition).
+
+https://hl7.org/fhir/R4B/extensibility.html#Extension and
+https://hl7.org/fhir/R4B/structuredefinition.html
+
+Each extension's canonical URL is its StructureDefinition.url; the context and value type are
+those the builders in this package write (tests/unit/fhir_mapping/test_profiles.py checks every
+extension a built resource carries against these definitions).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_mapping import codes
+
+VERSION = "1.0.0"
+EXTENSION_BASE = "http://hl7.org/fhir/StructureDefinition/Extension"
+
+# url, name, context element, value type, short definition
+SIMPLE = (
+    (codes.EXT_SETS, "ExerciseSets", "CarePlan.activity.detail", "integer", "Number of sets prescribed"),
+    (codes.EXT_REPS, "ExerciseRepetitions", "CarePlan.activity.detail", "integer", "Repetitions per set"),
+    (
+        codes.EXT_HOLD,
+        "ExerciseHold",
+        "CarePlan.activity.detail",
+        "Quantity",
+        "How long each repetition is held",
+    ),
+    (codes.EXT_LOAD, "ExerciseLoad", "CarePlan.activity.detail", "Quantity", "External load (weight, band)"),
+    (codes.EXT_PROGRESSION, "ExerciseProgression", "CarePlan.activity.detail", "string", "How to progress"),
+    (codes.EXT_MODALITY, "ProcedureModality", "Procedure", "CodeableConcept", "The modality applied"),
+    (codes.EXT_ASSISTIVE, "AssistiveDevice", "Observation", "string", "Assistive device used in the test"),
+    (codes.EXT_PROTOCOL, "TestProtocol", "Observation", "code", "Protocol the timed test followed"),
+    (
+        codes.EXT_SESSION_TIMING,
+        "SessionTiming",
+        "Observation",
+        "code",
+        "Taken just before (pre-treatment) or after (post-treatment) a session",
+    ),
+)
+# Complex: procedure-parameter = parameter (Coding from our CodeSystem) + value (Quantity, UCUM).
+PARAMETER_PARTS = (("parameter", "Coding", "Which treatment parameter"), ("value", "Quantity", "Its value"))
+
+
+def _element(id_: str, **extra: Any) -> dict[str, Any]:
+    return {"id": id_, "path": id_, **extra}
+
+
+def _sd(url: str, name: str, context: str, short: str, elements: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "resourceType": "StructureDefinition",
+        "id": url.rsplit("/", 1)[1],
+        "url": url,
+        "version": VERSION,
+        "name": name,
+        "status": "active",
+        "description": short,
+        "fhirVersion": "4.3.0",
+        "kind": "complex-type",
+        "abstract": False,
+        "context": [{"type": "element", "expression": context}],
+        "type": "Extension",
+        "baseDefinition": EXTENSION_BASE,
+        "derivation": "constraint",
+        "differential": {"element": [_element("Extension", short=short, max="1"), *elements]},
+    }
+
+
+def _simple(url: str, name: str, context: str, value_type: str, short: str) -> dict[str, Any]:
+    return _sd(
+        url,
+        name,
+        context,
+        short,
+        [
+            _element("Extension.extension", max="0"),
+            _element("Extension.url", fixedUri=url),
+            _element("Extension.value[x]", min=1, type=[{"code": value_type}]),
+        ],
+    )
+
+
+def _parameter() -> dict[str, Any]:
+    elements = [_element("Extension.extension", min=2)]
+    for part, value_type, short in PARAMETER_PARTS:
+        slice_id = f"Extension.extension:{part}"
+        elements += [
+            _element(slice_id, path="Extension.extension", sliceName=part, min=1, max="1", short=short),
+            _element(f"{slice_id}.url", path="Extension.extension.url", fixedUri=part),
+            _element(
+                f"{slice_id}.value[x]", path="Extension.extension.value[x]", type=[{"code": value_type}]
+            ),
+        ]
+    elements += [
+        _element("Extension.url", fixedUri=codes.EXT_PARAMETER),
+        _element("Extension.value[x]", max="0"),
+    ]
+    return _sd(codes.EXT_PARAMETER, "ProcedureParameter", "Procedure", "A treatment parameter", elements)
+
+
+def extension_definitions() -> list[dict[str, Any]]:
+    """Every extension StructureDefinition of ours."""
+    return [*(_simple(*row) for row in SIMPLE), _parameter()]
+
+
+def value_type(url: str) -> str | None:
+    """The value[x] type our definition gives an extension URL (None: unknown or complex)."""
+    return next((row[3] for row in SIMPLE if row[0] == url), None)

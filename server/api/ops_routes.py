@@ -173,8 +173,8 @@ def interaction() -> str:
     if req.url_rule is None:
         return "unmatched"
     if req.blueprint in _FHIR_BLUEPRINTS:
-        code = classify(req.method, [p for p in req.path.split("/") if p]).subtype
-        return "capabilities" if req.endpoint == "fhir.metadata" else code
+        named = flask.g.get("fhir_interaction") or classify(req.method, [p for p in req.path.split("/") if p])
+        return str(named.subtype)
     return req.blueprint or str(req.endpoint)
 
 

@@ -222,7 +222,7 @@ def _response_text(response: flask.Response) -> bytes | None:
 def _request_facts(response: flask.Response) -> list[AuditFacts]:
     status = response.status_code
     parts = [urllib.parse.unquote(p) for p in flask.request.path.strip("/").split("/") if p]
-    interaction = classify(flask.request.method, parts)
+    interaction = flask.g.get("fhir_interaction") or classify(flask.request.method, parts)
     repo = flask.g.get("repo")
     audited = getattr(repo, "audited", 0)
     if interaction.subtype == "transaction":

@@ -18,6 +18,7 @@ import orjson
 
 from server.audit.events import trail_id
 from server.errors import MethodNotAllowedError
+from server.fhir import routing
 from server.fhir.repository import StoredResource
 from server.fhir.repository import WriteRequest
 
@@ -112,69 +113,11 @@ class AuditedRepository:
 # -- request classification (framework-free) ---------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Interaction:
-    """What a request (or bundle entry) was: restful-interaction code and its target."""
-
-    subtype: str
-    type: str | None = None
-    id: str | None = None
-    version: str | None = None
-
-    @property
-    def is_write(self) -> bool:
-        """Whether the interaction stores data (audited in the write's transaction)."""
-        return self.subtype in ("create", "update", "patch", "delete")
-
-    @property
-    def is_query(self) -> bool:
-        """Whether the interaction returns a set (one event per patient in it)."""
-        return self.subtype.startswith(("search", "history"))
-
-    def reference(self) -> str | None:
-        """Type/id[/_history/v] of the target, if there is one."""
-        if not (self.type and self.id):
-            return self.type if self.type and self.subtype == "operation" else None
-        return f"{self.type}/{self.id}" + (f"/_history/{self.version}" if self.version else "")
-
-
-_BY_METHOD = {
-    "GET": "read",
-    "HEAD": "read",
-    "POST": "create",
-    "PUT": "update",
-    "PATCH": "patch",
-    "DELETE": "delete",
-}
-
-
-def classify(method: str, parts: list[str]) -> Interaction:
-    """Name the interaction a method and path (split on "/") ask for."""
-    method, n = method.upper(), len(parts)
-    if n == 0:
-        return Interaction("search-system" if method == "GET" else "transaction")
-    if parts[-1].startswith("$"):
-        return Interaction("operation", parts[0] if n > 1 else None, parts[1] if n > 2 else None)
-    type_ = parts[0]
-    if n == 1:
-        if type_ == "_history":
-            return Interaction("history-system")
-        return Interaction(
-            "search-type" if method in ("GET", "HEAD") else _BY_METHOD.get(method, "operation"), type_
-        )
-    if n == 2:
-        if parts[1] == "_history":
-            return Interaction("history-type", type_)
-        if parts[1] == "_search":
-            return Interaction("search-type", type_)
-        return Interaction(_BY_METHOD.get(method, "operation"), type_, parts[1])
-    if n == 3:
-        if parts[2] == "_history":
-            return Interaction("history-instance", type_, parts[1])
-        return Interaction("search-type", parts[2])
-    if n == 4 and parts[2] == "_history":
-        return Interaction("vread", type_, parts[1], parts[3])
-    return Interaction(_BY_METHOD.get(method, "operation"), type_, parts[1])
+# The audit names a request's interaction with the route table (server/fhir/routing.py): the
+# interaction a handler's response named (flask.g.fhir_interaction), else the route's, else
+# (no route: 404/405) one named after the method.
+Interaction = routing.Interaction
+classify = routing.interaction_of
 
 
 # -- patients whose data a body carries -----------------------------------------------------

@@ -136,7 +136,7 @@ def read(id_: str) -> flask.Response:
     ctx = _ctx()
     fi.require_auditor(ctx, "r")
     if not trail_id(id_):  # an event another system submitted: stored like any resource
-        return fhir_routes.read_route("AuditEvent", id_)
+        return fhir_routes.serve("read_route", type_="AuditEvent", id_=id_)
     pk = chain_pk(id_)
     row = None if pk is None else store.read(flask.g.session, pk, ctx.patient)
     if row is None:

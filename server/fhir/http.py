@@ -62,11 +62,16 @@ class FhirRequest:
 
 @dataclass(slots=True)
 class FhirResponse:
-    """A status, a JSON body (text or dict) and headers."""
+    """A status, a JSON body (text or dict), headers, and the interaction that ran.
+
+    `interaction` is a server.fhir.routing.Interaction: set by the handler when it knows
+    better than its route, else by routing.run from the route (the audit reads it, never the URL).
+    """
 
     status: int
     body: str | dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    interaction: Any = None
 
 
 def etag(version: int) -> str:

@@ -1,11 +1,16 @@
-"""Map a relative FHIR URL and method to its interaction (used by batch and transaction entries).
+"""The route table: each FHIR REST method and path, the interaction it is and its handler.
 
-https://hl7.org/fhir/R4B/http.html
+The one place that decides what a request is. The Flask blueprint registers these routes,
+batch and transaction entries are dispatched through them, and the audit trail and the
+metrics take the interaction a handler's response names (or, for a request no handler
+answered, the one its route names). https://hl7.org/fhir/R4B/http.html
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from server.errors import InvalidRequestError
@@ -15,6 +20,7 @@ from server.fhir import conditional
 from server.fhir.access import AccessContext
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
+from server.fhir.interactions.capabilities import capability_statement
 from server.fhir.interactions.create import create
 from server.fhir.interactions.delete import delete
 from server.fhir.interactions.history import history
@@ -25,19 +31,247 @@ from server.fhir.interactions.search_system import search_system
 from server.fhir.interactions.search_type import search_type
 from server.fhir.interactions.update import update
 from server.fhir.interactions.vread import vread
+from server.fhir.operations import catalog  # noqa: F401  (registers the operations)
 from server.fhir.operations import registry
 from server.fhir.repository import FhirRepository
 
-Handler = Callable[..., FhirResponse]
+Params = Mapping[str, str]
+Handler = Callable[..., FhirResponse]  # (repo, ctx, req, params, **extra) -> FhirResponse
 
 
-def _operation(
-    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str | None, name: str
-) -> FhirResponse:
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """What a request (or bundle entry) was: restful-interaction code and its target."""
+
+    subtype: str
+    type: str | None = None
+    id: str | None = None
+    version: str | None = None
+
+    @property
+    def is_write(self) -> bool:
+        """Whether the interaction stores data (audited in the write's transaction)."""
+        return self.subtype in ("create", "update", "patch", "delete")
+
+    @property
+    def is_query(self) -> bool:
+        """Whether the interaction returns a set (one event per patient in it)."""
+        return self.subtype.startswith(("search", "history"))
+
+    def reference(self) -> str | None:
+        """Type/id[/_history/v] of the target, if there is one."""
+        if not (self.type and self.id):
+            return self.type if self.type and self.subtype == "operation" else None
+        return f"{self.type}/{self.id}" + (f"/_history/{self.version}" if self.version else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One method set on one path (Flask rule syntax), the interaction it is, and its handler.
+
+    `body` says what the Flask adapter parses: "resource" (FHIR JSON), "patch" (JSON Patch or
+    FHIRPath Patch), "form" (a POST _search), "optional" (an operation's Parameters, if any)
+    or "" (none). `in_bundle` is False for routes a batch or transaction entry may not name;
+    `criteria` marks the conditional ones, which a bundle entry must give search criteria.
+    """
+
+    endpoint: str
+    methods: tuple[str, ...]
+    path: str
+    interaction: str
+    handler: Handler
+    body: str = ""
+    in_bundle: bool = True
+    criteria: bool = False
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        """The path's segments ("<type_>", "$<name>", "_history", …)."""
+        return tuple(s for s in self.path.split("/") if s)
+
+    def target(self, params: Params) -> Interaction:
+        """The interaction this route is for these path parameters."""
+        if "target" in params:  # a compartment search is a search of the target type
+            return Interaction(self.interaction, params["target"])
+        return Interaction(self.interaction, params.get("type_"), params.get("id_"), params.get("vid"))
+
+
+def _operation(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
+    type_, id_, name = p.get("type_", ""), p.get("id_"), p["name"]
     op = registry.find(type_, id_, name)
     if op is None:
         raise NotFoundError(f"Unknown operation ${name} on {type_}")
     return op(repo, ctx, req, type_, id_)  # type: ignore[no-any-return]
+
+
+def _bundle(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
+    from server.fhir.interactions.bundle import process_bundle  # it dispatches through this table
+
+    return process_bundle(repo, ctx, req)
+
+
+_TYPE = "/<type_>"
+_INSTANCE = "/<type_>/<id_>"
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "metadata",
+        ("GET",),
+        "/metadata",
+        "capabilities",
+        lambda r, c, q, p: capability_statement(q),
+        in_bundle=False,
+    ),
+    Route("system_search", ("GET",), "/", "search-system", lambda r, c, q, p: search_system(r, c, q)),
+    Route("bundle", ("POST",), "/", "transaction", _bundle, body="resource", in_bundle=False),
+    Route("system_history", ("GET",), "/_history", "history-system", lambda r, c, q, p: history(r, c, q)),
+    Route("system_operation", ("GET", "POST"), "/$<name>", "operation", _operation, body="optional"),
+    Route("search_type", ("GET",), _TYPE, "search-type", lambda r, c, q, p: search_type(r, c, q, p["type_"])),
+    Route(
+        "create_route",
+        ("POST",),
+        _TYPE,
+        "create",
+        lambda r, c, q, p, **extra: create(r, c, q, p["type_"], **extra),
+        body="resource",
+    ),
+    Route(
+        "conditional_update",
+        ("PUT",),
+        _TYPE,
+        "update",
+        lambda r, c, q, p: conditional.conditional_update(r, c, q, p["type_"]),
+        body="resource",
+        criteria=True,
+    ),
+    Route(
+        "conditional_delete",
+        ("DELETE",),
+        _TYPE,
+        "delete",
+        lambda r, c, q, p: conditional.conditional_delete(r, c, q, p["type_"]),
+        criteria=True,
+    ),
+    Route(
+        "search_post",
+        ("GET", "POST"),
+        _TYPE + "/_search",
+        "search-type",
+        lambda r, c, q, p: search_type(r, c, q, p["type_"]),
+        body="form",
+    ),
+    Route(
+        "type_history",
+        ("GET",),
+        _TYPE + "/_history",
+        "history-type",
+        lambda r, c, q, p: history(r, c, q, p["type_"]),
+    ),
+    Route("type_operation", ("GET", "POST"), _TYPE + "/$<name>", "operation", _operation, body="optional"),
+    Route("read_route", ("GET",), _INSTANCE, "read", lambda r, c, q, p: read(r, c, q, p["type_"], p["id_"])),
+    Route(
+        "update_route",
+        ("PUT",),
+        _INSTANCE,
+        "update",
+        lambda r, c, q, p: update(r, c, q, p["type_"], p["id_"]),
+        body="resource",
+    ),
+    Route(
+        "patch_route",
+        ("PATCH",),
+        _INSTANCE,
+        "patch",
+        lambda r, c, q, p: patch(r, c, q, p["type_"], p["id_"]),
+        body="patch",
+    ),
+    Route(
+        "delete_route",
+        ("DELETE",),
+        _INSTANCE,
+        "delete",
+        lambda r, c, q, p: delete(r, c, q, p["type_"], p["id_"]),
+    ),
+    Route(
+        "instance_history",
+        ("GET",),
+        _INSTANCE + "/_history",
+        "history-instance",
+        lambda r, c, q, p: history(r, c, q, p["type_"], p["id_"]),
+    ),
+    Route(
+        "vread_route",
+        ("GET",),
+        _INSTANCE + "/_history/<vid>",
+        "vread",
+        lambda r, c, q, p: vread(r, c, q, p["type_"], p["id_"], p["vid"]),
+    ),
+    Route(
+        "instance_operation",
+        ("GET", "POST"),
+        _INSTANCE + "/$<name>",
+        "operation",
+        _operation,
+        body="optional",
+    ),
+    Route(
+        "compartment_search",
+        ("GET",),
+        _INSTANCE + "/<target>",
+        "search-type",
+        lambda r, c, q, p: search_compartment(r, c, q, p["type_"], p["id_"], p["target"]),
+    ),
+)
+
+
+def _rank(segment: str) -> int:
+    """Literal segments beat "$<name>", which beats a plain variable (as in Flask's rule order)."""
+    if segment.startswith("$<"):
+        return 1
+    return 2 if segment.startswith("<") else 0
+
+
+# Most specific first: the first route whose method and segments fit is the one.
+_ORDERED = sorted(ROUTES, key=lambda r: (len(r.segments), [_rank(s) for s in r.segments]))
+
+
+def _fit(segments: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
+    params: dict[str, str] = {}
+    for segment, part in zip(segments, parts, strict=True):
+        if segment.startswith("$<"):
+            if not part.startswith("$") or len(part) == 1:
+                return None
+            params[segment[2:-1]] = part[1:]
+        elif segment.startswith("<"):
+            params[segment[1:-1]] = part
+        elif segment != part:
+            return None
+    return params
+
+
+def match(method: str, parts: list[str]) -> tuple[Route, dict[str, str]] | None:
+    """The route and path parameters for a method and a path split on "/" (HEAD is GET)."""
+    method = "GET" if method.upper() == "HEAD" else method.upper()
+    for route in _ORDERED:
+        if method in route.methods and len(route.segments) == len(parts):
+            params = _fit(route.segments, parts)
+            if params is not None:
+                return route, params
+    return None
+
+
+def run(
+    route: Route, params: Params, repo: FhirRepository, ctx: AccessContext, req: FhirRequest, **extra: Any
+) -> FhirResponse:
+    """Run the route's handler; the response names the interaction that ran."""
+    # Only a create takes extra arguments (the id a transaction assigned to its urn:uuid).
+    resp = (
+        route.handler(repo, ctx, req, params, **extra)
+        if route.interaction == "create"
+        else route.handler(repo, ctx, req, params)
+    )
+    if resp.interaction is None:
+        resp.interaction = route.target(params)
+    return resp
 
 
 def dispatch(
@@ -48,52 +282,38 @@ def dispatch(
     has_query: bool,
     **extra: Any,
 ) -> FhirResponse:
-    """Run the interaction that `req.method` on the path `parts` names."""
-    method, n = req.method, len(parts)
+    """Run the interaction that `req.method` on the path `parts` names (a bundle entry)."""
+    found = match(req.method, parts)
+    if found is None or not found[0].in_bundle:
+        raise MethodNotAllowedError(f"{req.method} {'/'.join(parts) or '/'} is not a FHIR interaction here")
+    route, params = found
+    if route.criteria and not has_query:
+        raise InvalidRequestError(f"{req.method} {params['type_']} needs an id or search criteria")
+    return run(route, params, repo, ctx, req, **extra)
+
+
+_BY_METHOD = {
+    "GET": "read",
+    "HEAD": "read",
+    "POST": "create",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
+
+
+def interaction_of(method: str, parts: list[str]) -> Interaction:
+    """The interaction a method and path ask for: the route's, else named after the method.
+
+    The fallback names requests no route takes (answered 404 or 405) for the audit trail.
+    """
+    found = match(method, parts)
+    if found is not None:
+        route, params = found
+        return route.target(params)
+    n = len(parts)
     if n == 0:
-        if method == "GET":
-            return search_system(repo, ctx, req)
-    elif n == 1:
-        (type_,) = parts
-        if type_ == "_history" and method == "GET":
-            return history(repo, ctx, req)
-        if type_.startswith("$"):
-            return _operation(repo, ctx, req, "", None, type_[1:])
-        handlers: dict[str, Handler] = {
-            "GET": lambda: search_type(repo, ctx, req, type_),
-            "POST": lambda: create(repo, ctx, req, type_, **extra),
-            "PUT": lambda: conditional.conditional_update(repo, ctx, req, type_),
-            "DELETE": lambda: conditional.conditional_delete(repo, ctx, req, type_),
-        }
-        if method in handlers:
-            if method in ("PUT", "DELETE") and not has_query:
-                raise InvalidRequestError(f"{method} {type_} needs an id or search criteria")
-            return handlers[method]()
-    elif n == 2:
-        type_, id_ = parts
-        if id_ == "_history" and method == "GET":
-            return history(repo, ctx, req, type_)
-        if id_ == "_search" and method in ("GET", "POST"):
-            return search_type(repo, ctx, req, type_)
-        if id_.startswith("$"):
-            return _operation(repo, ctx, req, type_, None, id_[1:])
-        handlers = {
-            "GET": lambda: read(repo, ctx, req, type_, id_),
-            "PUT": lambda: update(repo, ctx, req, type_, id_),
-            "PATCH": lambda: patch(repo, ctx, req, type_, id_),
-            "DELETE": lambda: delete(repo, ctx, req, type_, id_),
-        }
-        if method in handlers:
-            return handlers[method]()
-    elif n == 3 and method == "GET":
-        type_, id_, third = parts
-        if third == "_history":
-            return history(repo, ctx, req, type_, id_)
-        if third.startswith("$"):
-            return _operation(repo, ctx, req, type_, id_, third[1:])
-        return search_compartment(repo, ctx, req, type_, id_, third)
-    elif n == 3 and parts[2].startswith("$"):
-        return _operation(repo, ctx, req, parts[0], parts[1], parts[2][1:])
-    elif n == 4 and method == "GET" and parts[2] == "_history":
-        return vread(repo, ctx, req, parts[0], parts[1], parts[3])
-    raise MethodNotAllowedError(f"{method} {'/'.join(parts) or '/'} is not a FHIR interaction here")
+        return Interaction("transaction")
+    if parts[-1].startswith("$"):
+        return Interaction("operation", parts[0] if n > 1 else None, parts[1] if n > 2 else None)
+    return Interaction(_BY_METHOD.get(method.upper(), "operation"), parts[0], parts[1] if n > 1 else None)

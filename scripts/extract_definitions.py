@@ -40,25 +40,25 @@ FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhi
 PREFIXES = ("SearchParameter-", "CompartmentDefinition-", "StructureDefinition-")
 
 
-def read_package(path: str) -> Iterator[dict[str, Any]]:
-    """Yield the JSON resources of the package that this script needs."""
+def read_package(path: str, prefixes: tuple[str, ...] = PREFIXES) -> Iterator[dict[str, Any]]:
+    """Yield the JSON resources of the package whose file names start with one of `prefixes`."""
     src = pathlib.Path(path)
     if src.is_dir():
         folder = src / "package" if (src / "package").is_dir() else src
         for file in sorted(folder.glob("*.json")):
-            if file.name.startswith(PREFIXES):
+            if file.name.startswith(prefixes):
                 yield json.loads(file.read_text(encoding="utf-8"))
         return
     with tarfile.open(src) as tar:
         for member in tar.getmembers():
             name = member.name.rsplit("/", 1)[-1]
-            if name.startswith(PREFIXES) and name.endswith(".json") and member.isfile():
+            if name.startswith(prefixes) and name.endswith(".json") and member.isfile():
                 handle = tar.extractfile(member)
                 if handle is not None:
                     yield json.load(handle)
 
 
-def _type_code(type_: dict[str, Any]) -> str:
+def type_code(type_: dict[str, Any]) -> str:
     for ext in type_.get("extension", ()):
         if ext.get("url") == FHIR_TYPE_EXT:
             return str(ext["valueUrl"])
@@ -85,7 +85,7 @@ def element_map(sds: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, st
             if "contentReference" in el:
                 elements[key] = "#" + el["contentReference"].split("#", 1)[1]
                 continue
-            types = [_type_code(t) for t in el.get("type", ())]
+            types = [type_code(t) for t in el.get("type", ())]
             if path.endswith("[x]"):
                 elements[key] = types
             elif types and types[0] in ("BackboneElement", "Element") and _has_children(sd, path):

@@ -27,45 +27,20 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-import tarfile
 from collections.abc import Iterator
 from typing import Any
+
+from extract_definitions import read_package  # the one package reader (scripts/ is on sys.path)
+from extract_definitions import type_code
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "server" / "fhir" / "data" / "validation.json"
 DEFAULT_PACKAGE = str(pathlib.Path.home() / ".cache" / "rehabfhir" / "hl7.fhir.r4b.core-4.3.0.tgz")
-FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
 SD_BASE = "http://hl7.org/fhir/StructureDefinition/"
 PREFIXES = ("StructureDefinition-", "ValueSet-", "CodeSystem-")
 STRENGTHS = {"required": "r", "extensible": "e", "preferred": "p"}
 # Bigger expansions are not shipped (and so not checked): keeps the data file compact.
 MAX_CODES = 2000
-
-
-def read_package(path: str) -> Iterator[dict[str, Any]]:
-    """Yield the StructureDefinitions, ValueSets and CodeSystems of the package."""
-    src = pathlib.Path(path)
-    if src.is_dir():
-        folder = src / "package" if (src / "package").is_dir() else src
-        for file in sorted(folder.glob("*.json")):
-            if file.name.startswith(PREFIXES):
-                yield json.loads(file.read_text(encoding="utf-8"))
-        return
-    with tarfile.open(src) as tar:
-        for member in tar.getmembers():
-            name = member.name.rsplit("/", 1)[-1]
-            if name.startswith(PREFIXES) and name.endswith(".json") and member.isfile():
-                handle = tar.extractfile(member)
-                if handle is not None:
-                    yield json.load(handle)
-
-
-def _type_code(type_: dict[str, Any]) -> str:
-    for ext in type_.get("extension", ()):
-        if ext.get("url") == FHIR_TYPE_EXT:
-            return str(ext["valueUrl"])
-    code = str(type_["code"])
-    return code.rsplit(".", 1)[-1].lower() if code.startswith("http://hl7.org/fhirpath/") else code
 
 
 class Terminology:
@@ -175,7 +150,7 @@ def _element_row(
     if "contentReference" in el:
         kind: Any = "#" + el["contentReference"].split("#", 1)[1]
     else:
-        types = [_type_code(t) for t in el.get("type", ())]
+        types = [type_code(t) for t in el.get("type", ())]
         if path.endswith("[x]"):
             kind = types
         elif types and types[0] in ("BackboneElement", "Element") and "." in path:
@@ -211,7 +186,7 @@ def build(package: str) -> dict[str, Any]:
     sds: list[dict[str, Any]] = []
     value_sets: dict[str, Any] = {}
     code_systems: dict[str, Any] = {}
-    for doc in read_package(package):
+    for doc in read_package(package, PREFIXES):
         rt = doc.get("resourceType")
         if rt == "StructureDefinition":
             if doc.get("derivation", "specialization") == "specialization" and doc.get("kind") in (

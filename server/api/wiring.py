@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import flask
+import sqlalchemy as sa
 
 from server.api.error_handlers import register_error_handlers
 from server.api.fhir_routes import bp as fhir_bp
@@ -11,11 +12,21 @@ from server.settings import Settings
 from server.store.repository import SqlRepository
 from server.store.session import make_engine
 from server.store.session import make_session_factory
+from server.store.session import startup_lock
 
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
-    """Wire storage, per-request state, error handlers and blueprints into the app."""
+    """Wire storage, per-request state, error handlers and blueprints into the app.
+
+    Migrating, seeding and registering the pages' client happen under the startup lock, so app
+    hosts and workers that start at once against one database take turns.
+    """
     engine = make_engine(settings.database_url)
+    with startup_lock(engine):
+        _init_app(app, settings, engine)
+
+
+def _init_app(app: flask.Flask, settings: Settings, engine: sa.Engine) -> None:
     if settings.auto_migrate:
         from server.store.migrate import upgrade
 
@@ -61,6 +72,7 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
     from server.api import app_routes; app_routes.init_app(app, settings)  # noqa: E702,I001
     from server.api import rehab_routes; rehab_routes.init_app(app, settings)  # noqa: E702,I001
     from server.api import rehab_docs; rehab_docs.init_app(app, settings)  # noqa: E702,I001
+    from server.api import subscription_routes; subscription_routes.init_app(app, settings)  # noqa: E702,I001
     # fmt: on
     app.register_blueprint(fhir_bp)
 

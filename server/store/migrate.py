@@ -21,9 +21,14 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def upgrade(engine: sa.Engine, revision: str = "heads") -> None:
-    """Upgrade the database behind the engine to `revision` (default: every branch head)."""
+    """Upgrade the database behind the engine to `revision` (default: every branch head).
+
+    Under the startup lock: two hosts starting at once do not both create the tables.
+    """
+    from server.store.session import startup_lock
+
     cfg = alembic_config()
-    with engine.begin() as conn:
+    with startup_lock(engine), engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

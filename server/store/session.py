@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -67,6 +70,60 @@ def _configure_sqlite(engine: sa.Engine, *, memory: bool) -> None:
     def _begin(conn: sa.Connection) -> None:
         write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+# The advisory lock every host takes to migrate, seed and register its clients: one key for the
+# database ("rehabfhi" in ASCII, a positive bigint).
+STARTUP_LOCK_KEY = 0x7265686162666869
+_startup = threading.local()
+
+
+@contextlib.contextmanager
+def startup_lock(engine: sa.Engine) -> Iterator[None]:
+    """Run the block while no other process runs its own startup block on this database.
+
+    Two app hosts (or gunicorn workers) starting at once against an empty database would both
+    create the tables, seed the terminology and register the pages' client. PostgreSQL: a
+    transaction-level advisory lock (`pg_advisory_xact_lock`) held by a connection of its own
+    until the block ends; being transaction-scoped it also holds through PgBouncer in
+    transaction mode, where a session-level lock would not. SQLite: an exclusive `flock` on a
+    file beside the database. Re-entrant within a thread (the app's startup holds it around the
+    migration, which takes it too when run alone).
+    """
+    if getattr(_startup, "depth", 0):
+        _startup.depth += 1
+        try:
+            yield
+        finally:
+            _startup.depth -= 1
+        return
+    with _hold_startup_lock(engine):
+        _startup.depth = 1
+        try:
+            yield
+        finally:
+            _startup.depth = 0
+
+
+@contextlib.contextmanager
+def _hold_startup_lock(engine: sa.Engine) -> Iterator[None]:
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn, conn.begin():
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": STARTUP_LOCK_KEY})
+            yield
+        return
+    path = engine.url.database
+    if not path or path == ":memory:":  # one process has an in-memory database to itself
+        yield
+        return
+    import fcntl
+
+    with open(path + ".startup-lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def make_session_factory(engine: sa.Engine) -> so.sessionmaker[so.Session]:

@@ -163,8 +163,15 @@ def _same(stored: str | None, resource: dict[str, Any]) -> bool:
 
 def seed(repo: FhirRepository, ctx: AccessContext, req: FhirRequest) -> list[str]:
     """Store every terminology resource that is missing or changed; return what was written."""
+    return store_missing(repo, ctx, req, _terminology().resources())
+
+
+def store_missing(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, resources: list[dict[str, Any]]
+) -> list[str]:
+    """PUT each resource (fixed id) that is missing or changed; return what was written."""
     written = []
-    for resource in _terminology().resources():
+    for resource in resources:
         type_, id_ = resource["resourceType"], resource["id"]
         stored = repo.read_resource(type_, id_)
         if stored is not None and not stored.deleted and _same(stored.body, resource):

@@ -206,6 +206,7 @@ def _on_commit(inner: Any, writes: list[Write]) -> None:
     """Append the writes' AuditEvents (and any X-Provenance) before the transaction commits."""
     writes = writes + _provenance(inner, writes)
     facts = [f for w in writes for f in _write_facts(w)]
+    _note_written(writes)
     cfg = audit_settings()
     chain.append(inner.session, facts, cfg.keyring, cfg.witness)
 
@@ -225,8 +226,8 @@ def _request_facts(response: flask.Response) -> list[AuditFacts]:
     interaction = flask.g.get("fhir_interaction") or classify(flask.request.method, parts)
     repo = flask.g.get("repo")
     audited = getattr(repo, "audited", 0)
-    if interaction.subtype == "transaction":
-        return _bundle_facts(response)
+    if interaction.subtype in ("batch", "transaction"):
+        return _bundle_facts(response, interaction)
     if interaction.is_write and status < 400 and audited:
         return []  # already in the write's transaction
     return _interaction_facts(
@@ -294,18 +295,40 @@ def _entry_parts(entry: Any) -> tuple[list[str], str]:
     return [p for p in path.split("/") if p], query
 
 
-def _bundle_facts(response: flask.Response) -> list[AuditFacts]:
-    """One event per entry that was not a successful write (those are audited in the transaction)."""
+def _note_written(writes: list[Write]) -> None:
+    """Remember the versions audited with their writes (a bundle's entries are matched to them)."""
+    written = flask.g.setdefault("audit_written", [])
+    written += [f"{w.stored.type}/{w.stored.id}/_history/{w.stored.version}" for w in writes]
+
+
+def _entry_version(interaction: Interaction, meta: dict[str, Any]) -> str | None:
+    """Type/id/_history/v an entry's response names (its Location, else its target and ETag)."""
+    location = meta.get("location")
+    if location and "/_history/" in location:
+        return "/".join(str(location).split("/")[-4:])
+    version = _version_of(meta.get("etag"))
+    target = interaction.reference()
+    return f"{target}/_history/{version}" if target and version and interaction.id else None
+
+
+def _bundle_facts(response: flask.Response, ran: Interaction) -> list[AuditFacts]:
+    """One event per entry, with the interaction it ran (the bundle's response names each).
+
+    An entry whose write was audited in its transaction is left out: it is the entry whose
+    answer names a version written in this request (each version once: a conditional create
+    that found a version written by an earlier batch entry is still audited here).
+    """
     status = response.status_code
     try:
         request = orjson.loads(flask.g.get("audit_bundle") or b"{}")
         answer = orjson.loads(response.get_data()) if status < 400 else {}
     except orjson.JSONDecodeError:
         request, answer = {}, {}
-    kind = request.get("type") if isinstance(request, dict) else None
-    subtype = kind if kind in ("batch", "transaction") else "transaction"
-    if status >= 400 or not isinstance(request, dict):
+    if status >= 400 or not isinstance(request, dict):  # the bundle did not run: one event for it
+        kind = request.get("type") if isinstance(request, dict) else None
+        subtype = kind if kind in ("batch", "transaction") else ran.subtype
         return [_facts(Interaction(subtype), status, query=_raw_request())]
+    written = list(flask.g.get("audit_written", ()))
     facts: list[AuditFacts] = []
     answers = answer.get("entry") or []
     for index, entry in enumerate(request.get("entry") or []):
@@ -314,10 +337,11 @@ def _bundle_facts(response: flask.Response) -> list[AuditFacts]:
         reply = answers[index] if index < len(answers) and isinstance(answers[index], dict) else {}
         meta = reply.get("response") or {}
         code = int(str(meta.get("status", "500")).split()[0] or 500)
-        interaction = classify(method, parts)
-        # A successful write was audited in the transaction; a conditional create that found its
-        # match (200, nothing written) is audited here, like the same request outside a bundle.
-        if interaction.is_write and code < 400 and not (method == "POST" and code == 200):
+        named = ran.entries[index] if index < len(ran.entries) else None
+        interaction = named or classify(method, parts)  # None: the entry named no interaction
+        version = _entry_version(interaction, meta) if interaction.is_write and code < 400 else None
+        if version in written:
+            written.remove(version)
             continue
         resource = reply.get("resource")
         text = orjson.dumps(resource) if resource is not None else None

@@ -183,4 +183,6 @@ def conditional_delete(
         check_referrers(repo, ctx, req, type_, found[0].id)
         stored = repo.delete_resource(type_, found[0].id)
     headers = {"ETag": etag(stored.version)} if stored is not None else {}
-    return FhirResponse(204, None, headers)
+    from server.fhir.routing import Interaction  # the route table imports this module
+
+    return FhirResponse(204, None, headers, Interaction("delete", type_, found[0].id))  # what it deleted

@@ -35,7 +35,9 @@ from server.fhir.http import instant
 from server.fhir.http import version_headers
 from server.fhir.outcomes import to_operation_outcome
 from server.fhir.repository import FhirRepository
+from server.fhir.routing import Interaction
 from server.fhir.routing import dispatch
+from server.fhir.routing import interaction_of
 from server.fhir.writes import new_id
 
 _LAST_UPDATED = re.compile(r'"meta":\{[^}]*"lastUpdated":"([^"]+)"')
@@ -63,6 +65,7 @@ class _Item:
     existing: FhirResponse | None = None
     response: dict[str, Any] = field(default_factory=dict)
     resource_text: str | None = None
+    interaction: Interaction | None = None  # what the entry ran (named before it runs)
 
 
 def _parse_entry(index: int, entry: Any, base_url: str) -> _Item:
@@ -160,8 +163,10 @@ def _resolve_ids(
                 raise MultipleMatchesError(f"Bundle.entry[{item.index}]: ifNoneExist matches several {type_}")
             if found:
                 stored = repo.read_resource(type_, found[0].id)
+                # The create interaction ran; its condition found the match (nothing is written).
+                headers = version_headers(stored, req.base_url) if stored else {}
                 item.existing = (
-                    FhirResponse(200, stored.body, version_headers(stored, req.base_url)) if stored else None
+                    FhirResponse(200, stored.body, headers, Interaction("create", type_)) if stored else None
                 )
                 target = found[0].id
             else:
@@ -222,7 +227,11 @@ def _run(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, item: _Item
         resp = item.existing
     else:
         extra = {"assigned_id": item.assigned_id} if item.assigned_id else {}
-        resp = dispatch(repo, ctx, _sub_request(req, item), item.path, bool(item.query), **extra)
+        sub = _sub_request(req, item)
+        # Named before the handler runs, so a failed entry is audited as it too (as a request is).
+        item.interaction = interaction_of(sub.method, item.path)
+        resp = dispatch(repo, ctx, sub, item.path, bool(item.query), **extra)
+    item.interaction = resp.interaction
     item.response, item.resource_text = _entry_response(resp)
 
 
@@ -246,7 +255,9 @@ def _bundle_targets(items: list[_Item], mapping: dict[str, str]) -> tuple[frozen
     return frozenset(written), frozenset(deleted)
 
 
-def _transaction(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, items: list[_Item]) -> str:
+def _transaction(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, items: list[_Item]
+) -> FhirResponse:
     with repo.transaction():
         mapping = _resolve_ids(repo, ctx, req, items)
         written, deleted = _bundle_targets(items, mapping)
@@ -279,7 +290,8 @@ def _transaction(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, ite
         )
         for i in items
     ]
-    return bundle_text("transaction-response", entries)
+    ran = Interaction("transaction", entries=tuple(i.interaction for i in items))
+    return FhirResponse(200, bundle_text("transaction-response", entries), interaction=ran)
 
 
 def _full_url(req: FhirRequest, item: _Item) -> str | None:
@@ -289,16 +301,20 @@ def _full_url(req: FhirRequest, item: _Item) -> str | None:
     return None
 
 
-def _batch(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, entries: list[Any]) -> str:
+def _batch(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, entries: list[Any]) -> FhirResponse:
     out = []
+    ran: list[Interaction | None] = []
     for index, raw in enumerate(entries):
+        item = None
         try:
             item = _parse_entry(index, raw, req.base_url)
             _run(repo, ctx, req, item)
             out.append(Entry({"response": item.response}, item.resource_text))
         except FhirError as err:
             out.append(_outcome_entry(err))
-    return bundle_text("batch-response", out)
+        ran.append(item.interaction if item else None)
+    interaction = Interaction("batch", entries=tuple(ran))
+    return FhirResponse(200, bundle_text("batch-response", out), interaction=interaction)
 
 
 def process_bundle(repo: FhirRepository, ctx: AccessContext, req: FhirRequest) -> FhirResponse:
@@ -321,6 +337,6 @@ def process_bundle(repo: FhirRepository, ctx: AccessContext, req: FhirRequest) -
             expression=("Bundle.entry",),
         )
     if kind == "batch":
-        return FhirResponse(200, _batch(repo, ctx, req, entries))
+        return _batch(repo, ctx, req, entries)
     items = [_parse_entry(i, e, req.base_url) for i, e in enumerate(entries)]
-    return FhirResponse(200, _transaction(repo, ctx, req, items))
+    return _transaction(repo, ctx, req, items)

@@ -27,6 +27,7 @@ from fhir_mapping import codes
 from fhir_mapping.catalog import get
 from fhir_mapping.observations import build_observation
 from fhir_mapping.observations import read_observation
+from fhir_mapping.schemas import IdOf
 from fhir_mapping.schemas import PatientId
 from fhir_mapping.schemas import date_time
 from fhir_mapping.transaction import Entry
@@ -107,6 +108,7 @@ class OutcomeSchema(Schema):
     """POST /rehab/outcomes."""
 
     patient = PatientId(required=True)
+    episode = IdOf("EpisodeOfCare")
     date = date_time()
     instrument = fields.String(required=True, validate=validate.OneOf(sorted(INSTRUMENTS)))
     items = fields.Dict(keys=fields.String(), values=fields.Raw(), required=True)

@@ -56,6 +56,22 @@ class PatientId(fields.String):
         return text
 
 
+class IdOf(fields.String):
+    """The id of a resource of one type, given as "123" or "Type/123" (e.g. an EpisodeOfCare)."""
+
+    def __init__(self, type_: str, **kwargs: Any) -> None:
+        pattern = rf"^({type_}/)?[A-Za-z0-9\-.]{{1,64}}$"
+        description = f'A {type_} id: "123" or "{type_}/123"'
+        super().__init__(metadata={"pattern": pattern, "description": description}, **kwargs)
+        self.type_ = type_
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = str(super()._deserialize(value, attr, data, **kwargs)).removeprefix(f"{self.type_}/")
+        if not _ID.match(text):
+            raise ValidationError(f"Not a {self.type_} id (1-64 of A-Z a-z 0-9 - .)")
+        return text
+
+
 def parse_when(text: str) -> datetime:
     """Return the UTC instant a FHIR date or dateTime starts at (a date: midnight UTC); ValueError if none."""
     if len(text) == 10:
@@ -219,6 +235,7 @@ class AssessmentSchema(Schema):
     """POST /rehab/assessments."""
 
     patient = PatientId(required=True)
+    episode = IdOf("EpisodeOfCare")
     date = date_time()
     title = fields.String(validate=validate.Length(min=1, max=200))
     findings = fields.List(
@@ -289,6 +306,7 @@ class PlanSchema(Schema):
     """POST /rehab/plans."""
 
     patient = PatientId(required=True)
+    episode = IdOf("EpisodeOfCare")
     date = date_only(required=True)
     title = fields.String(validate=validate.Length(min=1, max=200))
     goals = fields.List(fields.Nested(GoalSchema), validate=validate.Length(max=50))

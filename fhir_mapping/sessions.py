@@ -46,6 +46,7 @@ from fhir_mapping.observations import read_observation
 from fhir_mapping.observations import side_of
 from fhir_mapping.observations import site_of
 from fhir_mapping.schemas import SITE_SIDES
+from fhir_mapping.schemas import IdOf
 from fhir_mapping.schemas import PatientId
 from fhir_mapping.schemas import not_future
 from fhir_mapping.schemas import quantity_in
@@ -155,6 +156,7 @@ class SessionSchema(Schema):
     """POST /rehab/sessions."""
 
     patient = PatientId(required=True)
+    episode = IdOf("EpisodeOfCare")
     date = fields.AwareDateTime(required=True, format="iso", validate=not_future)
     interventions = fields.List(
         fields.Nested(InterventionSchema), required=True, validate=validate.Length(min=1, max=50)

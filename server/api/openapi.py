@@ -19,6 +19,7 @@ from marshmallow import Schema
 from marshmallow import fields
 
 from fhir_mapping import catalog
+from fhir_mapping import episodes
 from fhir_mapping import outcomes
 from fhir_mapping import schemas
 from fhir_mapping import sensors
@@ -39,12 +40,25 @@ WRITES: dict[str, tuple[str, ...]] = {
     "/rehab/sessions": ("Encounter", "Procedure", "Observation"),
     "/rehab/outcomes": ("QuestionnaireResponse", "Observation"),
     "/rehab/sensor-series": ("Device", "Observation"),
+    "/rehab/episodes": ("Condition", "ServiceRequest", "EpisodeOfCare"),
 }
 # A write refers to its patient, which the writer must be able to read (else it "does not exist").
 WRITE_READS = ("Patient",)
 PROGRESS_READS = ("Observation",)
 PROGRESS = "/rehab/patients/{id}/progress"
+EPISODE = "/rehab/episodes/{id}"
+# What each GET reads: (type, interaction) pairs, each needing its grant.
+READS: dict[str, tuple[tuple[str, str], ...]] = {
+    PROGRESS: tuple((t, "s") for t in PROGRESS_READS),
+    EPISODE: (("EpisodeOfCare", "r"), ("Encounter", "s"), ("CarePlan", "s"), ("QuestionnaireResponse", "s")),
+}
 VERBS = {"c": "create", "r": "read", "s": "search"}
+
+
+class EpisodeView(episodes.EpisodeSchema):
+    """201 to POST /rehab/episodes."""
+
+    references = fields.Raw(required=True, metadata={"component": "References"})
 
 
 class AssessmentView(schemas.AssessmentSchema):
@@ -86,6 +100,7 @@ POSTS: dict[str, tuple[type[Schema], type[Schema], str]] = {
     "/rehab/sessions": (sessions.SessionSchema, SessionView, "Record a treatment session"),
     "/rehab/outcomes": (outcomes.OutcomeSchema, OutcomeView, "Record an outcome instrument"),
     "/rehab/sensor-series": (sensors.SensorSeriesSchema, SensorSeriesView, "Record a sensor series"),
+    "/rehab/episodes": (episodes.EpisodeSchema, EpisodeView, "Open an episode of care"),
 }
 
 _VALUE = {
@@ -132,10 +147,10 @@ def _field_properties(self: Any, field: fields.Field, ret: dict[str, Any], **_: 
 
 
 def _needs(path: str) -> list[tuple[str, str]]:
-    """(type, interaction) pairs an operation needs: creates for a POST, a search for progress."""
+    """(type, interaction) pairs an operation needs: creates for a POST, what a GET reads."""
     if path in WRITES:
         return [(t, "c") for t in WRITES[path]] + [(t, "r") for t in WRITE_READS]
-    return [(t, "s") for t in PROGRESS_READS]
+    return list(READS[path])
 
 
 def _scopes(path: str) -> list[dict[str, list[str]]]:
@@ -144,7 +159,7 @@ def _scopes(path: str) -> list[dict[str, list[str]]]:
 
 
 def _all_scopes() -> dict[str, str]:
-    wanted = {pair for path in (*WRITES, PROGRESS) for pair in _needs(path)}
+    wanted = {pair for path in (*WRITES, *READS) for pair in _needs(path)}
     acting = {
         "user": "as the signed-in user",
         "patient": "of the patient in context",
@@ -217,8 +232,9 @@ def _post_operation(path: str, request: str, view: str, summary: str) -> dict[st
         "summary": summary,
         "description": f"One FHIR transaction writing {', '.join(WRITES[path])}: atomic, "
         "scope-checked and audited like POST / of a Bundle; the token must also be able to read the "
-        "patient. The answer is the clinic view (values as "
-        "entered, units as UCUM codes) and the `Type/id` of every resource written.",
+        "patient (and, when `episode` is given, the open EpisodeOfCare of that patient). The answer "
+        "is the clinic view (values as entered, units as UCUM codes) and the `Type/id` of every "
+        "resource written.",
         "security": _scopes(path),
         "requestBody": {
             "required": True,
@@ -267,6 +283,34 @@ def _progress_operation() -> dict[str, Any]:
     }
 
 
+def _episode_operation() -> dict[str, Any]:
+    return {
+        "operationId": "getEpisode",
+        "tags": ["clinic"],
+        "summary": "An episode of care, as the clinic sees it",
+        "description": "The condition treated, referrer and care manager, and the assessments, sessions "
+        "(visits used), plans and outcome instruments linked to the episode. The EpisodeOfCare is read as "
+        "a FHIR read would (403 outside the scopes, 404 when the token may not see it); what links to it "
+        "is searched, confined to what the token may see.",
+        "security": _scopes(EPISODE),
+        "parameters": [
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9\-.]{1,64}$"},
+            }
+        ],
+        "responses": {
+            "200": {
+                "description": "The episode",
+                "content": {JSON: {"schema": oas.ref("EpisodeOfCareView")}},
+            },
+            **_errors("401", "403", "404"),
+        },
+    }
+
+
 def _catalog_operation() -> dict[str, Any]:
     return {
         "operationId": "getCatalog",
@@ -298,6 +342,7 @@ def _components(spec: APISpec, base: str) -> None:
         ("Progress", oas.progress),
         ("CatalogEntry", oas.catalog_entry),
         ("Catalog", oas.catalog_answer),
+        ("EpisodeOfCareView", oas.episode),
     ):
         spec.components.schema(name, build())
     for name, response in _RESPONSES.items():
@@ -336,6 +381,7 @@ def _build(base: str) -> dict[str, Any]:
                 spec.components.schema(names[-1], schema=cls)
         spec.path(path=path, operations={"post": _post_operation(path, *names, summary)})
     spec.path(path=PROGRESS, operations={"get": _progress_operation()})
+    spec.path(path=EPISODE, operations={"get": _episode_operation()})
     spec.path(path="/rehab/catalog", operations={"get": _catalog_operation()})
     return spec.to_dict()
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
+    "/rehab/episodes": (
+        "An episode of care for left knee osteoarthritis (ICD-10-CM as the referral gives it)",
+        {"patient": "123", "start": "2026-11-20", "condition": {"system": "icd-10-cm", "code": "M17.12"}},
+    ),
     "/rehab/assessments": (
         "Knee flexion, pain and TUG: Observations under a panel and an Encounter",
         {

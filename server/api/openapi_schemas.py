@@ -363,3 +363,54 @@ def catalog_entry() -> dict[str, Any]:
 def catalog_answer() -> dict[str, Any]:
     """GET /rehab/catalog."""
     return _object({"measures": {"type": "array", "items": ref("CatalogEntry")}}, ("measures",))
+
+
+def episode() -> dict[str, Any]:
+    """GET /rehab/episodes/{id}: the episode and what links to it."""
+    dated = {"date": MAYBE_TEXT}
+    return _object(
+        {
+            "id": TEXT,
+            "patient": TEXT,
+            "status": {
+                "enum": [
+                    "planned",
+                    "waitlist",
+                    "active",
+                    "onhold",
+                    "finished",
+                    "cancelled",
+                    "entered-in-error",
+                ]
+            },
+            "start": MAYBE_TEXT,
+            "end": TEXT,
+            "condition": _object(
+                {"system": {"enum": ["icd-10-cm", "snomed"]}, "code": TEXT, "display": TEXT},
+                ("system", "code"),
+            ),
+            "referring": TEXT,
+            "care_manager": TEXT,
+            "assessments": {
+                "type": "array",
+                "items": _object({"encounter": REFERENCE, **dated}, ("encounter",)),
+            },
+            "sessions": {
+                "type": "array",
+                "items": _object({"encounter": REFERENCE, **dated}, ("encounter",)),
+            },
+            "plans": {
+                "type": "array",
+                "items": _object({"careplan": REFERENCE, "status": TEXT, **dated}, ("careplan",)),
+            },
+            "outcomes": {
+                "type": "array",
+                "items": _object(
+                    {"questionnaire_response": REFERENCE, "instrument": TEXT, **dated},
+                    ("questionnaire_response",),
+                ),
+            },
+            "visits_used": {"type": "integer", "description": "Session Encounters linked to the episode"},
+        },
+        ("id", "patient", "status", "assessments", "sessions", "plans", "outcomes", "visits_used"),
+    )

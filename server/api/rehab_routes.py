@@ -19,6 +19,7 @@ from marshmallow import Schema
 from fhir_mapping import analytics
 from fhir_mapping import assessments
 from fhir_mapping import catalog
+from fhir_mapping import episodes
 from fhir_mapping import outcomes
 from fhir_mapping import plans
 from fhir_mapping import schemas
@@ -70,38 +71,75 @@ def _check_patient(patient: str, error: type[InvalidRequestError] | type[NotFoun
         raise error(f"Patient/{patient} does not exist", expression=("patient",))
 
 
-def _submit(
+def read_visible(type_: str, id_: str) -> dict[str, Any] | None:
+    """Return a live resource the token may read, else None (for what a view shows beside its subject)."""
+    repo, ctx = _repo(), _ctx()
+    stored = repo.read_resource(type_, id_)
+    if stored is None or stored.deleted or not version_visible(repo, ctx, stored, "r"):
+        return None
+    return orjson.loads(stored.body)  # type: ignore[no-any-return]
+
+
+def check_exists(type_: str, id_: str, field: str) -> dict[str, Any]:
+    """Return a resource a payload names, or 400 naming the field (hidden from the token: does not exist)."""
+    found = read_visible(type_, id_)
+    if found is None:
+        raise InvalidRequestError(f"{type_}/{id_} does not exist", expression=(field,))
+    return found
+
+
+def check_episode(episode: str, patient: str) -> dict[str, Any]:
+    """Return the open episode a payload links to, else 400 naming `episode` (unknown, another's, closed)."""
+    found = check_exists("EpisodeOfCare", episode, "episode")
+    if found["patient"].get("reference") != f"Patient/{patient}":
+        raise InvalidRequestError(
+            f"EpisodeOfCare/{episode} is not Patient/{patient}'s", expression=("episode",)
+        )
+    if found["status"] in episodes.CLOSED:
+        raise InvalidRequestError(f"EpisodeOfCare/{episode} is {found['status']}", expression=("episode",))
+    return found
+
+
+def submit(
     schema: Schema,
     build: Build,
     read: Read,
     extra: Callable[[list[transaction.Entry]], dict[str, Any]] | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> flask.Response:
+    """Validate a clinic payload, write what it builds in one transaction, answer its clinic view."""
     payload = schemas.load(schema, rq.parse_body())
     _check_patient(payload["patient"], InvalidRequestError)
-    entries = build(payload)
+    if payload.get("episode"):
+        check_episode(payload["episode"], payload["patient"])
+    if check is not None:
+        check(payload)
+    entries = episodes.link(build(payload), payload.get("episode"))
     answer = process_bundle(_repo(), _ctx(), rq.fhir_request(transaction.bundle(entries)))
     body = answer.body if isinstance(answer.body, dict) else orjson.loads(answer.body or "{}")
     view = read(entries)
     if extra is not None:
         view.update(extra(entries))
+    if payload.get("episode"):
+        view["episode"] = payload["episode"]
     view["references"] = transaction.references(entries, body)
     return _json(view, 201)
 
 
 @bp.post("/assessments")
 def post_assessment() -> flask.Response:
-    return _submit(schemas.AssessmentSchema(), assessments.build_assessment, assessments.read_assessment)
+    return submit(schemas.AssessmentSchema(), assessments.build_assessment, assessments.read_assessment)
 
 
 @bp.post("/plans")
 def post_plan() -> flask.Response:
-    return _submit(schemas.PlanSchema(), plans.build_plan, plans.read_plan)
+    return submit(schemas.PlanSchema(), plans.build_plan, plans.read_plan)
 
 
 @bp.post("/sessions")
 def post_session() -> flask.Response:
     performer = sessions.performer_of(_ctx().fhir_user)
-    return _submit(
+    return submit(
         sessions.SessionSchema(),
         lambda payload: sessions.build_session(payload, performer),
         sessions.read_session,
@@ -111,7 +149,7 @@ def post_session() -> flask.Response:
 
 @bp.post("/outcomes")
 def post_outcome() -> flask.Response:
-    return _submit(
+    return submit(
         outcomes.OutcomeSchema(),
         outcomes.build_outcome,
         outcomes.read_outcome,
@@ -121,7 +159,7 @@ def post_outcome() -> flask.Response:
 
 @bp.post("/sensor-series")
 def post_sensor_series() -> flask.Response:
-    return _submit(
+    return submit(
         sensors.SensorSeriesSchema(),
         sensors.build_series,
         sensors.read_series,
@@ -131,26 +169,33 @@ def post_sensor_series() -> flask.Response:
 
 @bp.get("/patients/<id_>/progress")
 def get_progress(id_: str) -> flask.Response:
-    ctx, repo = _ctx(), _repo()
+    ctx = _ctx()
     check_search_access(ctx, ("Observation",))
     confined = ctx.compartment_patient("Observation", "s")
     if confined is not None and confined != id_:
         raise NotFoundError(f"Patient/{id_} is not known", expression=("patient",))
     _check_patient(id_, NotFoundError)
+    found = search_all("Observation", [("subject", f"Patient/{id_}")])
+    involved = analytics.involved_side(flask.request.args.get("involved"))
+    return _json({"patient": f"Patient/{id_}", **analytics.report(found, involved)})
+
+
+def search_all(type_: str, criteria: list[tuple[str, str]]) -> list[tuple[str, dict[str, Any]]]:
+    """Return ("Type/id", resource) of every match the token may see, paged over the SQL matches."""
+    ctx, repo = _ctx(), _repo()
     req = rq.fhir_request(params=())
     found: list[tuple[str, dict[str, Any]]] = []
     offset = 0
     while True:
-        params = [("subject", f"Patient/{id_}"), ("_count", str(_PAGE)), ("_offset", str(offset))]
-        query = restrict_query(ctx, parse_search(req, ("Observation",), params=params))
+        params = [*criteria, ("_count", str(_PAGE)), ("_offset", str(offset))]
+        query = restrict_query(ctx, parse_search(req, (type_,), params=params))
         result = repo.search(query)
-        # Paged over the SQL matches; each Observation is still asked of the policy.
-        found += [(f"Observation/{m.id}", orjson.loads(m.body)) for m in visible(ctx, result.matches, "s")]
+        # Each match is still asked of the policy.
+        found += [(f"{type_}/{m.id}", orjson.loads(m.body)) for m in visible(ctx, result.matches, "s")]
         offset += len(result.matches)
         if not result.has_next or not result.matches:
             break
-    involved = analytics.involved_side(flask.request.args.get("involved"))
-    return _json({"patient": f"Patient/{id_}", **analytics.report(found, involved)})
+    return found
 
 
 @bp.get("/catalog")
@@ -208,6 +253,8 @@ def seed_terminology(app: flask.Flask, settings: Settings) -> list[str]:
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
     """Register the /rehab blueprint and seed the terminology resources."""
+    from server.api import rehab_episodes  # noqa: F401  (adds the episode routes to bp)
+
     app.register_blueprint(bp)
     try:
         written = seed_terminology(app, settings)

@@ -70,6 +70,20 @@ class Settings:
         "`postgresql+psycopg://user@host/db` for PostgreSQL",
         shown="`sqlite:///./rehabfhir.db`",
     )
+    database_replica_urls: str = setting(
+        "DATABASE_REPLICA_URLS",
+        "",
+        "comma-separated PostgreSQL URLs of streaming read replicas: reads, searches, history and"
+        " `$everything` use one within the lag bound, else the primary (docs/deploy.md)",
+    )
+    replica_max_lag_seconds: float = setting(
+        "REHABFHIR_REPLICA_MAX_LAG_SECONDS",
+        1.0,
+        "a replica further behind the primary than this serves no reads",
+    )
+    replica_poll_seconds: float = setting(
+        "REHABFHIR_REPLICA_POLL_SECONDS", 0.25, "seconds between each process's samples of replica lag"
+    )
     base_url: str = setting(
         "REHABFHIR_BASE_URL",
         "",
@@ -168,7 +182,8 @@ class Settings:
     export_dir: str = setting(
         "REHABFHIR_EXPORT_DIR",
         "",
-        "where export files are written (must be writable by the server's user)",
+        "where export files are written (must be writable by the server's user; several hosts: one"
+        " directory all of them mount, docs/deploy.md)",
         shown="`./export-files` (tests: a temporary directory)",
     )
     export_ttl_hours: float = setting(

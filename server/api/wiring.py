@@ -63,6 +63,10 @@ def _init_app(app: flask.Flask, settings: Settings, engine: sa.Engine) -> None:
     from server.api import ops_routes
 
     ops_routes.init_app(app, settings)
+    # Then: a read's session on a replica (before the audit wraps flask.g.repo).
+    from server.api import replica_routing
+
+    replica_routing.init_app(app, settings, engine)
     use_rehab_terminology()
     # Extensions: each capability wires itself here, one line each (auth, audit, bulk, rehab).
     # fmt: off

@@ -1,0 +1,198 @@
+"""Read replicas (issue 18, item 2): which database each request reads from, positions, lag, metrics.
+
+These run against a "replica" that is the test database itself (a server not in recovery counts as
+fully caught up), so the routing is checked in seconds; tests/functional/test_replicas_streaming.py
+proves it against a real streaming replica. SQLite has no replicas: configuring some is refused.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from server import create_app
+from server.settings import Settings
+from server.store.replicas import Replica
+from server.store.replicas import ReplicaConfigError
+from server.store.replicas import Replicas
+from server.store.replicas import format_position
+from server.store.replicas import parse_position
+from server.store.session import make_engine
+from server.store.session import make_session_factory
+from tests.conftest import FhirClient
+from tests.conftest import client_credentials_token
+from tests.conftest import free_port
+from tests.conftest import witness_path
+
+pytestmark = pytest.mark.pg
+PATIENT = {"resourceType": "Patient", "name": [{"family": "Replica"}]}
+
+
+def _settings(database_url: str, replicas: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        database_replica_urls=replicas,
+        testing=True,
+        base_url="http://testserver/fhir",
+        audit_witness=witness_path(database_url),
+        audit_head_interval=0,
+        export_worker=False,
+    )
+
+
+@pytest.fixture
+def replica_app(app: Any, database_url: str) -> Iterator[Any]:
+    """An app whose replica is its own (emptied) database; PostgreSQL only (SQLite refuses)."""
+    if not database_url.startswith("postgresql"):
+        with pytest.raises(ReplicaConfigError, match="needs a PostgreSQL DATABASE_URL"):
+            create_app(_settings(database_url, database_url))
+        yield None
+        return
+    made = create_app(_settings(database_url, database_url))
+    yield made
+    made.extensions["rehabfhir.replicas"].stop()
+    made.extensions["rehabfhir.engine"].dispose()
+
+
+def _routed(app: Any) -> collections.Counter[tuple[str, str]]:
+    return collections.Counter(app.extensions["rehabfhir.replicas"].routed)
+
+
+def test_reads_go_to_the_replica_and_writes_to_the_primary(replica_app: Any) -> None:
+    if replica_app is None:  # SQLite: the fixture checked that replicas are refused
+        return
+    fhir = FhirClient(replica_app.test_client(), client_credentials_token(replica_app))
+    before = _routed(replica_app)
+    created = fhir.create(PATIENT)
+    assert _routed(replica_app) == before  # a write is not a read: primary, not counted
+    pid = created["id"]
+    for path in (
+        f"/Patient/{pid}",
+        f"/Patient/{pid}/_history/1",
+        "/Patient?family=Replica",
+        f"/Patient/{pid}/_history",
+    ):
+        r = fhir.call("GET", path)
+        assert r.status_code == 200, r.get_data(as_text=True)
+    r = fhir.call(
+        "POST", "/Patient/_search", "family=Replica", content_type="application/x-www-form-urlencoded"
+    )
+    assert r.status_code == 200 and r.get_json()["total"] == 1
+    r = fhir.call("GET", f"/Patient/{pid}/$everything")
+    assert r.status_code == 200
+    counted = _routed(replica_app) - before
+    replica = replica_app.extensions["rehabfhir.replicas"].replicas[0].name
+    assert sum(n for (target, _), n in counted.items() if target == replica) == 6
+    assert sum(n for (target, _), n in counted.items() if target == "primary") == 0
+
+
+def test_a_write_tells_its_position_and_a_read_naming_it_reads_it(replica_app: Any) -> None:
+    if replica_app is None:
+        return
+    client = replica_app.test_client()
+    fhir = FhirClient(client, client_credentials_token(replica_app))
+    r = fhir.call("POST", "/Patient", PATIENT)
+    assert r.status_code == 201
+    position = r.headers["X-Commit-Position"]
+    assert parse_position(position) is not None
+    assert "rehabfhir_position=" + position in r.headers["Set-Cookie"]
+    assert "HttpOnly" in r.headers["Set-Cookie"]
+    pid = r.get_json()["id"]
+    before = _routed(replica_app)
+    r = fhir.call("GET", f"/Patient/{pid}", headers={"X-Read-After": position})
+    assert r.status_code == 200
+    replica = replica_app.extensions["rehabfhir.replicas"].replicas[0].name
+    assert sum(n for (target, _), n in (_routed(replica_app) - before).items() if target == replica) == 1
+    # A position past anything written so far: no replica has it, the primary answers.
+    before = _routed(replica_app)
+    r = fhir.call("GET", f"/Patient/{pid}", headers={"X-Read-After": "FFFFFFFF/0"})
+    assert r.status_code == 200
+    assert _routed(replica_app) - before == collections.Counter({("primary", "position"): 1})
+    # Not a position: the primary answers, no error.
+    before = _routed(replica_app)
+    r = fhir.call("GET", f"/Patient/{pid}", headers={"X-Read-After": "yesterday"})
+    assert r.status_code == 200
+    assert _routed(replica_app) - before == collections.Counter({("primary", "malformed"): 1})
+
+
+def test_metrics_show_lag_up_and_routing(replica_app: Any) -> None:
+    if replica_app is None:
+        return
+    fhir = FhirClient(replica_app.test_client(), client_credentials_token(replica_app))
+    assert fhir.call("GET", "/Patient").status_code == 200
+    text = fhir.call("GET", "/metrics", headers={"Accept": "text/plain"}).get_data(as_text=True)
+    assert "rehabfhir_db_replica_lag_seconds{replica=" in text
+    assert "rehabfhir_db_replica_up{replica=" in text and "} 1.0" in text
+    assert 'rehabfhir_db_reads_total{reason="fresh",target=' in text
+
+
+def test_parse_and_format_positions() -> None:
+    assert parse_position("16/B374D848") == (0x16 << 32) | 0xB374D848
+    assert format_position(parse_position("16/B374D848") or 0) == "16/B374D848"
+    for bad in ("", "16", "16/", "/1", "xyz/1", "123456789/0", None):
+        assert parse_position(bad) is None
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lag_is_the_age_of_the_newest_primary_position_replayed() -> None:
+    engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")  # never connected
+    clock = _Clock()
+    replica = Replica("r:1", engine, make_session_factory(engine))
+    replicas = Replicas(engine, [replica], max_lag=1.0, clock=clock)
+    for at, position in ((100.0, 10), (100.25, 20), (100.5, 30)):
+        replicas._samples.append((at, position))
+    replicas._saw(replica, 20)  # replayed what the primary had at 100.25, not yet what it had at 100.5
+    clock.now = 100.6
+    assert replicas.lag(replica) == pytest.approx(0.35)
+    clock.now = 101.5
+    assert replicas.lag(replica) == pytest.approx(1.25)  # no newer sample replayed: it ages
+    replicas._saw(replica, 5)  # a stale answer never moves it back
+    assert replica.replayed == 20
+    replica.up = False
+    assert replicas.lag(replica) is None
+    engine.dispose()
+
+
+def test_an_unreachable_replica_sends_reads_to_the_primary(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        primary = make_engine(database_url)
+        with pytest.raises(ReplicaConfigError):
+            Replicas.connect(primary, [database_url], 1.0, 0.25)
+        primary.dispose()
+        return
+    primary = make_engine(database_url)
+    gone = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"
+    replicas = Replicas.connect(primary, [gone], 1.0, 0.25)
+    try:
+        session, reason = replicas.read_session(None)
+        assert session is None and reason == "stale"
+        assert replicas.replicas[0].up is False
+        # Between polls it looked fresh, then went away: the checkout fails and the read falls back.
+        replica = replicas.replicas[0]
+        replica.up, replica.caught_up_at, replica.replayed = True, replicas.clock(), 1
+        session, reason = replicas.read_session(None)
+        assert session is None and reason == "unreachable"
+        assert replica.up is False
+    finally:
+        replicas.stop()
+        primary.dispose()
+
+
+def test_settings_declare_the_replica_options() -> None:
+    names = {f.metadata["env"] for f in dataclasses.fields(Settings)}
+    assert {
+        "DATABASE_REPLICA_URLS",
+        "REHABFHIR_REPLICA_MAX_LAG_SECONDS",
+        "REHABFHIR_REPLICA_POLL_SECONDS",
+    } <= names

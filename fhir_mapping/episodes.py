@@ -8,8 +8,9 @@ How the pieces of an episode point to it (FHIR R4B):
 - CarePlan, QuestionnaireResponse and Observation have no episode element in R4B. The core
   package defines the extension http://hl7.org/fhir/StructureDefinition/workflow-episodeOfCare
   (StructureDefinition-workflow-episodeOfCare.json in hl7.fhir.r4b.core 4.3.0: valueReference
-  to EpisodeOfCare, context CarePlan, QuestionnaireResponse, Observation, Procedure, Condition
-  among others), so we write that standard extension rather than `CarePlan.supportingInfo`:
+  to EpisodeOfCare, context CarePlan, QuestionnaireResponse, Observation, ServiceRequest,
+  Procedure, Condition among others), so we write that standard extension rather than
+  `CarePlan.supportingInfo`:
   supportingInfo means "information considered as part of the plan"
   (https://hl7.org/fhir/R4B/careplan-definitions.html#CarePlan.supportingInfo), not "the
   episode this plan belongs to", and a reader could not tell the two uses apart.
@@ -36,6 +37,7 @@ from marshmallow import validate
 from marshmallow import validates_schema
 
 from fhir_mapping import codes
+from fhir_mapping import plan_of_care
 from fhir_mapping.assessments import ENCOUNTER_ASSESSMENT
 from fhir_mapping.assessments import ENCOUNTER_SESSION
 from fhir_mapping.schemas import IdOf
@@ -175,7 +177,7 @@ def read_built(entries: list[Entry]) -> dict[str, Any]:
 
 
 def link(entries: list[Entry], episode: str | None) -> list[Entry]:
-    """Point every Encounter, CarePlan, QuestionnaireResponse and encounter-less Observation at an episode.
+    """Point an episode's Encounters, CarePlans, QuestionnaireResponses, ServiceRequests, Observations at it.
 
     Resources hanging off a linked Encounter (findings, Procedures) belong to the episode through it.
     """
@@ -186,7 +188,7 @@ def link(entries: list[Entry], episode: str | None) -> list[Entry]:
         r = e.resource
         if r["resourceType"] == "Encounter":
             r["episodeOfCare"] = [ref]
-        elif r["resourceType"] in ("CarePlan", "QuestionnaireResponse") or (
+        elif r["resourceType"] in ("CarePlan", "QuestionnaireResponse", "ServiceRequest") or (
             r["resourceType"] == "Observation" and "encounter" not in r
         ):
             r.setdefault("extension", []).append({"url": EXT_EPISODE, "valueReference": ref})
@@ -219,10 +221,12 @@ def clinic_view(
     condition: dict[str, Any] | None,
     referral: dict[str, Any] | None,
     linked: list[tuple[str, dict[str, Any]]],
+    plan: tuple[tuple[str, str], int, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Return the clinic view of an episode: what it treats, who referred, its visits, plans and outcomes.
 
-    `linked` is every Encounter, CarePlan and QuestionnaireResponse of the episode ("Type/id", resource).
+    `linked` is every Encounter, CarePlan and QuestionnaireResponse of the episode ("Type/id", resource);
+    `plan` the plan of care (("CarePlan/id", "ServiceRequest/id"), version, each version's certification).
     """
     ref, resource = episode
     out: dict[str, Any] = {"id": ref.split("/", 1)[1], **read_episode(resource, condition, referral)}
@@ -242,6 +246,14 @@ def clinic_view(
                 {"questionnaire_response": key, "date": _when(found), "instrument": instrument}
             )
     out["visits_used"] = len(out["sessions"])
+    out["warnings"] = []
+    if plan is not None:
+        refs, version, certs = plan
+        dates = [v["date"] for v in out["sessions"]]
+        out["plan_of_care"] = plan_of_care.summary(refs, version, certs, dates)
+        for visit, warned in zip(out["sessions"], plan_of_care.visit_warnings(certs, dates), strict=True):
+            visit["warnings"] = warned
+            out["warnings"] += [{"encounter": visit["encounter"], "warning": w} for w in warned]
     return out
 
 

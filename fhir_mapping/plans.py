@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_mapping import codes
+from fhir_mapping import plan_of_care
 from fhir_mapping.catalog import get
 from fhir_mapping.catalog import recognise
 from fhir_mapping.observations import body_site
@@ -192,7 +193,11 @@ def read_exercise(activity: dict[str, Any]) -> dict[str, Any]:
 def read_plan(entries: list[Entry]) -> dict[str, Any]:
     """Return the clinic payload of a plan's resources (inverse of build_plan)."""
     plan = of_role(entries, "careplan")[0]
-    out: dict[str, Any] = {"patient": patient_of(plan), "date": plan["period"]["start"]}
+    # A plan of care keeps its certification in `period`, the date it was written in `created`.
+    out: dict[str, Any] = {
+        "patient": patient_of(plan),
+        "date": plan.get("created") or plan["period"]["start"],
+    }
     if plan.get("title"):
         out["title"] = plan["title"]
     goals = [g for g in (read_goal(r) for r in of_role(entries, "goal")) if g is not None]
@@ -200,4 +205,9 @@ def read_plan(entries: list[Entry]) -> dict[str, Any]:
         out["goals"] = goals
     if plan.get("activity"):
         out["exercises"] = [read_exercise(a) for a in plan["activity"]]
+    for visits in of_role(entries, "visits"):
+        out["certification"] = plan_of_care.read_certification(plan, visits)
+    author = str((plan.get("author") or {}).get("reference") or "")
+    if author.startswith("Practitioner/"):
+        out["author"] = author.removeprefix("Practitioner/")
     return out

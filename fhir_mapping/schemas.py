@@ -302,8 +302,23 @@ class GoalSchema(MeasuredSchema):
     value_field = "target"
 
 
+class CertificationSchema(Schema):
+    """A plan of care's certification: the period, visits frequency x duration, visits authorized."""
+
+    start = date_only(required=True)
+    end = date_only(required=True)
+    visits_per_week = fields.Integer(required=True, validate=validate.Range(min=1, max=7))
+    weeks = fields.Integer(required=True, validate=validate.Range(min=1, max=52))
+    visits_authorized = fields.Integer(required=True, validate=validate.Range(min=1, max=365))
+
+    @validates_schema(skip_on_field_errors=True)
+    def _period(self, data: dict[str, Any], **_: Any) -> None:
+        if data["end"] <= data["start"]:
+            raise ValidationError(f"{data['end']} is not after the start {data['start']}", field_name="end")
+
+
 class PlanSchema(Schema):
-    """POST /rehab/plans."""
+    """POST /rehab/plans (a plan of care when it carries a certification)."""
 
     patient = PatientId(required=True)
     episode = IdOf("EpisodeOfCare")
@@ -311,11 +326,18 @@ class PlanSchema(Schema):
     title = fields.String(validate=validate.Length(min=1, max=200))
     goals = fields.List(fields.Nested(GoalSchema), validate=validate.Length(max=50))
     exercises = fields.List(fields.Nested(ExerciseSchema), validate=validate.Length(max=100))
+    certification = fields.Nested(CertificationSchema)
+    author = IdOf("Practitioner")
 
     @validates_schema
     def _something(self, data: dict[str, Any], **_: Any) -> None:
         if not data.get("goals") and not data.get("exercises"):
             raise ValidationError("A plan needs at least one goal or exercise", field_name="exercises")
+
+    @validates_schema
+    def _certified_in_episode(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("certification") and not data.get("episode"):
+            raise ValidationError("A certified plan of care belongs to an episode", field_name="episode")
 
     @validates_schema(skip_on_field_errors=True)
     def _due_after_start(self, data: dict[str, Any], **_: Any) -> None:

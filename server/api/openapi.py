@@ -36,7 +36,7 @@ PREFIXES = ("user", "patient", "system")
 # The resource types each POST writes in its transaction (each needs a create grant).
 WRITES: dict[str, tuple[str, ...]] = {
     "/rehab/assessments": ("Encounter", "Observation"),
-    "/rehab/plans": ("Goal", "CarePlan"),
+    "/rehab/plans": ("Goal", "CarePlan", "ServiceRequest"),
     "/rehab/sessions": ("Encounter", "Procedure", "Observation"),
     "/rehab/outcomes": ("QuestionnaireResponse", "Observation"),
     "/rehab/sensor-series": ("Device", "Observation"),
@@ -47,12 +47,26 @@ WRITE_READS = ("Patient",)
 PROGRESS_READS = ("Observation",)
 PROGRESS = "/rehab/patients/{id}/progress"
 EPISODE = "/rehab/episodes/{id}"
-# What each GET reads: (type, interaction) pairs, each needing its grant.
+RECERTIFICATION = "/rehab/episodes/{id}/recertification"
+# What each other operation reads or changes: (type, interaction) pairs, each needing its grant.
 READS: dict[str, tuple[tuple[str, str], ...]] = {
     PROGRESS: tuple((t, "s") for t in PROGRESS_READS),
-    EPISODE: (("EpisodeOfCare", "r"), ("Encounter", "s"), ("CarePlan", "s"), ("QuestionnaireResponse", "s")),
+    EPISODE: (
+        ("EpisodeOfCare", "r"),
+        ("Encounter", "s"),
+        ("CarePlan", "s"),
+        ("QuestionnaireResponse", "s"),
+        ("ServiceRequest", "s"),
+    ),
+    RECERTIFICATION: (
+        ("EpisodeOfCare", "r"),
+        ("ServiceRequest", "s"),
+        ("CarePlan", "r"),
+        ("CarePlan", "u"),
+        ("ServiceRequest", "u"),
+    ),
 }
-VERBS = {"c": "create", "r": "read", "s": "search"}
+VERBS = {"c": "create", "r": "read", "s": "search", "u": "update"}
 
 
 class EpisodeView(episodes.EpisodeSchema):
@@ -74,9 +88,16 @@ class PlanView(schemas.PlanSchema):
 
 
 class SessionView(sessions.SessionSchema):
-    """201 to POST /rehab/sessions, with the billing units."""
+    """201 to POST /rehab/sessions, with the billing units (and, in an episode, the visit's warnings)."""
 
     billing = fields.Raw(required=True, metadata={"component": "Billing"})
+    warnings = fields.List(
+        fields.String(),
+        metadata={
+            "description": "Given `episode`: the session is beyond the visits authorized or outside the "
+            "certified period of the plan of care (accepted; the clinic decides)"
+        },
+    )
     references = fields.Raw(required=True, metadata={"component": "References"})
 
 
@@ -283,6 +304,10 @@ def _progress_operation() -> dict[str, Any]:
     }
 
 
+def _id_parameter() -> dict[str, Any]:
+    return {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": oas.ID}}
+
+
 def _episode_operation() -> dict[str, Any]:
     return {
         "operationId": "getEpisode",
@@ -293,20 +318,36 @@ def _episode_operation() -> dict[str, Any]:
         "a FHIR read would (403 outside the scopes, 404 when the token may not see it); what links to it "
         "is searched, confined to what the token may see.",
         "security": _scopes(EPISODE),
-        "parameters": [
-            {
-                "name": "id",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9\-.]{1,64}$"},
-            }
-        ],
+        "parameters": [_id_parameter()],
         "responses": {
             "200": {
                 "description": "The episode",
                 "content": {JSON: {"schema": oas.ref("EpisodeOfCareView")}},
             },
             **_errors("401", "403", "404"),
+        },
+    }
+
+
+def _recertification_operation() -> dict[str, Any]:
+    return {
+        "operationId": "postRecertification",
+        "tags": ["clinic"],
+        "summary": "Re-certify the episode's plan of care",
+        "description": "Writes, in one transaction with If-Match on the versions read, a new version of "
+        "the plan of care CarePlan (the certification period) and of the ServiceRequest for its visits "
+        "(frequency x duration, visits authorized); earlier certifications stay in their history. "
+        "400 when the episode is closed or has no plan of care (POST /rehab/plans with `episode` "
+        "and `certification` makes one).",
+        "security": _scopes(RECERTIFICATION),
+        "parameters": [_id_parameter()],
+        "requestBody": {"required": True, "content": {JSON: {"schema": oas.ref("Certification")}}},
+        "responses": {
+            "200": {
+                "description": "The new version",
+                "content": {JSON: {"schema": oas.ref("Recertified")}},
+            },
+            **_errors("400", "401", "403", "404", "422"),
         },
     }
 
@@ -343,6 +384,7 @@ def _components(spec: APISpec, base: str) -> None:
         ("CatalogEntry", oas.catalog_entry),
         ("Catalog", oas.catalog_answer),
         ("EpisodeOfCareView", oas.episode),
+        ("Recertified", oas.recertified),
     ):
         spec.components.schema(name, build())
     for name, response in _RESPONSES.items():
@@ -382,6 +424,7 @@ def _build(base: str) -> dict[str, Any]:
         spec.path(path=path, operations={"post": _post_operation(path, *names, summary)})
     spec.path(path=PROGRESS, operations={"get": _progress_operation()})
     spec.path(path=EPISODE, operations={"get": _episode_operation()})
+    spec.path(path=RECERTIFICATION, operations={"post": _recertification_operation()})
     spec.path(path="/rehab/catalog", operations={"get": _catalog_operation()})
     return spec.to_dict()
 

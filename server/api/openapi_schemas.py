@@ -25,6 +25,7 @@ NUMBER = {"type": "number"}
 TEXT = {"type": "string"}
 REFERENCE = {"type": "string", "pattern": r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$"}
 PATIENT_ID = r"^(Patient/)?[A-Za-z0-9\-.]{1,64}$"
+ID = r"^[A-Za-z0-9\-.]{1,64}$"
 # A JSON number, or null where the analytics have nothing to say.
 MAYBE_NUMBER = {"type": ["number", "null"]}
 MAYBE_TEXT = {"type": ["string", "null"]}
@@ -365,6 +366,15 @@ def catalog_answer() -> dict[str, Any]:
     return _object({"measures": {"type": "array", "items": ref("CatalogEntry")}}, ("measures",))
 
 
+_CERTIFICATION = {
+    "start": TEXT,
+    "end": TEXT,
+    "visits_per_week": {"type": "integer"},
+    "weeks": {"type": "integer"},
+    "visits_authorized": {"type": "integer"},
+}
+
+
 def episode() -> dict[str, Any]:
     """GET /rehab/episodes/{id}: the episode and what links to it."""
     dated = {"date": MAYBE_TEXT}
@@ -397,7 +407,10 @@ def episode() -> dict[str, Any]:
             },
             "sessions": {
                 "type": "array",
-                "items": _object({"encounter": REFERENCE, **dated}, ("encounter",)),
+                "items": _object(
+                    {"encounter": REFERENCE, "warnings": {"type": "array", "items": TEXT}, **dated},
+                    ("encounter",),
+                ),
             },
             "plans": {
                 "type": "array",
@@ -411,6 +424,37 @@ def episode() -> dict[str, Any]:
                 ),
             },
             "visits_used": {"type": "integer", "description": "Session Encounters linked to the episode"},
+            "plan_of_care": _object(
+                {
+                    **_CERTIFICATION,
+                    "careplan": REFERENCE,
+                    "request": REFERENCE,
+                    "version": {"type": "integer"},
+                    "visits_used": {"type": "integer", "description": "Sessions in the current period"},
+                    "visits_left": {"type": "integer"},
+                    "certifications": {"type": "integer", "description": "Periods certified so far"},
+                },
+                ("careplan", "version", "start", "end", "visits_authorized", "visits_used"),
+            ),
+            "warnings": {
+                "type": "array",
+                "description": "Sessions beyond the visits authorized or outside the certified period",
+                "items": _object({"encounter": REFERENCE, "warning": TEXT}, ("encounter", "warning")),
+            },
         },
         ("id", "patient", "status", "assessments", "sessions", "plans", "outcomes", "visits_used"),
+    )
+
+
+def recertified() -> dict[str, Any]:
+    """POST /rehab/episodes/{id}/recertification: the plan of care's new version."""
+    return _object(
+        {
+            "episode": TEXT,
+            "careplan": REFERENCE,
+            "request": REFERENCE,
+            "version": {"type": "integer"},
+            "certification": _object(_CERTIFICATION, tuple(_CERTIFICATION)),
+        },
+        ("episode", "careplan", "request", "version", "certification"),
     )

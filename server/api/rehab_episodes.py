@@ -4,6 +4,9 @@ POST /rehab/episodes writes one transaction (Condition, referral ServiceRequest,
 through the FHIR transaction interaction. GET /rehab/episodes/{id} reads the EpisodeOfCare as
 a FHIR read would (403 outside the scopes, 404 when the token may not see it, 410 deleted) and
 its Encounters, CarePlans and QuestionnaireResponses through searches confined by the policy.
+POST /rehab/episodes/{id}/recertification writes a new version of the plan of care (a
+transaction with one conditional PUT, If-Match on the version read, so two clinicians
+re-certifying at once cannot overwrite each other).
 """
 
 from __future__ import annotations
@@ -14,24 +17,36 @@ import flask
 import orjson
 
 from fhir_mapping import episodes
-from server.api import rehab_routes as rehab
+from fhir_mapping import plan_of_care
+from fhir_mapping import schemas
+from server.api import episode_care
+from server.api import requests as rq
+from server.api.rehab_support import bp
+from server.api.rehab_support import check_exists
+from server.api.rehab_support import current_ctx
+from server.api.rehab_support import current_repo
+from server.api.rehab_support import json_response
+from server.api.rehab_support import read_visible
+from server.api.rehab_support import search_all
+from server.api.rehab_support import submit
+from server.errors import InvalidRequestError
+from server.fhir.interactions.bundle import process_bundle
 from server.fhir.interactions.read import current
 from server.fhir.interactions.search_type import check_search_access
 
-bp = rehab.bp
 # What the episode view reads beside the EpisodeOfCare (searches; each needs a search grant).
-VIEW_SEARCHES = ("Encounter", "CarePlan", "QuestionnaireResponse")
+VIEW_SEARCHES = ("Encounter", "CarePlan", "QuestionnaireResponse", "ServiceRequest")
 
 
 def _check_practitioners(payload: dict[str, Any]) -> None:
     for field in ("referring", "care_manager"):
         if payload.get(field):
-            rehab.check_exists("Practitioner", payload[field], field)
+            check_exists("Practitioner", payload[field], field)
 
 
 @bp.post("/episodes")
 def post_episode() -> flask.Response:
-    return rehab.submit(
+    return submit(
         episodes.EpisodeSchema(), episodes.build_episode, episodes.read_built, check=_check_practitioners
     )
 
@@ -46,23 +61,24 @@ def _first(resource: dict[str, Any], path: tuple[str, ...], type_: str) -> dict[
     ref = str((value or {}).get("reference") or "")
     if not ref.startswith(f"{type_}/"):
         return None
-    return rehab.read_visible(type_, ref.split("/", 1)[1])
+    return read_visible(type_, ref.split("/", 1)[1])
+
+
+def _episode(id_: str) -> dict[str, Any]:
+    """Read the EpisodeOfCare as FHIR reads it (403 outside the scopes, 404 hidden/unknown, 410 deleted)."""
+    return orjson.loads(current(current_repo(), "EpisodeOfCare", id_, current_ctx()).body)  # type: ignore[no-any-return]
 
 
 def episode_resources(id_: str) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
-    """Return the EpisodeOfCare (read as FHIR reads it) and what links to it that the token may see."""
-    ctx, repo = rehab._ctx(), rehab._repo()
-    check_search_access(ctx, VIEW_SEARCHES)
-    stored = current(repo, "EpisodeOfCare", id_, ctx)
-    episode = orjson.loads(stored.body)
+    """Return the EpisodeOfCare and what links to it that the token may see."""
+    check_search_access(current_ctx(), VIEW_SEARCHES)
+    episode = _episode(id_)
     patient = episode["patient"]["reference"]
-    linked = rehab.search_all("Encounter", [("episode-of-care", f"EpisodeOfCare/{id_}")])
+    linked = search_all("Encounter", [("episode-of-care", f"EpisodeOfCare/{id_}")])
     for type_ in ("CarePlan", "QuestionnaireResponse"):
         # No search parameter for the workflow-episodeOfCare extension: the patient's, filtered here.
         linked += [
-            (ref, r)
-            for ref, r in rehab.search_all(type_, [("subject", patient)])
-            if episodes.episode_of(r) == id_
+            (ref, r) for ref, r in search_all(type_, [("subject", patient)]) if episodes.episode_of(r) == id_
         ]
     return episode, linked
 
@@ -72,5 +88,58 @@ def get_episode(id_: str) -> flask.Response:
     episode, linked = episode_resources(id_)
     condition = _first(episode, ("diagnosis", "condition"), "Condition")
     referral = _first(episode, ("referralRequest",), "ServiceRequest")
-    view = episodes.clinic_view((f"EpisodeOfCare/{id_}", episode), condition, referral, linked)
-    return rehab._json(view)
+    found = episode_care.find(id_, episode["patient"]["reference"])
+    plan = (found[0], int(found[1]["meta"]["versionId"]), found[3]) if found else None
+    view = episodes.clinic_view((f"EpisodeOfCare/{id_}", episode), condition, referral, linked, plan)
+    return json_response(view)
+
+
+def _unstamped(resource: dict[str, Any]) -> dict[str, Any]:
+    """A stored resource to PUT back: the server's meta dropped, the profiles it claims kept."""
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    if (resource.get("meta") or {}).get("profile"):
+        out["meta"] = {"profile": resource["meta"]["profile"]}
+    return out
+
+
+@bp.post("/episodes/<id_>/recertification")
+def post_recertification(id_: str) -> flask.Response:
+    cert = schemas.load(schemas.CertificationSchema(), rq.parse_body())
+    episode = _episode(id_)
+    if episode["status"] in episodes.CLOSED:
+        raise InvalidRequestError(f"EpisodeOfCare/{id_} is {episode['status']}", expression=("episode",))
+    found = episode_care.find(id_, episode["patient"]["reference"])
+    if found is None:
+        raise InvalidRequestError(
+            f"EpisodeOfCare/{id_} has no plan of care to re-certify (POST /rehab/plans with a certification)",
+            expression=("certification",),
+        )
+    (plan_ref, request_ref), plan, request, _ = found
+    renewed = plan_of_care.certify(_unstamped(plan), cert)
+    entries = [
+        (plan_ref, plan, renewed),
+        (request_ref, request, plan_of_care.renew(_unstamped(request), cert, renewed, None)),
+    ]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": new,
+                "request": {"method": "PUT", "url": ref, "ifMatch": f'W/"{old["meta"]["versionId"]}"'},
+            }
+            for ref, old, new in entries
+        ],
+    }
+    answer = process_bundle(current_repo(), current_ctx(), rq.fhir_request(bundle))
+    body = answer.body if isinstance(answer.body, dict) else orjson.loads(answer.body or "{}")
+    location = str(body["entry"][0]["response"]["location"])
+    return json_response(
+        {
+            "episode": id_,
+            "careplan": plan_ref,
+            "request": request_ref,
+            "version": int(location.rsplit("/_history/", 1)[1]),
+            "certification": cert,
+        }
+    )

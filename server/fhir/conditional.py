@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from typing import Any
 from urllib.parse import parse_qsl
 from urllib.parse import urlencode
 
@@ -28,6 +27,7 @@ from server.fhir.http import etag
 from server.fhir.http import parse_etag
 from server.fhir.integrity import check_references
 from server.fhir.integrity import check_referrers
+from server.fhir.repository import ConditionalCreate
 from server.fhir.repository import FhirRepository
 from server.fhir.repository import StoredResource
 from server.fhir.repository import WriteRequest
@@ -36,7 +36,7 @@ from server.fhir.resources import check_type
 from server.fhir.search.indexer import compartments_of
 from server.fhir.search.params import RESULT_PARAMS
 from server.fhir.search.params import parse_criteria
-from server.fhir.search.query import GuardedCreate
+from server.fhir.search.query import Match
 from server.fhir.search.query import SearchQuery
 from server.fhir.writes import new_id
 from server.fhir.writes import prepare_write
@@ -66,7 +66,7 @@ def _scope(ctx: AccessContext, type_: str, interaction: str) -> str | None:
     return (ctx.patient or "restricted") if ctx.confined(type_, interaction) else None
 
 
-def _matches(repo: FhirRepository, ctx: AccessContext, query: SearchQuery, interaction: str) -> list[Any]:
+def _matches(repo: FhirRepository, ctx: AccessContext, query: SearchQuery, interaction: str) -> list[Match]:
     """The first two matches the caller may see and act on (nothing else may show in the answer)."""
     result = repo.search(replace(query, count=2, total="none", includes=(), sort=()))
     return visible(ctx, list(result.matches), interaction)
@@ -74,7 +74,7 @@ def _matches(repo: FhirRepository, ctx: AccessContext, query: SearchQuery, inter
 
 def find_matches(
     repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, criteria: str
-) -> list[Any]:
+) -> list[Match]:
     """The first two resources matching If-None-Exist criteria that the caller may see."""
     ctx.require(type_, "s")
     query = restrict_query(ctx, parse_criteria(req, type_, _pairs(criteria)), "s")
@@ -95,7 +95,7 @@ def create_guarded(
     id_ = new_id()
     write.resource["id"] = id_  # so the resource's own compartment gets the new id
     write = replace(write, compartments=tuple(compartments_of(write.resource)))
-    op = GuardedCreate(
+    op = ConditionalCreate(
         query=query,
         key=guard_key(type_, criteria, _scope(ctx, type_, "s")),
         type=type_,
@@ -103,8 +103,7 @@ def create_guarded(
         write=write,
         visible=lambda found: visible(ctx, found, "s"),
     )
-    existing, created = repo.search(op)
-    return existing, created
+    return repo.conditional_create(op)
 
 
 def _serialise(repo: FhirRepository, ctx: AccessContext, type_: str, req: FhirRequest, action: str) -> None:

@@ -5,6 +5,7 @@ https://hl7.org/fhir/R4B/http.html
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -16,7 +17,11 @@ from typing import Any
 from typing import Protocol
 
 if TYPE_CHECKING:
+    from server.fhir.operations.export import ExportRequest
     from server.fhir.search.indexer import IndexRows
+    from server.fhir.search.query import Match
+    from server.fhir.search.query import SearchQuery
+    from server.fhir.search.query import SearchResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,22 @@ class WriteRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ConditionalCreate:
+    """A conditional create (If-None-Exist): store `write` as type/id unless `query` matches.
+
+    `key` is the criteria's guard (see server.fhir.conditional.guard_key); `visible` keeps the
+    matches the caller may see (None: all of them).
+    """
+
+    query: SearchQuery
+    key: str
+    type: str
+    id: str
+    write: WriteRequest
+    visible: Callable[[list[Match]], list[Match]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryPage:
     """One page of versions, newest first, with the cursor of the next page."""
 
@@ -51,7 +72,11 @@ class HistoryPage:
 
 
 class FhirRepository(Protocol):
-    """Versioned resource storage (Medplum's FhirRepository, HAPI's DAO)."""
+    """Versioned resource storage (Medplum's FhirRepository, HAPI's DAO).
+
+    server.store.repository.SqlRepository implements it; tests/unit/test_repository_contract.py
+    keeps the two signatures equal and this contract free of `Any`.
+    """
 
     def read_resource(self, type_: str, id_: str) -> StoredResource | None:
         """Return the current version (a tombstone if deleted), or None."""
@@ -91,8 +116,18 @@ class FhirRepository(Protocol):
     ) -> HistoryPage:
         """Return versions newest first, filtered by time, keyset-paged by cursor."""
 
-    def search(self, query: Any) -> Any:
-        """Run a compiled search (server.fhir.search.query.SearchQuery) and return its result."""
+    def search(self, query: SearchQuery) -> SearchResult:
+        """Run a compiled search: a page of matches, included resources, total and paging flags."""
+
+    def conditional_create(
+        self, op: ConditionalCreate
+    ) -> tuple[StoredResource | None, StoredResource | None]:
+        """Create `op.write` unless `op.query` matches: (the one match, None) or (None, the created).
+
+        Two or more matches are a MultipleMatchesError. The create claims `op.key` (the
+        criteria's guard) in the same transaction, so concurrent identical conditional creates
+        cannot both create: the later one finds the earlier one's resource.
+        """
 
     def transaction(self) -> AbstractContextManager[None]:
         """Run the enclosed calls in one database transaction (nested calls join it)."""
@@ -105,5 +140,5 @@ class FhirRepository(Protocol):
     ) -> HistoryPage:
         """Return a page of the patient's compartment plus the resources it references."""
 
-    def submit_export(self, request: Any) -> str:
-        """Queue a Bulk Data export (server.fhir.operations.export.ExportRequest); return its job id."""
+    def submit_export(self, request: ExportRequest) -> str:
+        """Queue a Bulk Data export; return its job id."""

@@ -12,8 +12,10 @@ import threading
 import weakref
 from collections.abc import Callable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from datetime import UTC
 from datetime import datetime
+from typing import TYPE_CHECKING
 from typing import Any
 
 import orjson
@@ -22,16 +24,26 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import orm as so
 
 from server.errors import InvalidRequestError
+from server.errors import MultipleMatchesError
 from server.errors import PreconditionFailedError
 from server.errors import VersionConflictError
+from server.fhir.repository import ConditionalCreate
 from server.fhir.repository import HistoryPage
 from server.fhir.repository import StoredResource
 from server.fhir.repository import WriteRequest
+from server.fhir.search.query import Match
+from server.fhir.search.query import SearchQuery
+from server.fhir.search.query import SearchResult
 from server.store import indexes
+from server.store import searching
 from server.store.index_models import ReferenceIndex
+from server.store.models import ConditionalGuard
 from server.store.models import ResourceRecord
 from server.store.models import ResourceVersion
 from server.store.session import start_write
+
+if TYPE_CHECKING:
+    from server.fhir.operations.export import ExportRequest
 
 _R = ResourceRecord.__table__
 _V = ResourceVersion.__table__
@@ -359,15 +371,49 @@ class SqlRepository:
 
     # -- search -----------------------------------------------------------------------------
 
-    def search(self, query: Any) -> Any:
+    def search(self, query: SearchQuery) -> SearchResult:
         """Run a SearchQuery (see server.store.searching)."""
         self.flush()
-        from server.store.searching import search
+        return searching.run(self.session, query)
 
-        return search(self.session, query)
+    def conditional_create(
+        self, op: ConditionalCreate
+    ) -> tuple[StoredResource | None, StoredResource | None]:
+        """Create under the guard key unless the criteria match: (the match, None) or (None, created).
+
+        A concurrent create of the same criteria that claimed the guard first makes this one
+        search again and return the winner.
+        """
+        self.flush()
+        session = self.session
+        for _attempt in range(3):
+            found = _guard_matches(session, op)
+            if len(found) > 1:
+                raise MultipleMatchesError(
+                    f"If-None-Exist criteria match {len(found)} or more {op.type} resources",
+                    message_id="MSG_MULTIPLE_MATCHES",
+                )
+            if found:
+                m = found[0]
+                return StoredResource(m.type, m.id, m.version, m.last_updated, False, m.body), None
+            try:
+                with session.begin_nested():
+                    writer = SqlRepository(session)
+                    created = writer.create_resource(op.type, op.write, op.id)
+                    writer.flush()  # its queued version and index rows belong in this savepoint
+                    pk = session.scalar(sa.select(_R.c.pk).where(_R.c.type == op.type, _R.c.id == op.id))
+                    _claim(session, op, pk)
+                return None, created
+            except (sa_exc.IntegrityError, _LostRaceError):
+                # The guard row is held by a concurrent create of the same criteria: once it has
+                # committed, searching again finds the winner.
+                continue
+        raise VersionConflictError(
+            f"Concurrent conditional creates of {op.type}; retry", message_id="MSG_CONFLICT"
+        )
 
     def everything(
-        self, patient_id: str, *, since: datetime | None, types: Any, count: int, cursor: int | None
+        self, patient_id: str, *, since: datetime | None, types: Sequence[str], count: int, cursor: int | None
     ) -> HistoryPage:
         """Return a page of Patient/$everything (see server.store.everything)."""
         _check_cursor(cursor)
@@ -376,7 +422,7 @@ class SqlRepository:
 
         return everything(self.session, patient_id, since=since, types=types, count=count, cursor=cursor)
 
-    def submit_export(self, request: Any) -> str:
+    def submit_export(self, request: ExportRequest) -> str:
         """Queue a Bulk Data export job (see server.store.jobs)."""
         from server.store.jobs import submit
 
@@ -423,3 +469,35 @@ class SqlRepository:
         rows = list(self.session.scalars(stmt.order_by(v.pk.desc()).limit(count + 1)))
         next_cursor = rows[count - 1].pk if len(rows) > count and count > 0 else None
         return HistoryPage([_stored(r) for r in rows[:count]], next_cursor, total)
+
+
+# -- conditional create ---------------------------------------------------------------------
+
+
+class _LostRaceError(Exception):
+    """Another transaction took the conditional-create guard first."""
+
+
+def _guard_matches(session: so.Session, op: ConditionalCreate) -> list[Match]:
+    """The first two matches of conditional criteria the caller may see."""
+    query = op.query
+    limited = SearchQuery(types=query.types, tests=query.tests, compartment=query.compartment, count=2)
+    found = searching.run(session, limited).matches
+    return found if op.visible is None else op.visible(found)
+
+
+def _claim(session: so.Session, op: ConditionalCreate, pk: int | None) -> None:
+    g = ConditionalGuard
+    old = session.scalar(sa.select(g.res_pk).where(g.key == op.key))
+    if old is None:
+        session.execute(sa.insert(g).values(key=op.key, res_pk=pk))
+        return
+    # The key is taken. A concurrent create may have committed since our search: if anything
+    # but our own new resource matches now, we lost.
+    if any(m.pk != pk for m in _guard_matches(session, op)):
+        raise _LostRaceError(op.key)
+    # Otherwise the guarded resource was deleted or no longer matches: take the guard over,
+    # unless someone else just did.
+    done = session.execute(sa.update(g).where(g.key == op.key, g.res_pk == old).values(res_pk=pk))
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        raise _LostRaceError(op.key)

@@ -13,19 +13,14 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import orm as so
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BooleanClauseList
 
-from server.errors import MultipleMatchesError
-from server.errors import VersionConflictError
-from server.fhir.repository import StoredResource
 from server.fhir.search.query import AllTest
 from server.fhir.search.query import ChainTest
 from server.fhir.search.query import CompositeValue
 from server.fhir.search.query import Cursor
-from server.fhir.search.query import GuardedCreate
 from server.fhir.search.query import HasTest
 from server.fhir.search.query import IdTest
 from server.fhir.search.query import Include
@@ -54,7 +49,6 @@ from server.store.index_models import ReferenceIndex
 from server.store.index_models import StringIndex
 from server.store.index_models import TokenIndex
 from server.store.index_models import UriIndex
-from server.store.models import ConditionalGuard
 from server.store.models import ResourceRecord
 
 R = ResourceRecord
@@ -513,14 +507,7 @@ def _includes(session: so.Session, query: SearchQuery, matches: list[Match]) -> 
     return included, cut
 
 
-# -- entry points -------------------------------------------------------------------------
-
-
-def search(session: so.Session, query: Any) -> Any:
-    """Run a SearchQuery (returns a SearchResult) or a GuardedCreate (returns (existing, created))."""
-    if isinstance(query, GuardedCreate):
-        return _guarded_create(session, query)
-    return run(session, query)
+# -- entry point --------------------------------------------------------------------------
 
 
 def run(session: so.Session, query: SearchQuery) -> SearchResult:
@@ -539,73 +526,3 @@ def run(session: so.Session, query: SearchQuery) -> SearchResult:
             total = len(matches)  # cheap: everything is on this page
     included, cut = _includes(session, query, matches) if query.includes and matches else ([], [])
     return SearchResult(matches, included, total, has_next, has_previous, cut)
-
-
-def _stored(m: Match) -> StoredResource:
-    return StoredResource(m.type, m.id, m.version, m.last_updated, False, m.body)
-
-
-class _LostRaceError(Exception):
-    """Another transaction took the conditional-create guard first."""
-
-
-def _find(session: so.Session, op: GuardedCreate) -> list[Match]:
-    """The first two matches of conditional criteria the caller may see."""
-    query = op.query
-    limited = SearchQuery(
-        types=query.types,
-        tests=query.tests,
-        compartment=query.compartment,
-        count=2,
-    )
-    found = _page(session, limited)[0]
-    return found if op.visible is None else op.visible(found)
-
-
-def _guarded_create(
-    session: so.Session, op: GuardedCreate
-) -> tuple[StoredResource | None, StoredResource | None]:
-    """Create under the guard key unless the criteria match; a concurrent loser returns the winner."""
-    from server.store.repository import SqlRepository
-
-    for _attempt in range(3):
-        found = _find(session, op)
-        if len(found) > 1:
-            raise MultipleMatchesError(
-                f"If-None-Exist criteria match {len(found)} or more {op.type} resources",
-                message_id="MSG_MULTIPLE_MATCHES",
-            )
-        if found:
-            return _stored(found[0]), None
-        try:
-            with session.begin_nested():
-                writer = SqlRepository(session)
-                created = writer.create_resource(op.type, op.write, op.id)
-                writer.flush()  # its queued version and index rows belong in this savepoint
-                pk = session.scalar(sa.select(R.pk).where(R.type == op.type, R.id == op.id))
-                _claim(session, op, pk)
-            return None, created
-        except (sa_exc.IntegrityError, _LostRaceError):
-            # The guard row is held by a concurrent create of the same criteria: once it has
-            # committed, searching again finds the winner.
-            continue
-    raise VersionConflictError(
-        f"Concurrent conditional creates of {op.type}; retry", message_id="MSG_CONFLICT"
-    )
-
-
-def _claim(session: so.Session, op: GuardedCreate, pk: Any) -> None:
-    g = ConditionalGuard
-    old = session.scalar(sa.select(g.res_pk).where(g.key == op.key))
-    if old is None:
-        session.execute(sa.insert(g).values(key=op.key, res_pk=pk))
-        return
-    # The key is taken. A concurrent create may have committed since our search: if anything
-    # but our own new resource matches now, we lost.
-    if any(m.pk != pk for m in _find(session, op)):
-        raise _LostRaceError(op.key)
-    # Otherwise the guarded resource was deleted or no longer matches: take the guard over,
-    # unless someone else just did.
-    done = session.execute(sa.update(g).where(g.key == op.key, g.res_pk == old).values(res_pk=pk))
-    if done.rowcount != 1:  # type: ignore[attr-defined]
-        raise _LostRaceError(op.key)

@@ -266,15 +266,3 @@ class SearchResult:
     has_next: bool = False
     has_previous: bool = False
     truncated_includes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class GuardedCreate:
-    """Conditional create for the store: search, and create under a guard key if nothing matches."""
-
-    query: SearchQuery
-    key: str
-    type: str
-    id: str
-    write: Any  # server.fhir.repository.WriteRequest
-    visible: Any = None  # Callable[[list[Match]], list[Match]]: keeps the matches the caller may see

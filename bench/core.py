@@ -34,6 +34,7 @@ import bearer
 import loadgen
 import orjson
 import pt_data
+from validation_stages import rehab_finding
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -228,6 +229,16 @@ class Runner:
             posts = _posts("Observation", bodies)
             made = self.phase("create Observation", db, spec, posts, server_pid=pid, pg=pg)
             ids = {i: oid for i, oid in made.result.outputs.items() if oid}
+            if self.args.profiled:
+                findings = [rehab_finding(rng, rng.choice(pids)) for _ in range(n)]
+                self.phase(
+                    "create rehab Observation",
+                    db,
+                    spec,
+                    _posts("Observation", findings),
+                    server_pid=pid,
+                    pg=pg,
+                )
             order = list(ids)
             rng.shuffle(order)
             reads = [("GET", f"/Observation/{ids[i]}", None) for i in order]
@@ -311,6 +322,7 @@ def print_table(rows: list[Row]) -> None:
         "\nspent in all gunicorn processes / all postgres processes (from /proc)."
     )
     _print_goals(rows)
+    print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def _print_goals(rows: list[Row]) -> None:
@@ -319,10 +331,10 @@ def _print_goals(rows: list[Row]) -> None:
         if r.phase == "read Observation" and r.ratio is not None:
             verdict = "PASS" if r.ratio >= GOAL_READ_VS_FLOOR else "FAIL"
             print(f"  {verdict}  reads on {r.db}: {r.ratio:.0%} of the floor's request rate (goal >= 50%)")
-        if r.phase == "create Observation" and r.db == "postgres":
+        if r.phase in ("create Observation", "create rehab Observation") and r.db == "postgres":
             verdict = "PASS" if r.result.rate >= GOAL_PG_CREATES else "FAIL"
             goal = f"goal >= {GOAL_PG_CREATES:.0f}/s"
-            print(f"  {verdict}  creates on postgres: {r.result.rate:.0f}/s ({goal})")
+            print(f"  {verdict}  {r.phase} on postgres: {r.result.rate:.0f}/s ({goal})")
 
 
 def _print_header(args: argparse.Namespace) -> None:
@@ -335,7 +347,8 @@ def _print_header(args: argparse.Namespace) -> None:
         f"rehabfhir core benchmark — commit {git('rev-parse', '--short', 'HEAD')}{dirty}\n"
         f"  {os.cpu_count()} CPUs, Python {platform.python_version()}, n={args.n},"
         f" concurrency={args.concurrency} ({args.client_procs} client processes),"
-        f" gunicorn gthread workers={args.workers} (threads as `rehabfhir serve` defaults)"
+        f" gunicorn gthread workers={args.workers} (threads as `rehabfhir serve` defaults)\n"
+        f"  load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
 
 
@@ -350,6 +363,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=16, help="client connections in flight")
     p.add_argument("--client-procs", type=int, default=4, help="load-generator processes")
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    p.add_argument(
+        "--profiled",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also create Observations as /rehab writes them, claiming the rehab-finding profile",
+    )
     p.add_argument(
         "--pg-admin-url",
         default=os.environ.get("BENCH_PG_ADMIN_URL", PG_ADMIN_DEFAULT),

@@ -1,4 +1,5 @@
-"""StructureDefinitions of the extensions the rehab mapping writes (served at /StructureDefinition).
+"""StructureDefinitions of the extensions the rehab mapping writes (served at /StructureDefinition),
+and the URLs of our resource profiles with the /rehab roles that claim them (`claim`).
 
 https://hl7.org/fhir/R4B/extensibility.html#Extension and
 https://hl7.org/fhir/R4B/structuredefinition.html
@@ -15,7 +16,24 @@ from typing import Any
 from fhir_mapping import codes
 
 VERSION = "1.0.0"
-EXTENSION_BASE = "http://hl7.org/fhir/StructureDefinition/Extension"
+# Our resource profiles (fhir_mapping/resource_profiles.py builds them) and the roles claiming them.
+FINDING = f"{codes.EXT}/rehab-finding"
+PANEL_PROFILE = f"{codes.EXT}/rehab-assessment-panel"
+SCORE = f"{codes.EXT}/rehab-scored-outcome"
+EXERCISE_PLAN = f"{codes.EXT}/rehab-exercise-plan"
+SESSION_PROCEDURE = f"{codes.EXT}/rehab-session-procedure"
+SENSOR_SERIES = f"{codes.EXT}/rehab-sensor-series"
+ROLE_PROFILES = {  # role in a /rehab transaction -> the profile its resource claims
+    "finding": FINDING,
+    "pain_before": FINDING,
+    "pain_after": FINDING,
+    "summary": FINDING,
+    "panel": PANEL_PROFILE,
+    "score": SCORE,
+    "careplan": EXERCISE_PLAN,
+    "procedure": SESSION_PROCEDURE,
+    "series": SENSOR_SERIES,
+}
 
 # url, name, context element, value type, short definition
 SIMPLE = (
@@ -49,7 +67,8 @@ def _element(id_: str, **extra: Any) -> dict[str, Any]:
     return {"id": id_, "path": id_, **extra}
 
 
-def _sd(url: str, name: str, context: str, short: str, elements: list[dict[str, Any]]) -> dict[str, Any]:
+def header(url: str, name: str, description: str, kind: str, type_: str) -> dict[str, Any]:
+    """The StructureDefinition of a profile of ours on `type_`, up to its elements."""
     return {
         "resourceType": "StructureDefinition",
         "id": url.rsplit("/", 1)[1],
@@ -57,14 +76,20 @@ def _sd(url: str, name: str, context: str, short: str, elements: list[dict[str, 
         "version": VERSION,
         "name": name,
         "status": "active",
-        "description": short,
+        "description": description,
         "fhirVersion": "4.3.0",
-        "kind": "complex-type",
+        "kind": kind,
         "abstract": False,
-        "context": [{"type": "element", "expression": context}],
-        "type": "Extension",
-        "baseDefinition": EXTENSION_BASE,
+        "type": type_,
+        "baseDefinition": f"http://hl7.org/fhir/StructureDefinition/{type_}",
         "derivation": "constraint",
+    }
+
+
+def _sd(url: str, name: str, context: str, short: str, elements: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        **header(url, name, short, "complex-type", "Extension"),
+        "context": [{"type": "element", "expression": context}],
         "differential": {"element": [_element("Extension", short=short, max="1"), *elements]},
     }
 
@@ -109,3 +134,13 @@ def extension_definitions() -> list[dict[str, Any]]:
 def value_type(url: str) -> str | None:
     """The value[x] type our definition gives an extension URL (None: unknown or complex)."""
     return next((row[3] for row in SIMPLE if row[0] == url), None)
+
+
+def claim(role: str, resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource, claiming in meta.profile the profile of its /rehab role (if that role has one)."""
+    url = ROLE_PROFILES.get(role)
+    if url is None:
+        return resource
+    meta = dict(resource.get("meta") or {})
+    meta["profile"] = [url, *(p for p in meta.get("profile") or () if p != url)]
+    return {**resource, "meta": meta}

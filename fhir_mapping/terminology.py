@@ -189,8 +189,16 @@ def concept_map() -> dict[str, Any]:
 
 
 def resources() -> list[dict[str, Any]]:
-    """Every terminology resource we serve, and the StructureDefinitions of our extensions."""
-    return [*code_systems(), *value_sets(), concept_map(), *profiles.extension_definitions()]
+    """Every terminology resource we serve, and the StructureDefinitions of our extensions and profiles."""
+    from fhir_mapping.resource_profiles import resource_profiles
+
+    return [
+        *code_systems(),
+        *value_sets(),
+        concept_map(),
+        *profiles.extension_definitions(),
+        *resource_profiles(),
+    ]
 
 
 def lookup(system: str, code: str) -> dict[str, Any] | None:

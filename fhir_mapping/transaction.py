@@ -9,6 +9,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from fhir_mapping import profiles
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -30,14 +32,14 @@ def entry(role: str, resource: dict[str, Any], full_url: str | None = None) -> E
 
 
 def bundle(entries: list[Entry]) -> dict[str, Any]:
-    """Return the transaction Bundle that POSTs every entry."""
+    """Return the transaction Bundle that POSTs every entry, each claiming its role's profile."""
     return {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
             {
                 "fullUrl": e.full_url,
-                "resource": e.resource,
+                "resource": profiles.claim(e.role, e.resource),
                 "request": {"method": "POST", "url": e.resource["resourceType"]},
             }
             for e in entries

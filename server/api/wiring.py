@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import flask
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from server.api.error_handlers import register_error_handlers
 from server.api.fhir_routes import bp as fhir_bp
 from server.fhir.access import DENY
+from server.fhir.validation import profiles
 from server.settings import Settings
 from server.store.repository import SqlRepository
 from server.store.session import make_engine
 from server.store.session import make_session_factory
 from server.store.session import startup_lock
+
+log = logging.getLogger("rehabfhir.wiring")
 
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
@@ -67,6 +75,7 @@ def _init_app(app: flask.Flask, settings: Settings, engine: sa.Engine) -> None:
     from server.api import replica_routing
 
     replica_routing.init_app(app, settings, engine)
+    hold_installed_profiles(factory)  # first: our own profiles (next) replace older stored versions
     use_rehab_terminology()
     # Extensions: each capability wires itself here, one line each (auth, audit, bulk, rehab).
     # fmt: off
@@ -92,3 +101,26 @@ def use_rehab_terminology() -> None:
             terminology.lookup, terminology.translate, terminology.resources, codes.PT_CONCEPTMAP
         )
     )
+    profiles.hold(terminology.resources())
+
+
+def hold_installed_profiles(factory: Callable[[], Session]) -> list[str]:
+    """Hold the profiles, ValueSets and CodeSystems stored in the database (`rehabfhir ig install`).
+
+    Read at start-up: a server started before an install holds the new profiles after a restart.
+    """
+    session = factory()
+    try:
+        repo = SqlRepository(session)
+        found = [
+            orjson.loads(stored.body)
+            for type_ in ("CodeSystem", "ValueSet", "StructureDefinition")
+            for stored in repo.iter_current(type_)
+            if not stored.deleted and stored.body
+        ]
+    except Exception:  # a database without its tables yet: nothing installed
+        log.warning("could not read the installed profiles", exc_info=True)
+        return []
+    finally:
+        session.close()
+    return profiles.hold(found)

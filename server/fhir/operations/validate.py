@@ -24,6 +24,7 @@ from server.fhir.resources import _loc_to_expression
 from server.fhir.resources import check_id
 from server.fhir.resources import check_type
 from server.fhir.validation import check
+from server.fhir.validation.profiles import held
 
 MODES = ("create", "update", "delete")
 _RANK = {"fatal": 0, "error": 1, "warning": 2, "information": 3}
@@ -49,8 +50,12 @@ def _arguments(req: FhirRequest) -> tuple[Any, str | None, str | None]:
     return body, mode, profile
 
 
-def resource_issues(type_: str, resource: Any) -> list[dict[str, Any]]:
-    """Return one issue per error (structure, binding, invariant, reference) and warning, with its path."""
+def resource_issues(type_: str, resource: Any, profile: str | None = None) -> list[dict[str, Any]]:
+    """Return one issue per error (structure, binding, invariant, reference, profile) and warning.
+
+    Besides the profiles the resource claims, `profile` (the operation's parameter) is checked
+    when this server holds it; an unknown one is a warning.
+    """
     if not isinstance(resource, dict):
         return [issue("error", "structure", "The resource to validate must be a JSON object")]
     actual = resource.get("resourceType")
@@ -67,7 +72,7 @@ def resource_issues(type_: str, resource: Any) -> list[dict[str, Any]]:
         ]
     except (ValueError, TypeError) as exc:
         return [issue("error", "structure", str(exc))]
-    return check(type_, resource, warnings=True)
+    return check(type_, resource, warnings=True, profiles_=(profile,) if profile else ())
 
 
 def _mode_issues(mode: str, resource: Any, type_: str, id_: str | None) -> list[dict[str, Any]]:
@@ -113,15 +118,7 @@ def validate_resource(
             )
         if mode == "update" and id_ is not None:
             current(repo, type_, id_)
-        issues = resource_issues(type_, resource) + _mode_issues(mode or "", resource, type_, id_)
-    if profile:
-        issues.append(
-            issue(
-                "information",
-                "not-supported",
-                f"Profile {profile} is not checked; validated against the base R4B {type_}",
-            )
-        )
+        issues = resource_issues(type_, resource, profile) + _mode_issues(mode or "", resource, type_, id_)
     issues.sort(key=lambda i: _RANK.get(i["severity"], 3))  # errors first, then warnings
     if not any(i["severity"] == "error" for i in issues):
         issues.insert(0, issue("information", "informational", f"{type_} is valid (mode {mode or 'none'})"))
@@ -146,8 +143,13 @@ def validate_instance(
 
 @contribute
 def _capabilities(statement: dict[str, Any], req: FhirRequest) -> None:
-    """Declare $validate on every resource type."""
+    """Declare $validate on every resource type, and the profiles held for it (supportedProfile)."""
+    supported: dict[str, list[str]] = {}
+    for url, type_ in held():
+        supported.setdefault(type_, []).append(url)
     for entry in statement["rest"][0]["resource"]:
         entry.setdefault("operation", []).append(
             {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
         )
+        if entry["type"] in supported:
+            entry["supportedProfile"] = supported[entry["type"]]

@@ -66,6 +66,16 @@ def _value_sets() -> tuple[ValueSet | None, ...]:
 
 
 @cache
+def _value_sets_by_url() -> dict[str, ValueSet]:
+    return {vs.url: vs for vs in _value_sets() if vs is not None}
+
+
+def core_value_set(url: str) -> ValueSet | None:
+    """An expanded value set of the core package by its URL, if validation.json holds it."""
+    return _value_sets_by_url().get(url)
+
+
+@cache
 def _children() -> dict[str, dict[str, Child]]:
     doc = _document()
     value_sets = _value_sets()

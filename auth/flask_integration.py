@@ -19,9 +19,12 @@ from auth import discovery  # noqa: F401  (contributes the CapabilityStatement s
 from auth.keys import KeyStore
 from auth.ratelimit import FailureLimiter
 from auth.ratelimit import LoginLimiter
+from auth.revocation import TokenCache
+from auth.revocation import watch_for
 from auth.server import AuthServer
 from auth.server import Urls
 from auth.store import AuthStore
+from auth.validators import BearerCheck
 from auth.validators import access_context
 from auth.views import bp
 from server.api import ops_routes
@@ -47,18 +50,25 @@ class AuthExtension:
     server: AuthServer
     login_limiter: LoginLimiter
     token_limiter: FailureLimiter
+    bearer: BearerCheck
 
 
 def build(sessions: object, settings: Settings) -> AuthExtension:
-    """Build the auth services on a session factory."""
+    """Build the auth services on a session factory (its engine tells how revocations arrive)."""
     store = AuthStore(sessions)  # type: ignore[arg-type]
     keys = KeyStore(sessions, settings.secret_key)  # type: ignore[arg-type]
+    server = AuthServer(store, keys)
+    cache = TokenCache(settings.token_cache_size) if settings.token_cache else None
+    watch = watch_for(cache, sessions.kw["bind"]) if cache is not None else None  # type: ignore[attr-defined]
+    if cache is not None:
+        store.on_revoke.append(cache.clear)  # this worker at once; the others through the watch
     return AuthExtension(
         store,
         keys,
-        AuthServer(store, keys),
+        server,
         LoginLimiter(sessions, per_user=5, per_address=20, window=60.0),  # type: ignore[arg-type]
         FailureLimiter(20, 60.0),
+        BearerCheck(server, cache, watch),
     )
 
 
@@ -78,7 +88,7 @@ def _protect() -> None:
         return
     ext: AuthExtension = flask.current_app.extensions["rehabfhir.auth"]
     ctx = access_context(
-        ext.server,
+        ext.bearer,
         flask.request.headers.get("Authorization"),
         Urls(base_url()),
         flask.request.remote_addr,

@@ -38,6 +38,7 @@ class KeyStore:
         self._sessions = sessions
         self._password = "rehabfhir-signing:" + secret
         self._keys: list[RSAKey] = []
+        self._kids: frozenset[str] = frozenset()
         self._loaded = 0.0
         self._lock = threading.Lock()
 
@@ -63,6 +64,7 @@ class KeyStore:
             self._create()
             return self._load()
         self._keys = keys
+        self._kids = frozenset(str(k.kid) for k in keys)
         self._loaded = time.monotonic()
 
     def _create(self) -> None:
@@ -75,13 +77,18 @@ class KeyStore:
     def keys(self, refresh: bool = False) -> list[RSAKey]:
         """Return the unretired keys, newest first."""
         with self._lock:
-            if refresh or not self._keys or time.monotonic() - self._loaded > _RELOAD_SECONDS:
-                self._load()
+            self._reload_if_due(refresh)
             return list(self._keys)
+
+    def _reload_if_due(self, refresh: bool = False) -> None:
+        if refresh or not self._keys or time.monotonic() - self._loaded > _RELOAD_SECONDS:
+            self._load()
 
     def kids(self) -> frozenset[str]:
         """The ids of the unretired keys (reloaded like keys())."""
-        return frozenset(str(k.kid) for k in self.keys())
+        with self._lock:
+            self._reload_if_due()
+            return self._kids
 
     def signing_key(self) -> RSAKey:
         """Return the key that signs new tokens."""

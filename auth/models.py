@@ -133,3 +133,16 @@ class AuthLoginAttempt(Base):
     key: so.Mapped[str] = so.mapped_column(sa.String(300), primary_key=True)
     window_start: so.Mapped[datetime] = so.mapped_column(sa.DateTime())
     count: so.Mapped[int] = so.mapped_column(sa.Integer())
+
+
+class AuthRevocationGeneration(Base):
+    """One row counting revocations: every revocation bumps it in its own transaction.
+
+    Workers read it (SQLite) or are told of it (PostgreSQL NOTIFY) to drop their verified-token
+    caches; no row (an emptied table) reads as generation 0.
+    """
+
+    __tablename__ = "auth_revocation_generation"
+
+    id: so.Mapped[int] = so.mapped_column(sa.Integer(), primary_key=True, autoincrement=False)
+    generation: so.Mapped[int] = so.mapped_column(sa.BigInteger())

@@ -126,16 +126,12 @@ def unverified_part(token: str, index: int) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-_VERIFIED_MAX = 4096  # tokens remembered per worker after their signature was checked
-
-
 class AuthServer:
     """Issue, refresh, revoke, introspect and validate tokens."""
 
     def __init__(self, store: AuthStore, keys: KeyStore) -> None:
         self.store = store
         self.keys = keys
-        self._verified: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
 
     # -- client authentication -------------------------------------------------------
 
@@ -442,27 +438,28 @@ class AuthServer:
     ) -> dict[str, Any]:
         """Return the claims of a valid access token, or raise OAuthError("invalid_token").
 
-        A token whose signature, issuer and audience were checked once is remembered (per worker,
-        by its exact text) while its key is unretired; expiry and revocation are checked on every
-        call, revocation in the database (on `session` when the caller has one open), so a revoked
-        token is refused at once by every worker.
+        Signature, issuer, audience and expiry, then revocation in the database (on `session`
+        when the caller has one open). Nothing is remembered here: FHIR requests go through the
+        worker's verified-token cache (auth/revocation.py), which calls verified_claims and
+        revoked.
         """
-        remembered = self._verified.get((urls.base, token))
-        if remembered is not None and remembered[0] in self.keys.kids():
-            claims = remembered[1]
-        else:
-            claims = self._check_signature(token, urls)
-            if len(self._verified) >= _VERIFIED_MAX:
-                self._verified.clear()
-            self._verified[(urls.base, token)] = (str(claims.get("_kid")), claims)
+        claims = self.verified_claims(token, urls)
+        if check_revoked and self.revoked(claims, session):
+            raise OAuthError("invalid_token", "The token was revoked", 401)
+        return {k: v for k, v in claims.items() if k != "_kid"}
+
+    def verified_claims(self, token: str, urls: Urls) -> dict[str, Any]:
+        """The claims of a token whose signature, issuer, audience and expiry hold (its key id in `_kid`)."""
+        claims = self._check_signature(token, urls)
         exp = claims.get("exp")
         if not isinstance(exp, (int, float)) or exp <= time.time():
             raise OAuthError("invalid_token", "The token has expired", 401)
-        if check_revoked:
-            family = "fam:" + claims["fam"] if claims.get("fam") else None
-            if self.store.revoked("jti:" + str(claims.get("jti")), family, session):
-                raise OAuthError("invalid_token", "The token was revoked", 401)
-        return {k: v for k, v in claims.items() if k != "_kid"}
+        return claims
+
+    def revoked(self, claims: dict[str, Any], session: so.Session | None = None) -> bool:
+        """Whether the token of these claims, or its refresh family, is revoked (one query)."""
+        family = "fam:" + claims["fam"] if claims.get("fam") else None
+        return self.store.revoked("jti:" + str(claims.get("jti")), family, session)
 
     def _check_signature(self, token: str, urls: Urls) -> dict[str, Any]:
         def fail(why: str) -> OAuthError:

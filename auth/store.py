@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import uuid
+from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -28,6 +29,7 @@ from auth.models import AuthRefreshToken
 from auth.models import AuthRevocation
 from auth.models import AuthUsedJti
 from auth.models import AuthUser
+from auth.revocation import bump
 from auth.roles import ROLES
 from server.store.session import begin_write
 
@@ -72,6 +74,8 @@ class AuthStore:
 
     def __init__(self, sessions: so.sessionmaker[so.Session]) -> None:
         self.sessions = sessions
+        # Called after a revocation commits (this worker's token cache drops what it remembers).
+        self.on_revoke: list[Callable[[], None]] = []
 
     @contextmanager
     def write(self) -> Iterator[so.Session]:
@@ -228,7 +232,11 @@ class AuthStore:
             )
 
     def revoke(self, key: str, expires_at: datetime) -> None:
-        """Record a revoked jti ("jti:...") or family ("fam:..."), idempotently."""
+        """Record a revoked jti ("jti:...") or family ("fam:..."), idempotently.
+
+        The same transaction bumps the revocation generation (and notifies every PostgreSQL
+        listener at commit), so every worker's token cache drops what it remembers.
+        """
         with self.write() as session:
             if session.get(AuthRevocation, key) is None:
                 session.add(AuthRevocation(key=key, expires_at=expires_at))
@@ -238,6 +246,9 @@ class AuthStore:
                     .where(AuthRefreshToken.family_id == key[4:], AuthRefreshToken.used_at.is_(None))
                     .values(used_at=now())
                 )
+            bump(session)
+        for hook in self.on_revoke:
+            hook()
 
     def revoked(self, key: str, family: str | None = None, session: so.Session | None = None) -> bool:
         """Whether a token ("jti:...") or its refresh family ("fam:...") is revoked.

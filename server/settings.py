@@ -202,6 +202,18 @@ class Settings:
         "REHABFHIR_EXPORT_CLEANUP_SECONDS", 60.0, "seconds between removals of expired export files"
     )
 
+    token_cache: bool = setting(
+        "REHABFHIR_TOKEN_CACHE",
+        True,
+        "remember verified bearer tokens per worker (revocations are pushed: PostgreSQL LISTEN/NOTIFY,"
+        " SQLite a generation counter); off: every request verifies the token and queries revocation",
+    )
+    token_cache_size: int = setting(
+        "REHABFHIR_TOKEN_CACHE_SIZE",
+        4096,
+        "verified bearer tokens remembered per worker (the least recently used go first)",
+    )
+
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise SettingsError(f"REHABFHIR_MODE must be one of {', '.join(MODES)}, not {self.mode!r}")

@@ -76,7 +76,9 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
     config = BulkConfig.from_settings(settings)
     app.extensions["rehabfhir.bulk"] = config
     app.register_blueprint(bp)
-    worker = ExportWorker(app.extensions["rehabfhir.sessions"], config)
+    replicas = app.extensions.get("rehabfhir.replicas")  # read replicas: the export reads from one
+    reads = replicas.export_session if replicas is not None else None
+    worker = ExportWorker(app.extensions["rehabfhir.sessions"], config, reads)
     app.extensions["rehabfhir.export_worker"] = worker
 
     @app.after_request

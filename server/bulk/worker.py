@@ -75,13 +75,24 @@ class _Run:
     """One claimed job being carried out."""
 
     def __init__(
-        self, factory: Callable[[], so.Session], config: BulkConfig, job: jobs.JobView, worker: str
+        self,
+        factory: Callable[[], so.Session],
+        config: BulkConfig,
+        job: jobs.JobView,
+        worker: str,
+        reads: Callable[[], so.Session | None] | None = None,
     ) -> None:
         self.factory, self.config, self.job, self.worker = factory, config, job, worker
+        self.reads = reads
         self.directory = job_dir(config, job.id)
         self.ctx = AccessContext()  # grants nothing until run() rebuilds the kick-off grant
         self.errors: list[dict[str, Any]] = []
         self.last_beat = time.monotonic()
+
+    def _reading(self) -> so.Session:
+        """The session the job's resources are read from (a replica when one is fresh enough)."""
+        session = self.reads() if self.reads is not None else None
+        return session if session is not None else self.factory()
 
     def beat(self, progress: str, force: bool = False) -> None:
         if not force and time.monotonic() - self.last_beat < _BEAT_SECONDS:
@@ -170,7 +181,7 @@ class _Run:
         self.directory.mkdir(parents=True)
         output: list[dict[str, Any]] = []
         until = self.job.transaction_time or jobs.now()
-        with self.factory() as session:
+        with self._reading() as session:
             patients = self._patients(session)
             filters = self._filters()
             types = self._types(session)
@@ -199,9 +210,20 @@ class _Run:
                 raise CancelledError(self.job.id)
 
 
-def run_job(factory: Callable[[], so.Session], config: BulkConfig, job: jobs.JobView, worker: str) -> None:
-    """Carry out one claimed job; failures are recorded on the job, cancellation removes its files."""
-    run = _Run(factory, config, job, worker)
+def run_job(
+    factory: Callable[[], so.Session],
+    config: BulkConfig,
+    job: jobs.JobView,
+    worker: str,
+    reads: Callable[[], so.Session | None] | None = None,
+) -> None:
+    """Carry out one claimed job; failures are recorded on the job, cancellation removes its files.
+
+    `reads` (read replicas configured) gives the session the resources are read from: a replica
+    that has replayed the job's kick-off, or None for the primary. Claims, heartbeats and the
+    outcome always go through `factory` (the primary).
+    """
+    run = _Run(factory, config, job, worker, reads)
     try:
         run.run()
     except CancelledError:
@@ -217,8 +239,13 @@ def run_job(factory: Callable[[], so.Session], config: BulkConfig, job: jobs.Job
 class ExportWorker:
     """A daemon thread that runs export jobs and removes expired ones."""
 
-    def __init__(self, factory: Callable[[], so.Session], config: BulkConfig) -> None:
-        self.factory, self.config = factory, config
+    def __init__(
+        self,
+        factory: Callable[[], so.Session],
+        config: BulkConfig,
+        reads: Callable[[], so.Session | None] | None = None,
+    ) -> None:
+        self.factory, self.config, self.reads = factory, config, reads
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
@@ -248,7 +275,7 @@ class ExportWorker:
             job = jobs.claim(session, self.id, self.config.stale_after)
         if job is None:
             return False
-        run_job(self.factory, self.config, job, self.id)
+        run_job(self.factory, self.config, job, self.id, self.reads)
         return True
 
     def cleanup(self) -> list[str]:

@@ -220,6 +220,23 @@ class Replicas:
             session.close()
         return self._count(None, reason)
 
+    def export_session(self) -> so.Session | None:
+        """A session for an export job's reads: a fresh replica that has replayed the kick-off, else None.
+
+        Called after the job is claimed, so the primary's position now is past the kick-off's commit.
+        A replica just behind it is given up to the lag bound to catch up.
+        """
+        try:
+            position = parse_position(commit_position(self.primary))
+        except Exception:  # the primary is away: the claim's own session will say so
+            return None
+        deadline = self.clock() + self.max_lag
+        while True:
+            session, reason = self.read_session(position)
+            if session is not None or reason != "position" or self.clock() >= deadline:
+                return session
+            time.sleep(min(self.poll, 0.05))
+
     def _count(
         self, session: so.Session | None, reason: str, replica: Replica | None = None
     ) -> tuple[so.Session | None, str]:
@@ -250,7 +267,8 @@ class Replicas:
         yield up
         reads = CounterMetricFamily(
             "rehabfhir_db_reads",
-            "Reads (read, vread, search, history, $everything) by the database that served them and why",
+            "Reads (read, vread, search, history, $everything, export jobs) by the database that served"
+            " them and why",
             labels=["target", "reason"],
         )
         for (target, reason), count in sorted(self.routed.items()):

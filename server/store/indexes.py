@@ -12,32 +12,14 @@ import sqlalchemy as sa
 from sqlalchemy import orm as so
 
 from server.store.index_models import CompartmentMembership
-from server.store.index_models import DateIndex
-from server.store.index_models import NumberIndex
-from server.store.index_models import QuantityIndex
-from server.store.index_models import ReferenceIndex
-from server.store.index_models import StringIndex
-from server.store.index_models import TokenIndex
-from server.store.index_models import UriIndex
+from server.store.search_types import TYPES
 
 if TYPE_CHECKING:
     from server.fhir.repository import WriteRequest
 
-INDEX_TABLES = (TokenIndex, StringIndex, DateIndex, NumberIndex, QuantityIndex, ReferenceIndex, UriIndex)
-# IndexRows attribute -> (table, columns copied from each row)
-_ROW_KINDS = (
-    ("tokens", TokenIndex, ("param", "system", "code", "text", "group")),
-    ("strings", StringIndex, ("param", "norm", "exact", "group")),
-    ("dates", DateIndex, ("param", "low", "high", "group")),
-    ("numbers", NumberIndex, ("param", "value", "group")),
-    (
-        "quantities",
-        QuantityIndex,
-        ("param", "value", "system", "code", "unit", "canon_value", "canon_code", "group"),
-    ),
-    ("references", ReferenceIndex, ("param", "target_type", "target_id", "url", "group")),
-    ("uris", UriIndex, ("param", "uri", "group")),
-)
+INDEX_TABLES = tuple(t.table for t in TYPES.values())
+# IndexRows attribute -> (table, columns copied from each row), one per type (server.store.search_types)
+_ROW_KINDS = tuple((t.rows, t.table, t.columns) for t in TYPES.values())
 _MAX_TEXT = 1000  # btree-friendly bound for long strings; equality on longer values is rare
 
 

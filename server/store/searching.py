@@ -7,9 +7,7 @@ and one SELECT per _include / _revinclude and level. Works on SQLite and Postgre
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +17,6 @@ from sqlalchemy.sql.elements import BooleanClauseList
 
 from server.fhir.search.query import AllTest
 from server.fhir.search.query import ChainTest
-from server.fhir.search.query import CompositeValue
 from server.fhir.search.query import Cursor
 from server.fhir.search.query import HasTest
 from server.fhir.search.query import IdTest
@@ -29,196 +26,21 @@ from server.fhir.search.query import Match
 from server.fhir.search.query import MissingTest
 from server.fhir.search.query import ParamTest
 from server.fhir.search.query import PatientOnlyTest
-from server.fhir.search.query import QuantityValue
-from server.fhir.search.query import RangeValue
-from server.fhir.search.query import ReferenceValue
 from server.fhir.search.query import SearchQuery
 from server.fhir.search.query import SearchResult
 from server.fhir.search.query import SortKey
 from server.fhir.search.query import Test
-from server.fhir.search.query import TextValue
-from server.fhir.search.query import TokenValue
 from server.fhir.search.query import TypeTest
-from server.fhir.search.query import UriValue
-from server.fhir.search.query import Value
 from server.store.index_models import CompartmentMembership
-from server.store.index_models import DateIndex
-from server.store.index_models import NumberIndex
-from server.store.index_models import QuantityIndex
 from server.store.index_models import ReferenceIndex
-from server.store.index_models import StringIndex
-from server.store.index_models import TokenIndex
-from server.store.index_models import UriIndex
 from server.store.models import ResourceRecord
+from server.store.search_types import TYPES
+from server.store.search_types import composite
+from server.store.search_types.date import point_condition
 
 R = ResourceRecord
 Clause = sa.ColumnElement[bool]
-TABLES: dict[str, Any] = {
-    "token": TokenIndex,
-    "string": StringIndex,
-    "date": DateIndex,
-    "number": NumberIndex,
-    "quantity": QuantityIndex,
-    "reference": ReferenceIndex,
-    "uri": UriIndex,
-}
 _MAX_LEVELS = 4
-
-
-# -- value conditions on one index table (alias) ------------------------------------------
-
-
-def _number_cond(col: Any, v: RangeValue | QuantityValue, value: Any, low: Any, high: Any) -> Clause:
-    prefix = v.prefix
-    if prefix == "eq":
-        return sa.and_(col >= low, col < high)
-    if prefix == "ne":
-        return sa.or_(col < low, col >= high)
-    if prefix in ("gt", "sa"):
-        return col > value
-    if prefix in ("lt", "eb"):
-        return col < value
-    if prefix == "ge":
-        return col >= value
-    if prefix == "le":
-        return col <= value
-    margin = abs(value) / 10  # ap: within 10 %
-    return sa.and_(col >= value - margin, col <= value + margin)
-
-
-def _shift(moment: datetime, delta: timedelta) -> datetime:
-    """moment + delta, saturated at the ends of the datetime range (ap near year 1 or 9999)."""
-    try:
-        return moment + delta
-    except OverflowError:
-        return datetime.max if delta > timedelta(0) else datetime.min
-
-
-def _date_cond(low: Any, high: Any, v: RangeValue) -> Clause:
-    """Target range [low, high) against the search range [v.low, v.high) under v.prefix."""
-    prefix, sl, sh = v.prefix, v.low, v.high
-    if prefix == "eq":
-        return sa.and_(low >= sl, high <= sh)
-    if prefix == "ne":
-        return sa.or_(low < sl, high > sh)
-    if prefix == "gt":
-        return high > sh
-    if prefix == "lt":
-        return low < sl
-    if prefix == "ge":
-        return high > sl
-    if prefix == "le":
-        return low < sh
-    if prefix == "sa":
-        return low >= sh
-    if prefix == "eb":
-        return high <= sl
-    gap = abs(datetime.now() - sl) / 10
-    widen = max(gap, sh - sl, timedelta(days=1))
-    return sa.and_(low < _shift(sh, widen), high > _shift(sl, -widen))
-
-
-def _point_cond(col: Any, v: RangeValue) -> Clause:
-    """A point in time (resource.last_updated) against a search range."""
-    prefix, sl, sh = v.prefix, v.low, v.high
-    if prefix == "eq":
-        return sa.and_(col >= sl, col < sh)
-    if prefix == "ne":
-        return sa.or_(col < sl, col >= sh)
-    if prefix in ("gt", "sa"):
-        return col >= sh
-    if prefix in ("lt", "eb"):
-        return col < sl
-    if prefix == "ge":
-        return col >= sl
-    if prefix == "le":
-        return col < sh
-    widen = max(abs(datetime.now() - sl) / 10, sh - sl, timedelta(days=1))
-    return sa.and_(col >= _shift(sl, -widen), col < _shift(sh, widen))
-
-
-def _token_cond(t: Any, v: Value, modifier: str | None) -> Clause:
-    if isinstance(v, TextValue):
-        return sa.or_(
-            t.text.startswith(v.text, autoescape=True), t.text.contains(" " + v.text, autoescape=True)
-        )
-    assert isinstance(v, TokenValue)
-    conds = []
-    if v.system is not None:
-        conds.append(t.system.is_(None) if v.system == "" else t.system == v.system)
-    if v.code is not None:
-        conds.append(t.code == v.code)
-    return sa.and_(*conds) if conds else sa.true()
-
-
-def _string_cond(s: Any, v: Value, modifier: str | None) -> Clause:
-    assert isinstance(v, TextValue)
-    if modifier == "exact":
-        return s.exact == v.text  # type: ignore[no-any-return]
-    if modifier == "contains":
-        return s.norm.contains(v.text, autoescape=True)  # type: ignore[no-any-return]
-    return s.norm.startswith(v.text, autoescape=True)  # type: ignore[no-any-return]
-
-
-def _date_value_cond(d: Any, v: Value, modifier: str | None) -> Clause:
-    assert isinstance(v, RangeValue)
-    return _date_cond(d.low, d.high, v)
-
-
-def _num_cond(n: Any, v: Value, modifier: str | None) -> Clause:
-    assert isinstance(v, RangeValue)
-    return _number_cond(n.value, v, v.value, v.low, v.high)
-
-
-def _quantity_cond(q: Any, v: Value, modifier: str | None) -> Clause:
-    assert isinstance(v, QuantityValue)
-    if v.canon_code is not None and v.canon_value is not None:
-        # Units convert: compare in UCUM base units (5 mg matches 0.005 g).
-        return sa.and_(
-            q.canon_code == v.canon_code,
-            _number_cond(q.canon_value, v, v.canon_value, v.canon_low, v.canon_high),
-        )
-    conds = [_number_cond(q.value, v, v.value, v.low, v.high)]
-    if v.system is not None:
-        conds.append(q.system == v.system)
-    if v.code is not None:
-        conds.append(q.code == v.code if v.system is not None else sa.or_(q.code == v.code, q.unit == v.code))
-    return sa.and_(*conds)
-
-
-def _reference_cond(r: Any, v: Value, modifier: str | None) -> Clause:
-    assert isinstance(v, ReferenceValue)
-    if v.id is None:
-        return r.url == v.url  # type: ignore[no-any-return]
-    local = r.target_id == v.id if v.type is None else sa.and_(r.target_type == v.type, r.target_id == v.id)
-    return sa.or_(local, r.url == v.url) if v.url else local
-
-
-def _uri_cond(u: Any, v: Value, modifier: str | None) -> Clause:
-    assert isinstance(v, UriValue)
-    if modifier == "below":
-        return u.uri.startswith(v.uri, autoescape=True)  # type: ignore[no-any-return]
-    if modifier == "above":
-        prefixes = {v.uri}
-        head = v.uri
-        while "/" in head.rstrip("/"):
-            head = head.rstrip("/").rpartition("/")[0]
-            if head.endswith(":/") or head.endswith(":"):
-                break
-            prefixes.add(head)
-        return u.uri.in_(sorted(prefixes))  # type: ignore[no-any-return]
-    return u.uri == v.uri  # type: ignore[no-any-return]
-
-
-_CONDS: dict[str, Callable[[Any, Value, str | None], Clause]] = {
-    "token": _token_cond,
-    "string": _string_cond,
-    "date": _date_value_cond,
-    "number": _num_cond,
-    "quantity": _quantity_cond,
-    "reference": _reference_cond,
-    "uri": _uri_cond,
-}
 
 
 # -- tests --------------------------------------------------------------------------------
@@ -227,9 +49,10 @@ _CONDS: dict[str, Callable[[Any, Value, str | None], Clause]] = {
 def _param_rows(test: ParamTest) -> sa.Select[Any]:
     """SELECT res_pk of the index rows matching any of the test's values."""
     if test.type == "composite":
-        return _composite_rows(test)
-    table = sa.orm.aliased(TABLES[test.type])
-    cond = _CONDS[test.type]
+        return composite.rows(test)
+    sql_type = TYPES[test.type]
+    table = sa.orm.aliased(sql_type.table)
+    cond = sql_type.condition
     modifier = None if test.modifier == "not" else test.modifier
     conds = [cond(table, v, modifier) for v in test.values]
     if len(conds) == 1 and isinstance(conds[0], BooleanClauseList) and conds[0].operator is operators.or_:
@@ -241,36 +64,19 @@ def _param_rows(test: ParamTest) -> sa.Select[Any]:
     return sa.select(table.res_pk).where(table.param == test.param, sa.or_(*conds))
 
 
-def _composite_rows(test: ParamTest) -> sa.Select[Any]:
-    selects = []
-    for value in test.values:
-        assert isinstance(value, CompositeValue)
-        aliases = [sa.orm.aliased(TABLES[ctype]) for ctype, _, _ in value.parts]
-        first = aliases[0]
-        conds: list[Clause] = []
-        for i, ((ctype, _, part), alias) in enumerate(zip(value.parts, aliases, strict=False)):
-            conds += [alias.param == f"{test.param}${i}", _CONDS[ctype](alias, part, None)]
-            if i:
-                conds += [alias.res_pk == first.res_pk, alias.grp == first.grp]
-        selects.append(sa.select(first.res_pk).where(*conds))
-    if len(selects) == 1:
-        return selects[0]
-    return sa.select(sa.union(*selects).subquery().c[0])
-
-
 def test_clause(test: Test, res: Any) -> Clause:
     """Return the WHERE condition of one test on the resource alias `res`."""
     if isinstance(test, ParamTest):
         rows = _param_rows(test)
         return ~res.pk.in_(rows) if test.modifier == "not" else res.pk.in_(rows)
     if isinstance(test, MissingTest):
-        table = TABLES.get(test.type, TokenIndex)
+        table = (TYPES.get(test.type) or TYPES["token"]).table
         present = res.pk.in_(sa.select(table.res_pk).where(table.param == test.param))
         return ~present if test.missing else present
     if isinstance(test, IdTest):
         return res.id.not_in(test.ids) if test.negate else res.id.in_(test.ids)
     if isinstance(test, LastUpdatedTest):
-        return sa.or_(*(_point_cond(res.last_updated, v) for v in test.values))
+        return sa.or_(*(point_condition(res.last_updated, v) for v in test.values))
     if isinstance(test, ChainTest):
         tgt = sa.orm.aliased(R)
         ref = sa.orm.aliased(ReferenceIndex)
@@ -348,24 +154,15 @@ def where_clauses(query: SearchQuery, res: Any = R) -> list[Clause]:
 
 # -- sorting and paging -------------------------------------------------------------------
 
-_SORT_COLUMNS = {
-    "token": ("code", "code"),
-    "string": ("norm", "norm"),
-    "date": ("low", "high"),
-    "number": ("value", "value"),
-    "quantity": ("value", "value"),
-    "reference": ("target_id", "target_id"),
-    "uri": ("uri", "uri"),
-}
-
 
 def _sort_expr(key: SortKey) -> Any:
     if key.param == "_id":
         return R.id
     if key.param == "_lastUpdated":
         return R.last_updated
-    table = sa.orm.aliased(TABLES[key.type])
-    column = getattr(table, _SORT_COLUMNS[key.type][1 if key.descending else 0])
+    sql_type = TYPES[key.type]
+    table = sa.orm.aliased(sql_type.table)
+    column = getattr(table, sql_type.sort[1 if key.descending else 0])
     agg = sa.func.max(column) if key.descending else sa.func.min(column)
     return sa.select(agg).where(table.res_pk == R.pk, table.param == key.param).scalar_subquery()
 

@@ -20,6 +20,7 @@ from marshmallow import fields
 
 from fhir_mapping import catalog
 from fhir_mapping import episodes
+from fhir_mapping import goals
 from fhir_mapping import outcomes
 from fhir_mapping import schemas
 from fhir_mapping import sensors
@@ -48,6 +49,7 @@ PROGRESS_READS = ("Observation",)
 PROGRESS = "/rehab/patients/{id}/progress"
 EPISODE = "/rehab/episodes/{id}"
 RECERTIFICATION = "/rehab/episodes/{id}/recertification"
+GOAL = "/rehab/goals/{id}"
 # What each other operation reads or changes: (type, interaction) pairs, each needing its grant.
 READS: dict[str, tuple[tuple[str, str], ...]] = {
     PROGRESS: tuple((t, "s") for t in PROGRESS_READS),
@@ -58,6 +60,7 @@ READS: dict[str, tuple[tuple[str, str], ...]] = {
         ("QuestionnaireResponse", "s"),
         ("ServiceRequest", "s"),
     ),
+    GOAL: (("Goal", "r"), ("Goal", "u")),
     RECERTIFICATION: (
         ("EpisodeOfCare", "r"),
         ("ServiceRequest", "s"),
@@ -69,6 +72,13 @@ READS: dict[str, tuple[tuple[str, str], ...]] = {
 VERBS = {"c": "create", "r": "read", "s": "search", "u": "update"}
 
 
+_UPDATED = {
+    "component": "Updated",
+    "description": "Goals the new measurements moved (achievementStatus, outcomeReference), written in "
+    "the same transaction when the token may search and update Goals",
+}
+
+
 class EpisodeView(episodes.EpisodeSchema):
     """201 to POST /rehab/episodes."""
 
@@ -78,6 +88,7 @@ class EpisodeView(episodes.EpisodeSchema):
 class AssessmentView(schemas.AssessmentSchema):
     """201 to POST /rehab/assessments: the assessment in canonical units and what was written."""
 
+    updated = fields.Raw(metadata=_UPDATED)
     references = fields.Raw(required=True, metadata={"component": "References"})
 
 
@@ -91,6 +102,7 @@ class SessionView(sessions.SessionSchema):
     """201 to POST /rehab/sessions, with the billing units (and, in an episode, the visit's warnings)."""
 
     billing = fields.Raw(required=True, metadata={"component": "Billing"})
+    updated = fields.Raw(metadata=_UPDATED)
     warnings = fields.List(
         fields.String(),
         metadata={
@@ -105,6 +117,7 @@ class OutcomeView(outcomes.OutcomeSchema):
     """201 to POST /rehab/outcomes, with the score."""
 
     score = fields.Raw(required=True, metadata={"component": "Score"})
+    updated = fields.Raw(metadata=_UPDATED)
     references = fields.Raw(required=True, metadata={"component": "References"})
 
 
@@ -352,6 +365,24 @@ def _recertification_operation() -> dict[str, Any]:
     }
 
 
+def _goal_operation() -> dict[str, Any]:
+    return {
+        "operationId": "patchGoal",
+        "tags": ["clinic"],
+        "summary": "Set a goal's achievement, lifecycle or add a note by hand",
+        "description": "A new Goal version (If-Match on the version read) through the FHIR transaction "
+        "interaction: achievement is http://terminology.hl7.org/CodeSystem/goal-achievement, lifecycle "
+        "http://hl7.org/fhir/goal-status. 403 without Goal update, 404 for a goal the token may not see.",
+        "security": _scopes(GOAL),
+        "parameters": [_id_parameter()],
+        "requestBody": {"required": True, "content": {JSON: {"schema": oas.ref("GoalPatch")}}},
+        "responses": {
+            "200": {"description": "The new version", "content": {JSON: {"schema": oas.ref("GoalPatched")}}},
+            **_errors("400", "401", "403", "404", "422"),
+        },
+    }
+
+
 def _catalog_operation() -> dict[str, Any]:
     return {
         "operationId": "getCatalog",
@@ -385,6 +416,8 @@ def _components(spec: APISpec, base: str) -> None:
         ("Catalog", oas.catalog_answer),
         ("EpisodeOfCareView", oas.episode),
         ("Recertified", oas.recertified),
+        ("Updated", oas.updated),
+        ("GoalPatched", oas.goal_patched),
     ):
         spec.components.schema(name, build())
     for name, response in _RESPONSES.items():
@@ -425,6 +458,8 @@ def _build(base: str) -> dict[str, Any]:
     spec.path(path=PROGRESS, operations={"get": _progress_operation()})
     spec.path(path=EPISODE, operations={"get": _episode_operation()})
     spec.path(path=RECERTIFICATION, operations={"post": _recertification_operation()})
+    spec.components.schema("GoalPatch", schema=goals.GoalPatchSchema)
+    spec.path(path=GOAL, operations={"patch": _goal_operation()})
     spec.path(path="/rehab/catalog", operations={"get": _catalog_operation()})
     return spec.to_dict()
 

@@ -316,8 +316,57 @@ def progress() -> dict[str, Any]:
             "measures": {"type": "array", "items": series},
             "within_session": {"type": "array", "items": within},
             "excluded": {"type": "array", "items": excluded},
+            "goals": {"type": "array", "items": _goal_view(value)},
         },
         ("patient", "measures", "within_session", "excluded"),
+    )
+
+
+_ACHIEVEMENT = {
+    "type": ["string", "null"],
+    "description": "http://terminology.hl7.org/CodeSystem/goal-achievement code, kept current by each "
+    "measurement (achieved, not-achieved after the due date, improving, worsening, no-change, in-progress)",
+}
+
+
+def _goal_view(value: dict[str, Any]) -> dict[str, Any]:
+    current = _object({"value": value, "date": MAYBE_TEXT, "observation": TEXT}, ("value", "observation"))
+    return _object(
+        {
+            "goal": REFERENCE,
+            "description": MAYBE_TEXT,
+            "lifecycle": MAYBE_TEXT,
+            "achievement": _ACHIEVEMENT,
+            "measure": TEXT,
+            "side": TEXT,
+            "target": value,
+            "unit": TEXT,
+            "due": TEXT,
+            "current": {"anyOf": [current, {"type": "null"}]},
+        },
+        ("goal", "achievement", "current"),
+    )
+
+
+def updated() -> dict[str, Any]:
+    """Stored resources a write changed beside what it created (goals a measurement moved)."""
+    item = _object(
+        {"reference": REFERENCE, "summary": {**TEXT, "description": "the new status"}}, ("reference",)
+    )
+    return {"type": "array", "items": item}
+
+
+def goal_patched() -> dict[str, Any]:
+    """PATCH /rehab/goals/{id}: the goal's new version."""
+    return _object(
+        {
+            "goal": REFERENCE,
+            "version": {"type": "integer"},
+            "lifecycle": TEXT,
+            "achievement": _ACHIEVEMENT,
+            "notes": {"type": "array", "items": TEXT},
+        },
+        ("goal", "version", "lifecycle", "achievement"),
     )
 
 

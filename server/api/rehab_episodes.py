@@ -26,11 +26,13 @@ from server.api.rehab_support import check_exists
 from server.api.rehab_support import current_ctx
 from server.api.rehab_support import current_repo
 from server.api.rehab_support import json_response
+from server.api.rehab_support import put_entry
 from server.api.rehab_support import read_visible
+from server.api.rehab_support import run_transaction
 from server.api.rehab_support import search_all
 from server.api.rehab_support import submit
+from server.api.rehab_support import unstamped
 from server.errors import InvalidRequestError
-from server.fhir.interactions.bundle import process_bundle
 from server.fhir.interactions.read import current
 from server.fhir.interactions.search_type import check_search_access
 
@@ -94,14 +96,6 @@ def get_episode(id_: str) -> flask.Response:
     return json_response(view)
 
 
-def _unstamped(resource: dict[str, Any]) -> dict[str, Any]:
-    """A stored resource to PUT back: the server's meta dropped, the profiles it claims kept."""
-    out = {k: v for k, v in resource.items() if k != "meta"}
-    if (resource.get("meta") or {}).get("profile"):
-        out["meta"] = {"profile": resource["meta"]["profile"]}
-    return out
-
-
 @bp.post("/episodes/<id_>/recertification")
 def post_recertification(id_: str) -> flask.Response:
     cert = schemas.load(schemas.CertificationSchema(), rq.parse_body())
@@ -115,24 +109,16 @@ def post_recertification(id_: str) -> flask.Response:
             expression=("certification",),
         )
     (plan_ref, request_ref), plan, request, _ = found
-    renewed = plan_of_care.certify(_unstamped(plan), cert)
-    entries = [
-        (plan_ref, plan, renewed),
-        (request_ref, request, plan_of_care.renew(_unstamped(request), cert, renewed, None)),
-    ]
+    renewed = plan_of_care.certify(unstamped(plan), cert)
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {
-                "resource": new,
-                "request": {"method": "PUT", "url": ref, "ifMatch": f'W/"{old["meta"]["versionId"]}"'},
-            }
-            for ref, old, new in entries
+            put_entry(plan_ref, plan, renewed),
+            put_entry(request_ref, request, plan_of_care.renew(unstamped(request), cert, renewed, None)),
         ],
     }
-    answer = process_bundle(current_repo(), current_ctx(), rq.fhir_request(bundle))
-    body = answer.body if isinstance(answer.body, dict) else orjson.loads(answer.body or "{}")
+    body = run_transaction(bundle)
     location = str(body["entry"][0]["response"]["location"])
     return json_response(
         {

@@ -23,6 +23,7 @@ from fhir_mapping import sensors
 from fhir_mapping import sessions
 from server.api import episode_care
 from server.api import rehab_episodes
+from server.api import rehab_goals
 from server.api.rehab_support import bp
 from server.api.rehab_support import check_patient
 from server.api.rehab_support import current_ctx
@@ -41,7 +42,12 @@ log = logging.getLogger("rehabfhir.rehab")
 
 @bp.post("/assessments")
 def post_assessment() -> flask.Response:
-    return submit(schemas.AssessmentSchema(), assessments.build_assessment, assessments.read_assessment)
+    return submit(
+        schemas.AssessmentSchema(),
+        assessments.build_assessment,
+        assessments.read_assessment,
+        track=rehab_goals.track,
+    )
 
 
 @bp.post("/plans")
@@ -65,6 +71,7 @@ def post_session() -> flask.Response:
         sessions.read_session,
         lambda entries: {"billing": sessions.read_billing(entries)},
         check=episode_care.session_warnings,
+        track=rehab_goals.track,
     )
 
 
@@ -75,6 +82,7 @@ def post_outcome() -> flask.Response:
         outcomes.build_outcome,
         outcomes.read_outcome,
         lambda entries: {"score": outcomes.read_score(entries)},
+        track=rehab_goals.track,
     )
 
 
@@ -98,7 +106,9 @@ def get_progress(id_: str) -> flask.Response:
     check_patient(id_, NotFoundError)
     found = search_all("Observation", [("subject", f"Patient/{id_}")])
     involved = analytics.involved_side(flask.request.args.get("involved"))
-    return json_response({"patient": f"Patient/{id_}", **analytics.report(found, involved)})
+    report = analytics.report(found, involved)
+    report["goals"] = rehab_goals.progress_goals(id_, report["measures"])
+    return json_response({"patient": f"Patient/{id_}", **report})
 
 
 @bp.get("/catalog")
@@ -156,7 +166,7 @@ def seed_terminology(app: flask.Flask, settings: Settings) -> list[str]:
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
     """Register the /rehab blueprint and seed the terminology resources."""
-    assert rehab_episodes.bp is bp  # its routes are on this blueprint, registered here
+    assert rehab_episodes.bp is rehab_goals.bp is bp  # their routes are on this blueprint, registered here
     app.register_blueprint(bp)
     try:
         written = seed_terminology(app, settings)

@@ -96,11 +96,13 @@ def submit(
     read: Read,
     extra: Callable[[list[transaction.Entry]], dict[str, Any]] | None = None,
     check: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+    track: Callable[[str, list[transaction.Entry]], list[Update]] | None = None,
 ) -> flask.Response:
     """Validate a clinic payload, write what it builds in one transaction, answer its clinic view.
 
     `check` runs before anything is written: it raises to refuse, or returns keys for the view
-    (e.g. warnings the clinic should see).
+    (e.g. warnings the clinic should see). `track` returns updates of stored resources the new
+    ones change (e.g. goals a measurement moves), written in the same transaction.
     """
     payload = schemas.load(schema, rq.parse_body())
     check_patient(payload["patient"], InvalidRequestError)
@@ -108,16 +110,46 @@ def submit(
         check_episode(payload["episode"], payload["patient"])
     before = check(payload) if check is not None else None
     entries = episodes.link(build(payload), payload.get("episode"))
-    answer = process_bundle(current_repo(), current_ctx(), rq.fhir_request(transaction.bundle(entries)))
-    body = answer.body if isinstance(answer.body, dict) else orjson.loads(answer.body or "{}")
+    updates = track(payload["patient"], entries) if track is not None else []
+    bundle = transaction.bundle(entries)
+    bundle["entry"] += [put_entry(*u) for u in updates]
+    body = run_transaction(bundle)
     view = read(entries)
     if extra is not None:
         view.update(extra(entries))
     view.update(before or {})
     if payload.get("episode"):
         view["episode"] = payload["episode"]
+    if updates:
+        view["updated"] = [{"reference": ref, "summary": summary} for ref, _, _, summary in updates]
     view["references"] = transaction.references(entries, body)
     return json_response(view, 201)
+
+
+# (Type/id, the stored resource, the new one, what changed): a PUT with If-Match on the stored version.
+Update = tuple[str, dict[str, Any], dict[str, Any], str]
+
+
+def unstamped(resource: dict[str, Any]) -> dict[str, Any]:
+    """A stored resource to PUT back: the server's meta dropped, the profiles it claims kept."""
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    if (resource.get("meta") or {}).get("profile"):
+        out["meta"] = {"profile": resource["meta"]["profile"]}
+    return out
+
+
+def put_entry(ref: str, old: dict[str, Any], new: dict[str, Any], _summary: str = "") -> dict[str, Any]:
+    """The transaction entry writing `new` over `old` (If-Match: two writers cannot both win)."""
+    return {
+        "resource": unstamped(new),
+        "request": {"method": "PUT", "url": ref, "ifMatch": f'W/"{old["meta"]["versionId"]}"'},
+    }
+
+
+def run_transaction(bundle: dict[str, Any]) -> dict[str, Any]:
+    """Run a transaction Bundle through the FHIR interaction (scopes, audit); return its response Bundle."""
+    answer = process_bundle(current_repo(), current_ctx(), rq.fhir_request(bundle))
+    return answer.body if isinstance(answer.body, dict) else orjson.loads(answer.body or "{}")  # type: ignore[no-any-return]
 
 
 def search_all(type_: str, criteria: list[tuple[str, str]]) -> list[tuple[str, dict[str, Any]]]:

@@ -188,7 +188,7 @@ def test_recertification_refusals(app: Any, fhir: FhirClient) -> None:
     assert post(read_only, f"/rehab/episodes/{eid}/recertification", CERT).status_code == 403
     # Another patient's episode does not exist for a token confined to this one.
     other = open_episode(fhir, patient(fhir))
-    scope = f"system/EpisodeOfCare.rs?patient=Patient/{pid} system/CarePlan.rsu system/ServiceRequest.rsu"
+    scope = f"system/EpisodeOfCare.rs?patient=Patient/{pid} system/CarePlan.rus system/ServiceRequest.rus"
     confined = FhirClient(app.test_client(), client_credentials_token(app, scope))
     assert post(confined, f"/rehab/episodes/{other}/recertification", CERT).status_code == 404
     stored = fhir.call("GET", f"/EpisodeOfCare/{eid}").get_json()

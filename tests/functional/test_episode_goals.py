@@ -1,0 +1,186 @@
+"""Goals (issue 17, item 3): achievementStatus and outcomeReference follow each measurement, in the
+measurement's transaction; PATCH /rehab/goals/{id} sets them by hand; progress lists each goal with
+target, current value and status. Runs on SQLite and PostgreSQL (the database_url fixture)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fhir_mapping import goals
+from tests.conftest import FhirClient
+from tests.conftest import client_credentials_token
+from tests.functional.test_episode import patient
+from tests.functional.test_episode import post
+
+pytestmark = pytest.mark.pg
+KNEE = {
+    "measure": "joint_rom_knee_flexion",
+    "side": "left",
+    "target": 120,
+    "unit": "deg",
+    "due": "2027-01-15",
+}
+TUG = {"measure": "tug_time", "target": 10, "unit": "s"}
+
+
+def plan(fhir: FhirClient, pid: str, *targets: dict[str, Any]) -> list[str]:
+    r = post(fhir, "/rehab/plans", {"patient": pid, "date": "2026-11-20", "goals": list(targets)})
+    assert r.status_code == 201, r.get_data(as_text=True)
+    return list(r.get_json()["references"]["goal"])
+
+
+def measure(
+    fhir: FhirClient, pid: str, date: str, knee: float | None = None, tug: float | None = None
+) -> Any:
+    findings = []
+    if knee is not None:
+        findings.append({"measure": "joint_rom_knee_flexion", "value": knee, "unit": "deg", "side": "left"})
+    if tug is not None:
+        findings.append({"measure": "tug_time", "value": tug, "unit": "s"})
+    r = post(fhir, "/rehab/assessments", {"patient": pid, "date": f"{date}T10:00:00Z", "findings": findings})
+    assert r.status_code == 201, r.get_data(as_text=True)
+    return r.get_json()
+
+
+def status(fhir: FhirClient, ref: str) -> tuple[str | None, str | None]:
+    goal = fhir.call("GET", f"/{ref}").get_json()
+    outcome = (goal.get("outcomeReference") or [{}])[0].get("reference")
+    return goals.achievement_of(goal), outcome
+
+
+def test_each_measurement_moves_the_goal(fhir: FhirClient) -> None:
+    pid = patient(fhir)
+    (knee,) = plan(fhir, pid, KNEE)
+    steps = [
+        ("2026-11-20", 95, "in-progress"),
+        ("2026-11-27", 105, "improving"),
+        ("2026-12-01", 100, "worsening"),
+        ("2026-12-03", 100, "no-change"),
+        ("2026-12-05", 125, "achieved"),
+    ]
+    for date, value, expected in steps:
+        answer = measure(fhir, pid, date, knee=value)
+        assert answer["updated"] == [{"reference": knee, "summary": expected}], (date, answer.get("updated"))
+        assert status(fhir, knee) == (expected, answer["references"]["finding"][0])
+    goal = fhir.call("GET", f"/{knee}").get_json()
+    assert goal["achievementStatus"]["coding"] == [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/goal-achievement",
+            "code": "achieved",
+            "display": "Achieved",
+        }
+    ]
+    assert goal["lifecycleStatus"] == "active" and goal["meta"]["versionId"] == "6"
+    # A measurement of another measure leaves the goal alone.
+    assert "updated" not in measure(fhir, pid, "2026-12-06", tug=12)
+
+
+def test_lower_is_better_and_missed_due_date(fhir: FhirClient) -> None:
+    pid = patient(fhir)
+    (tug,) = plan(fhir, pid, TUG)
+    (late,) = plan(fhir, pid, {**KNEE, "due": "2026-11-25"})
+    answer = measure(fhir, pid, "2026-11-21", knee=90, tug=14.2)
+    assert {u["reference"]: u["summary"] for u in answer["updated"]} == {
+        tug: "in-progress",
+        late: "in-progress",
+    }
+    answer = measure(fhir, pid, "2026-11-27", knee=110, tug=9.5)
+    assert {u["reference"]: u["summary"] for u in answer["updated"]} == {
+        tug: "achieved",
+        late: "not-achieved",
+    }
+
+
+def test_progress_shows_each_goal(fhir: FhirClient) -> None:
+    pid = patient(fhir)
+    knee, tug = plan(fhir, pid, KNEE, TUG)
+    measure(fhir, pid, "2026-11-21", knee=95)
+    measure(fhir, pid, "2026-11-28", knee=100)
+    progress = fhir.call("GET", f"/rehab/patients/{pid}/progress").get_json()
+    by_ref = {g["goal"]: g for g in progress["goals"]}
+    assert (
+        by_ref[knee]["target"] == 120
+        and by_ref[knee]["side"] == "left"
+        and by_ref[knee]["due"] == "2027-01-15"
+    )
+    assert by_ref[knee]["current"]["value"] == 100 and by_ref[knee]["achievement"] == "improving"
+    assert by_ref[tug]["current"] is None and by_ref[tug]["achievement"] is None
+
+
+def test_goals_need_the_grants_to_move(app: Any, fhir: FhirClient) -> None:
+    pid = patient(fhir)
+    (knee,) = plan(fhir, pid, KNEE)
+    scope = "system/Patient.rs system/Encounter.c system/Observation.crs system/Goal.rs"
+    no_goal_update = FhirClient(app.test_client(), client_credentials_token(app, scope))
+    r = post(
+        no_goal_update,
+        "/rehab/assessments",
+        {
+            "patient": pid,
+            "date": "2026-11-21T10:00:00Z",
+            "findings": [{"measure": "joint_rom_knee_flexion", "value": 125, "unit": "deg", "side": "left"}],
+        },
+    )
+    assert r.status_code == 201 and "updated" not in r.get_json()
+    assert status(fhir, knee) == (None, None)
+    # Progress without a Goal search grant lists no goals.
+    obs_only = FhirClient(
+        app.test_client(), client_credentials_token(app, "system/Patient.rs system/Observation.rs")
+    )
+    assert obs_only.call("GET", f"/rehab/patients/{pid}/progress").get_json()["goals"] == []
+
+
+def test_patch_sets_status_by_hand_and_stops_tracking(fhir: FhirClient) -> None:
+    pid = patient(fhir)
+    (knee,) = plan(fhir, pid, KNEE)
+    id_ = knee.split("/")[1]
+    r = fhir.call(
+        "PATCH",
+        f"/rehab/goals/{id_}",
+        {"achievement": "not-attainable", "lifecycle": "cancelled", "note": "Surgery planned"},
+        content_type="application/json",
+    )
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.get_json() == {
+        "goal": knee,
+        "version": 2,
+        "lifecycle": "cancelled",
+        "achievement": "not-attainable",
+        "notes": ["Surgery planned"],
+    }
+    # A goal no longer sought is not moved by later measurements.
+    assert "updated" not in measure(fhir, pid, "2026-11-21", knee=125)
+    assert status(fhir, knee)[0] == "not-attainable"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"achievement": "done"}, "achievement"), ({"lifecycle": "finished"}, "lifecycle"), ({}, "achievement")],
+    ids=["achievement", "lifecycle", "empty"],
+)
+def test_bad_patch_is_400(fhir: FhirClient, body: dict[str, Any], field: str) -> None:
+    (knee,) = plan(fhir, patient(fhir), KNEE)
+    r = fhir.call("PATCH", f"/rehab/goals/{knee.split('/')[1]}", body, content_type="application/json")
+    assert r.status_code == 400 and r.get_json()["issue"][0]["expression"] == [field]
+    assert fhir.call("GET", f"/{knee}").get_json()["meta"]["versionId"] == "1"
+
+
+def test_patch_refusals(app: Any, fhir: FhirClient) -> None:
+    a, b = patient(fhir), patient(fhir)
+    (mine,) = plan(fhir, a, KNEE)
+    (theirs,) = plan(fhir, b, KNEE)
+    body = {"lifecycle": "completed"}
+    assert fhir.call("PATCH", "/rehab/goals/nope", body, content_type="application/json").status_code == 404
+    read_only = FhirClient(app.test_client(), client_credentials_token(app, "system/Goal.rs"))
+    r = read_only.call("PATCH", f"/rehab/goals/{mine.split('/')[1]}", body, content_type="application/json")
+    assert r.status_code == 403
+    confined = FhirClient(
+        app.test_client(),
+        client_credentials_token(app, f"system/Patient.rs system/Goal.rus?subject=Patient/{a}"),
+    )
+    r = confined.call("PATCH", f"/rehab/goals/{theirs.split('/')[1]}", body, content_type="application/json")
+    assert r.status_code == 404
+    r = confined.call("PATCH", f"/rehab/goals/{mine.split('/')[1]}", body, content_type="application/json")
+    assert r.status_code == 200, r.get_data(as_text=True)

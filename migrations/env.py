@@ -9,6 +9,7 @@ from server.audit import models as audit_models  # noqa: F401  (registers the au
 from server.settings import Settings
 from server.store import index_models  # noqa: F401  (registers the idx_* tables)
 from server.store import jobs  # noqa: F401  (registers the export_job table)
+from server.store import subscriptions  # noqa: F401  (registers the subscription_* tables)
 from server.store.base import Base
 from server.store.session import make_engine
 

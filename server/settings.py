@@ -201,6 +201,28 @@ class Settings:
     export_cleanup_seconds: float = setting(
         "REHABFHIR_EXPORT_CLEANUP_SECONDS", 60.0, "seconds between removals of expired export files"
     )
+    # Topic-based Subscriptions (server/subscriptions).
+    subscription_worker: bool = setting(
+        "REHABFHIR_SUBSCRIPTION_WORKER",
+        True,
+        "run a notification delivery worker in each server process (not in test mode)",
+    )
+    subscription_poll_seconds: float = setting(
+        "REHABFHIR_SUBSCRIPTION_POLL_SECONDS", 1.0, "seconds between an idle delivery worker's looks for work"
+    )
+    subscription_retry_seconds: float = setting(
+        "REHABFHIR_SUBSCRIPTION_RETRY_SECONDS",
+        2.0,
+        "seconds before the first retry of a failed notification (doubling on each further failure)",
+    )
+    subscription_max_attempts: int = setting(
+        "REHABFHIR_SUBSCRIPTION_MAX_ATTEMPTS",
+        5,
+        "failed deliveries in a row after which a subscription is turned off (before that: error)",
+    )
+    subscription_max_timeout: int = setting(
+        "REHABFHIR_SUBSCRIPTION_MAX_TIMEOUT", 30, "largest channel timeout (seconds) a subscription may set"
+    )
 
     token_cache: bool = setting(
         "REHABFHIR_TOKEN_CACHE",

@@ -1,4 +1,4 @@
-"""Topic-based Subscriptions wired into the app: the topics seeded at start.
+"""Topic-based Subscriptions wired into the app: topics seeded, storage handed in, the delivery worker.
 
 https://hl7.org/fhir/uv/subscriptions-backport/STU1.1/
 """
@@ -11,11 +11,18 @@ import flask
 
 from server.fhir.access import SYSTEM
 from server.fhir.http import FhirRequest
+from server.fhir.subscriptions import subscription
 from server.fhir.subscriptions import topics
 from server.settings import Settings
 from server.store.repository import SqlRepository
+from server.store.subscriptions import SqlStore
+from server.subscriptions import outbox
+from server.subscriptions.worker import DeliveryConfig
+from server.subscriptions.worker import DeliveryWorker
 
 log = logging.getLogger(__name__)
+WORKER = "rehabfhir.subscription_worker"
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def seed_topics(app: flask.Flask, settings: Settings) -> list[str]:
@@ -26,10 +33,35 @@ def seed_topics(app: flask.Flask, settings: Settings) -> list[str]:
 
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
-    """Seed the topics (the statement lists them once server.fhir.subscriptions.topics is imported)."""
+    """Seed the topics, hand the storage in, hook the outbox and start this process's worker."""
     try:
         written = seed_topics(app, settings)
         if written:
             log.info("seeded subscription topics: %s", ", ".join(written))
     except Exception:  # a server without its tables yet still starts
         log.warning("could not seed the subscription topics", exc_info=True)
+    subscription.use(
+        subscription.Config(
+            SqlStore(),
+            allow_loopback=settings.mode == "development",
+            max_timeout=settings.subscription_max_timeout,
+        )
+    )
+    outbox.enable(app.extensions["rehabfhir.engine"])
+    batcher = app.extensions.get("rehabfhir.audit_batcher")
+    worker = DeliveryWorker(
+        app.extensions["rehabfhir.sessions"],
+        DeliveryConfig.from_settings(settings),
+        audit=None if batcher is None else batcher.write,
+        server=settings.public_base_url,
+    )
+    app.extensions[WORKER] = worker
+
+    @app.after_request
+    def _wake_worker(response: flask.Response) -> flask.Response:
+        if flask.request.method in _WRITES and response.status_code < 300:
+            flask.current_app.extensions[WORKER].wake()
+        return response
+
+    if worker.config.worker:
+        worker.start()

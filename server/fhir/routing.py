@@ -34,6 +34,7 @@ from server.fhir.interactions.vread import vread
 from server.fhir.operations import catalog  # noqa: F401  (registers the operations)
 from server.fhir.operations import registry
 from server.fhir.repository import FhirRepository
+from server.fhir.subscriptions import subscription as subscriptions
 
 Params = Mapping[str, str]
 Handler = Callable[..., FhirResponse]  # (repo, ctx, req, params, **extra) -> FhirResponse
@@ -98,7 +99,9 @@ class Route:
         """The interaction this route is for these path parameters."""
         if "target" in params:  # a compartment search is a search of the target type
             return Interaction(self.interaction, params["target"])
-        return Interaction(self.interaction, params.get("type_"), params.get("id_"), params.get("vid"))
+        first = self.segments[0] if self.segments else ""
+        type_ = params.get("type_") or (first if first[:1].isupper() else None)  # "/Subscription"
+        return Interaction(self.interaction, type_, params.get("id_"), params.get("vid"))
 
 
 def _operation(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
@@ -172,6 +175,31 @@ ROUTES: tuple[Route, ...] = (
         lambda r, c, q, p: history(r, c, q, p["type_"]),
     ),
     Route("type_operation", ("GET", "POST"), _TYPE + "/$<name>", "operation", _operation, body="optional"),
+    # Subscriptions (Backport IG): checked against their topic and owner before they are stored.
+    Route(
+        "subscription_create",
+        ("POST",),
+        "/Subscription",
+        "create",
+        lambda r, c, q, p, **extra: subscriptions.create_subscription(r, c, q, **extra),
+        body="resource",
+    ),
+    Route(
+        "subscription_update",
+        ("PUT",),
+        "/Subscription/<id_>",
+        "update",
+        lambda r, c, q, p: subscriptions.update_subscription(r, c, q, p["id_"]),
+        body="resource",
+    ),
+    Route(
+        "subscription_patch",
+        ("PATCH",),
+        "/Subscription/<id_>",
+        "patch",
+        lambda r, c, q, p: subscriptions.refuse_patch(),
+        body="patch",
+    ),
     Route("read_route", ("GET",), _INSTANCE, "read", lambda r, c, q, p: read(r, c, q, p["type_"], p["id_"])),
     Route(
         "update_route",

@@ -59,6 +59,10 @@ _READ = sa.select(_R.c.type, _R.c.id, _R.c.version, _R.c.last_updated, _R.c.dele
     _R.c.type == sa.bindparam("type"), _R.c.id == sa.bindparam("id")
 )
 
+# Called with (repository, stored version) for every version written, inside its transaction:
+# topic-based subscriptions number their events here (server.subscriptions.outbox).
+WRITE_OBSERVERS: list[Callable[[SqlRepository, StoredResource], None]] = []
+
 
 def _now() -> datetime:
     # Millisecond precision: what the served meta.lastUpdated shows is what is stored.
@@ -260,7 +264,10 @@ class SqlRepository:
             ],
         )
         indexes.replace(self.session, pk, write, self._pending, fresh=fresh)
-        return StoredResource(type_, id_, version, moment, write is None, body, method)
+        stored = StoredResource(type_, id_, version, moment, write is None, body, method)
+        for observe in WRITE_OBSERVERS:
+            observe(self, stored)
+        return stored
 
     def _insert(
         self, type_: str, id_: str, write: WriteRequest, method: str, *, immediate: bool = False

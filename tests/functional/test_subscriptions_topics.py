@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from server.api.subscription_routes import seed_topics
+from server.fhir.subscriptions import subscription as sub
 from server.fhir.subscriptions import topics
 from tests.conftest import FhirClient
 from tests.conftest import client_credentials_token
@@ -41,6 +42,10 @@ def test_statement_lists_the_topics(fhir: FhirClient) -> None:
     entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription")
     listed = [e["valueCanonical"] for e in entry["extension"] if e["url"] == topics.CAPABILITY_TOPIC]
     assert listed == [t.url for t in topics.TOPICS]
+    assert sub.SERVER_STATEMENT in statement["instantiates"]
+    assert entry["supportedProfile"] == [sub.PROFILE]
+    declared = {op["name"]: op["definition"] for op in entry["operation"]}
+    assert {n: declared[n] for n in ("status", "events")} == sub.OPERATIONS
 
 
 def test_topics_need_a_granting_token(app: Any, fhir: FhirClient) -> None:

@@ -1,0 +1,409 @@
+"""Topic-based Subscription (Backport IG on R4B): request checks, notification bundles, $status and $events.
+
+https://hl7.org/fhir/uv/subscriptions-backport/STU1.1/ · https://hl7.org/fhir/R4B/subscriptionstatus.html
+
+A Subscription names a topic canonical in `criteria`, narrows it with backport-filter-criteria
+extensions, and asks for a rest-hook channel. The server checks it against the topic and the
+creating token, stores it as `requested` with its owner and grant (server.store.subscriptions
+through the `Store` handed in by the composition), and the delivery worker does the handshake
+and activates it. Codes: subscription-status (requested|active|error|off), subscription-
+notification-type (handshake|heartbeat|event-notification|query-status|query-event), channel
+type rest-hook, all hl7.fhir.r4b.core 4.3.0; the extension URLs and the payload content codes
+(empty|id-only|full-resource) are the IG's (1.1.0).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from dataclasses import dataclass
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from server.errors import ForbiddenError
+from server.errors import InvalidRequestError
+from server.errors import MethodNotAllowedError
+from server.errors import NotFoundError
+from server.errors import ValidationFailedError
+from server.fhir.access import AccessContext
+from server.fhir.access import permits
+from server.fhir.http import FhirRequest
+from server.fhir.http import FhirResponse
+from server.fhir.http import instant
+from server.fhir.interactions import capabilities
+from server.fhir.interactions.create import create
+from server.fhir.interactions.update import update
+from server.fhir.operations import registry
+from server.fhir.repository import FhirRepository
+from server.fhir.subscriptions import topics
+
+SD = f"{topics.IG}/StructureDefinition/"
+FILTER = SD + "backport-filter-criteria"
+HEARTBEAT = SD + "backport-heartbeat-period"
+TIMEOUT = SD + "backport-timeout"
+MAX_COUNT = SD + "backport-max-count"
+CONTENT = SD + "backport-payload-content"
+CONTENTS = ("empty", "id-only", "full-resource")
+MEDIA_TYPES = ("application/fhir+json", "application/json")
+TYPE = "Subscription"
+# The IG's (1.1.0) profile, operations and the R4B server CapabilityStatement this server instantiates.
+PROFILE = SD + "backport-subscription"
+OPERATIONS = {
+    "status": f"{topics.IG}/OperationDefinition/backport-subscription-status",
+    "events": f"{topics.IG}/OperationDefinition/backport-subscription-events",
+}
+SERVER_STATEMENT = f"{topics.IG}/CapabilityStatement/backport-subscription-server"
+
+
+class Store(Protocol):
+    """Subscription state storage (server.store.subscriptions), handed in by the composition."""
+
+    def record(self, repo: FhirRepository, values: dict[str, Any]) -> None:
+        """Store a new subscription's state inside the current transaction."""
+
+    def state(self, repo: FhirRepository, id_: str) -> Any:
+        """The subscription's state (StateView), or None."""
+
+    def events(self, repo: FhirRepository, id_: str, since: int, until: int, limit: int) -> list[Any]:
+        """Its stored events (EventView) numbered since..until, oldest first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What the composition decides: storage, whether http to loopback is allowed, limits."""
+
+    store: Store
+    allow_loopback: bool = False
+    max_timeout: int = 30
+    max_events: int = 100
+
+
+_config: Config | None = None
+
+
+def use(config: Config) -> None:
+    """Set the storage and limits (once, by the app's composition)."""
+    global _config
+    _config = config
+
+
+def _cfg() -> Config:
+    if _config is None:
+        raise NotFoundError("Subscriptions are not enabled on this server")
+    return _config
+
+
+def _invalid(message: str, where: str) -> ValidationFailedError:
+    return ValidationFailedError(message, expression=(where,), message_id="MSG_SUBSCRIPTION_INVALID")
+
+
+def _ext(element: Any, url: str) -> list[Any]:
+    if not isinstance(element, dict):
+        return []
+    return [
+        next((v for k, v in e.items() if k.startswith("value")), None)
+        for e in element.get("extension") or ()
+        if isinstance(e, dict) and e.get("url") == url
+    ]
+
+
+def _one_int(element: Any, url: str, where: str, low: int) -> int | None:
+    values = _ext(element, url)
+    if not values:
+        return None
+    if len(values) > 1 or not isinstance(values[0], int) or isinstance(values[0], bool) or values[0] < low:
+        raise _invalid(f"{url.rsplit('/', 1)[1]} must be one integer of at least {low}", where)
+    return values[0]
+
+
+def loopback(host: str) -> bool:
+    """Whether a URL host is this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _endpoint(channel: dict[str, Any], allow_loopback: bool) -> str:
+    endpoint = channel.get("endpoint")
+    where = "Subscription.channel.endpoint"
+    if not isinstance(endpoint, str) or not endpoint:
+        raise _invalid("A rest-hook channel needs an endpoint", where)
+    parts = urlsplit(endpoint)
+    if parts.scheme == "https" and parts.hostname:
+        return endpoint
+    if parts.scheme == "http" and parts.hostname and loopback(parts.hostname) and allow_loopback:
+        return endpoint
+    raise _invalid("The endpoint must be an https URL (http only to loopback in development mode)", where)
+
+
+def _headers(channel: dict[str, Any]) -> list[str]:
+    headers = channel.get("header") or []
+    for n, header in enumerate(headers):
+        name, sep, _value = str(header).partition(":")
+        if not sep or not name.strip() or any(c in str(header) for c in "\r\n"):
+            raise _invalid("A header is 'Name: value' on one line", f"Subscription.channel.header[{n}]")
+    return [str(h) for h in headers]
+
+
+def _filters(resource: dict[str, Any], topic: topics.Topic) -> list[tuple[str, str]]:
+    allowed = {name for name, _definition, _text in topic.filters}
+    out: list[tuple[str, str]] = []
+    for n, value in enumerate(_ext(resource.get("_criteria"), FILTER)):
+        where = f"Subscription.criteria.extension[{n}]"
+        text = str(value or "")
+        type_, sep, query = text.partition("?")
+        if not sep:
+            type_, query = topic.resource, text
+        name, eq, wanted = query.partition("=")
+        if type_ != topic.resource or not eq or name.split(":")[0] not in allowed or "&" in query:
+            raise _invalid(
+                f"Filter {text!r}: the topic allows one of {sorted(allowed)} on {topic.resource} per filter",
+                where,
+            )
+        try:
+            topics.matches(topic.resource, query, {"resourceType": topic.resource})
+        except Exception:  # noqa: BLE001  a filter the search grammar refuses is the client's error
+            raise _invalid(f"Filter {text!r} is not a valid search parameter", where) from None
+        out.append((name, wanted))
+    return out
+
+
+def check(resource: dict[str, Any], ctx: AccessContext, cfg: Config) -> dict[str, Any]:
+    """Check a Subscription against the IG, its topic and the token; return its state values."""
+    topic = topics.BY_URL.get(str(resource.get("criteria") or ""))
+    if topic is None:
+        raise _invalid(
+            "criteria must be the canonical URL of a SubscriptionTopic of this server",
+            "Subscription.criteria",
+        )
+    if not ctx.can(topic.resource, "r"):
+        raise ForbiddenError(f"The token may not read {topic.resource}: no notifications of this topic")
+    channel = resource.get("channel") or {}
+    if channel.get("type") != "rest-hook":
+        raise _invalid("Only the rest-hook channel is supported", "Subscription.channel.type")
+    if (channel.get("payload") or "application/fhir+json") not in MEDIA_TYPES:
+        raise _invalid(f"payload must be one of {', '.join(MEDIA_TYPES)}", "Subscription.channel.payload")
+    contents = _ext(channel.get("_payload"), CONTENT) or ["id-only"]
+    if len(contents) != 1 or contents[0] not in CONTENTS:
+        raise _invalid(
+            f"payload content must be one of {', '.join(CONTENTS)}", "Subscription.channel.payload"
+        )
+    where = "Subscription.channel.extension"
+    timeout = _one_int(channel, TIMEOUT, where, 1) or min(10, cfg.max_timeout)
+    if timeout > cfg.max_timeout:
+        raise _invalid(f"timeout may be at most {cfg.max_timeout} seconds", where)
+    return {
+        "topic": topic.url,
+        "filters": _filters(resource, topic),
+        "endpoint": _endpoint(channel, cfg.allow_loopback),
+        "headers": _headers(channel),
+        "content": contents[0],
+        "heartbeat": _one_int(channel, HEARTBEAT, where, 1),
+        "timeout": timeout,
+        "max_count": _one_int(channel, MAX_COUNT, where, 1) or 1,
+        "client_id": ctx.client_id,
+        "grant_scopes": " ".join(sorted(ctx.scopes)),
+        "patient": ctx.patient,
+        "user_id": ctx.user,
+    }
+
+
+def _store(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, id_: str | None, **extra: Any
+) -> FhirResponse:
+    cfg = _cfg()
+    ctx.require(TYPE, "c" if id_ is None else "u")
+    if ctx.unrestricted:
+        raise ForbiddenError("A subscription belongs to a client: create it with a client's token")
+    if not isinstance(req.body, dict) or req.body.get("resourceType") != TYPE:
+        raise InvalidRequestError("The body must be a Subscription", expression=("Subscription",))
+    if req.header("if-none-exist"):
+        raise InvalidRequestError("A Subscription is not created conditionally", expression=("Subscription",))
+    resource = dict(req.body)
+    values = check(resource, ctx, cfg)
+    resource["status"] = "requested"  # the handshake decides when it is active
+    resource.pop("error", None)
+    with repo.transaction():
+        if id_ is not None:
+            old = cfg.store.state(repo, id_)
+            if old is not None and old.client_id != ctx.client_id:
+                raise ForbiddenError(
+                    "This subscription belongs to another client", message_id="MSG_FORBIDDEN"
+                )
+            resp = update(repo, ctx, req, TYPE, id_, body=resource)
+        else:
+            new = extra.get("assigned_id") or str(uuid.uuid4())
+            resp = create(repo, ctx, req, TYPE, body=resource, assigned_id=new)
+        stored_id = id_ or new
+        cfg.store.record(repo, {"id": stored_id, "status": "requested", "base_url": req.base_url, **values})
+    return resp
+
+
+def create_subscription(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, **extra: Any
+) -> FhirResponse:
+    """POST /Subscription: check, store as requested with the owner's grant (the worker shakes hands)."""
+    return _store(repo, ctx, req, None, **extra)
+
+
+def update_subscription(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, id_: str) -> FhirResponse:
+    """PUT /Subscription/id by its owner: checked again, requested again (a new handshake)."""
+    return _store(repo, ctx, req, id_)
+
+
+def refuse_patch() -> FhirResponse:
+    """PATCH /Subscription/id: refused (a change is checked whole and shaken hands on again: PUT)."""
+    raise MethodNotAllowedError("A Subscription is changed with PUT (checked again, new handshake)")
+
+
+# -- notifications -----------------------------------------------------------------------------
+
+
+def grant_context(state: Any, parse: Any) -> AccessContext:
+    """The owner's access, rebuilt from the grant recorded on the subscription (`parse`: scopes -> policy)."""
+    policy = parse(state.grant_scopes)
+    rules = tuple(r for r in policy.rules if r.context != "patient" or state.patient is not None)
+    return AccessContext(
+        user=state.user_id,
+        client_id=state.client_id,
+        scopes=frozenset(policy.scopes),
+        patient=state.patient,
+        rules=rules,
+    )
+
+
+def wanted(state: Any, topic: topics.Topic, body: dict[str, Any]) -> bool:
+    """Whether a version fits the subscription's filters (all of them)."""
+    return all(topics.matches(topic.resource, f"{name}={value}", body) for name, value in state.filters)
+
+
+def _instant(moment: datetime | None) -> str:
+    return instant(moment or datetime.now(UTC).replace(tzinfo=None))
+
+
+def notification(
+    state: Any, kind: str, items: list[tuple[Any, dict[str, Any] | None]], content: str | None = None
+) -> dict[str, Any]:
+    """A notification Bundle (type history): the SubscriptionStatus, then one entry per event shown.
+
+    `items` are (event, body): body None means the event is listed without its resource.
+    """
+    content = content or state.content
+    base = state.base_url.rstrip("/")
+    status: dict[str, Any] = {
+        "resourceType": "SubscriptionStatus",
+        "id": str(uuid.uuid4()),
+        "status": state.status,
+        "type": kind,
+        "eventsSinceSubscriptionStart": str(state.events),
+        "subscription": {"reference": f"{TYPE}/{state.id}"},
+        "topic": state.topic,
+    }
+    entries: list[dict[str, Any]] = []
+    events = []
+    for event, body in items:
+        note: dict[str, Any] = {"eventNumber": str(event.number), "timestamp": _instant(event.recorded)}
+        if content != "empty":
+            ref = f"{event.focus_type}/{event.focus_id}/_history/{event.focus_version}"
+            note["focus"] = {"reference": f"{base}/{ref}"}
+            entry: dict[str, Any] = {
+                "fullUrl": f"{base}/{event.focus_type}/{event.focus_id}",
+                "request": {"method": event.method, "url": f"{event.focus_type}/{event.focus_id}"},
+                "response": {"status": "201" if event.method == "POST" else "200"},
+            }
+            if content == "full-resource" and body is not None:
+                entry["resource"] = body
+            entries.append(entry)
+        events.append(note)
+    if events:
+        status["notificationEvent"] = events
+    first = {
+        "fullUrl": f"urn:uuid:{status['id']}",
+        "resource": status,
+        "request": {"method": "GET", "url": f"{TYPE}/{state.id}/$status"},
+        "response": {"status": "200"},
+    }
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "history",
+        "timestamp": _instant(None),
+        "entry": [first, *entries],
+    }
+
+
+def shown(
+    repo: FhirRepository, ctx: AccessContext, state: Any, event: Any
+) -> tuple[bool, dict[str, Any] | None]:
+    """Whether `ctx` may be told of the event, and the version's body (None if it is gone)."""
+    import orjson
+
+    stored = repo.read_version(event.focus_type, event.focus_id, event.focus_version)
+    body = orjson.loads(stored.body) if stored is not None and stored.body else None
+    return (body is not None and permits(ctx, event.focus_type, "r", body)), body
+
+
+# -- operations ---------------------------------------------------------------------------------
+
+
+def _owned(repo: FhirRepository, ctx: AccessContext, id_: str | None) -> Any:
+    ctx.require(TYPE, "r")
+    state = _cfg().store.state(repo, id_ or "")
+    if state is None:
+        raise NotFoundError(f"No subscription {id_}", message_id="MSG_NO_EXIST")
+    if not ctx.unrestricted and state.client_id != ctx.client_id:
+        raise ForbiddenError("This subscription belongs to another client", message_id="MSG_FORBIDDEN")
+    return state
+
+
+@registry.register(TYPE, "status", instance=True)
+def status_operation(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str | None
+) -> FhirResponse:
+    """Subscription/id/$status: a Bundle with the subscription's SubscriptionStatus (query-status)."""
+    return FhirResponse(200, notification(_owned(repo, ctx, id_), "query-status", []))
+
+
+def _number(req: FhirRequest, name: str, default: int) -> int:
+    value = req.param(name)
+    if value is None or value == "":
+        return default
+    if not value.isdigit():
+        raise InvalidRequestError(f"{name} must be an event number", expression=(name,))
+    return int(value)
+
+
+@registry.register(TYPE, "events", instance=True)
+def events_operation(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str | None
+) -> FhirResponse:
+    """Subscription/id/$events: stored events since..until (query-event), each judged for the caller now."""
+    state = _owned(repo, ctx, id_)
+    content = req.param("content") or state.content
+    if content not in CONTENTS:
+        raise InvalidRequestError(f"content must be one of {', '.join(CONTENTS)}", expression=("content",))
+    since = _number(req, "eventsSinceNumber", 1)
+    until = _number(req, "eventsUntilNumber", state.events)
+    items = []
+    for event in _cfg().store.events(repo, state.id, since, until, _cfg().max_events):
+        allowed, body = shown(repo, ctx, state, event)
+        if allowed:
+            items.append((event, body))
+    return FhirResponse(200, notification(state, "query-event", items, content))
+
+
+@capabilities.contribute
+def declare(statement: dict[str, Any], req: FhirRequest) -> None:
+    """Say the server follows the IG: its statement, the profile, $status and $events."""
+    entry = next((e for e in statement["rest"][0]["resource"] if e["type"] == TYPE), None)
+    if entry is None:
+        return
+    statement.setdefault("instantiates", []).append(SERVER_STATEMENT)
+    entry.setdefault("supportedProfile", []).append(PROFILE)
+    entry.setdefault("operation", []).extend({"name": n, "definition": d} for n, d in OPERATIONS.items())

@@ -1,0 +1,1 @@
+"""Subscription delivery: the outbox written with each triggering write, and the worker that sends it."""

@@ -1,0 +1,76 @@
+"""The outbox: each write that triggers a live subscription's topic numbers an event in its transaction.
+
+https://hl7.org/fhir/uv/subscriptions-backport/STU1.1/notifications.html
+
+Hooked into SqlRepository (server.store.repository.WRITE_OBSERVERS) for the engines whose app
+enabled subscriptions. An event is recorded only when the version passes the subscription's
+filters and its owner's grant permits reading it now (delivery judges it again), so event
+numbers count what the subscriber may see and a gap means a lost notification.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import orjson
+
+from auth import scopes as scope_rules
+from server.fhir.access import AccessContext
+from server.fhir.access import permits
+from server.fhir.repository import StoredResource
+from server.fhir.subscriptions import subscription
+from server.fhir.subscriptions import topics
+from server.store import repository
+from server.store import subscriptions as store
+
+_ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def enable(engine: Any) -> None:
+    """Record events for writes through this engine (and hook the repository once per process)."""
+    _ENGINES.add(engine)
+    if observe not in repository.WRITE_OBSERVERS:
+        repository.WRITE_OBSERVERS.append(observe)
+
+
+def grant_context(state: Any) -> AccessContext:
+    """The subscription owner's access, rebuilt from the grant recorded at creation."""
+    return subscription.grant_context(state, scope_rules.parse)
+
+
+def _previous(repo: Any, stored: StoredResource) -> dict[str, Any] | None:
+    if stored.version <= 1:
+        return None
+    before = repo.read_version(stored.type, stored.id, stored.version - 1)
+    return orjson.loads(before.body) if before is not None and before.body else None
+
+
+def observe(repo: Any, stored: StoredResource) -> None:
+    """Number an event for every live subscription this version triggers (inside the write)."""
+    if stored.type not in topics.TYPES and stored.type != subscription.TYPE:
+        return
+    bind = repo.session.get_bind()
+    if getattr(bind, "engine", bind) not in _ENGINES:
+        return
+    if stored.type == subscription.TYPE:
+        if stored.deleted:
+            repo.flush()
+            store.forget(repo.session, stored.id)
+        return
+    if stored.deleted or not stored.body:
+        return
+    candidates = {t.url: t for t in topics.TOPICS if t.resource == stored.type}
+    live = store.live_for(repo.session, list(candidates))
+    if not live:
+        return
+    current = orjson.loads(stored.body)
+    previous = _previous(repo, stored)
+    fired = {url for url, t in candidates.items() if topics.fires(t, previous, current)}
+    method = "POST" if previous is None else "PUT"
+    for state in sorted(live, key=lambda s: s.id):  # one lock order for every writer
+        topic = candidates[state.topic]
+        if state.topic not in fired or not subscription.wanted(state, topic, current):
+            continue
+        if permits(grant_context(state), stored.type, "r", current):
+            store.add_event(repo.session, state.id, (stored.type, stored.id, stored.version), method)

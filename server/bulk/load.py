@@ -249,6 +249,15 @@ def load_files(
     return report
 
 
+def hold_profiles(factory: Callable[[], so.Session]) -> None:
+    """Hold our profiles and those stored (`rehabfhir ig install`): lines claiming them are checked."""
+    from server.api.wiring import hold_installed_profiles
+    from server.api.wiring import use_rehab_terminology
+
+    hold_installed_profiles(factory)
+    use_rehab_terminology()
+
+
 @click.command("load")
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path)
@@ -265,6 +274,7 @@ def load_command(files: tuple[pathlib.Path, ...], base_url: str) -> None:
     engine = make_engine(settings.database_url)
     upgrade(engine)
     factory = make_session_factory(engine)
+    hold_profiles(factory)
     total = 2 * sum(p.stat().st_size for p in files)  # read twice: checked, then stored
     with click.progressbar(length=total, label="loading", show_percent=True, file=sys.stderr) as bar:
         report = load_files(

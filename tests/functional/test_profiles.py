@@ -238,3 +238,18 @@ def test_ig_install_refuses_a_bad_package_whole(
     not_a_package.write_bytes(b"not a tar")
     result = CliRunner().invoke(cli, ["ig", "install", str(not_a_package)], env=env)
     assert result.exit_code == 1 and "not a package" in result.output
+
+
+def test_load_checks_lines_claiming_a_profile(
+    fhir: FhirClient, database_url: str, tmp_path: pathlib.Path
+) -> None:
+    from server.bulk.load import load_command
+
+    patient = _patient(fhir)
+    lines = tmp_path / "obs.ndjson"
+    lines.write_text(f"{json.dumps(_obs(patient))}\n{json.dumps(_obs(patient, coding=False))}\n")
+    env = {"DATABASE_URL": database_url, "REHABFHIR_BASE_URL": "http://testserver/fhir"}
+    result = CliRunner().invoke(load_command, [str(lines)], env=env)
+    assert result.exit_code == 1
+    assert "obs.ndjson:2" in result.output and "Observation.code.coding:rehab" in result.output
+    assert fhir.call("GET", "/Observation?_summary=count").get_json()["total"] == 0

@@ -75,6 +75,14 @@ def commit_position(engine: sa.Engine) -> str:
         return str(conn.exec_driver_sql(_CURRENT).scalar_one())
 
 
+def replica_name(url: sa.URL) -> str:
+    """host:port of a replica for logs and metrics (several, comma-separated, for a multi-host URL)."""
+    if url.host:
+        return f"{url.host}:{url.port or 5432}"
+    hosts = url.query.get("host") or ()
+    return ",".join([hosts] if isinstance(hosts, str) else hosts) or "localhost:5432"
+
+
 @dataclass
 class Replica:
     """One replica: its engine and sessions, and what the monitor last saw of it."""
@@ -117,7 +125,7 @@ class Replicas:
             engine = make_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 2})
             if engine.dialect.name != "postgresql":
                 raise ReplicaConfigError(f"replica {engine.url.render_as_string()} is not PostgreSQL")
-            name = f"{engine.url.host or 'localhost'}:{engine.url.port or 5432}"
+            name = replica_name(engine.url)
             replicas.append(Replica(name, engine, make_session_factory(engine)))
         return cls(primary, replicas, max_lag, poll)
 

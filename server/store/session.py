@@ -43,6 +43,7 @@ def make_engine(database_url: str, **kwargs: Any) -> sa.Engine:
         )
         _configure_sqlite(engine, memory=":memory:" in url or url in ("sqlite://", "sqlite:///"))
         return engine
+    parsed, kwargs["connect_args"] = _prepare_threshold(url, dict(kwargs.pop("connect_args", {})))
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     # No pre-ping (a SELECT 1 round trip per request); stale connections are recycled instead, and
@@ -50,7 +51,23 @@ def make_engine(database_url: str, **kwargs: Any) -> sa.Engine:
     # request that meets a lost connection answers 503 (see database_error) and the next one
     # connects afresh.
     kwargs.setdefault("pool_recycle", 1800)
-    return sa.create_engine(url, **kwargs)
+    return sa.create_engine(parsed, **kwargs)
+
+
+def _prepare_threshold(url: str, connect_args: dict[str, Any]) -> tuple[sa.URL, dict[str, Any]]:
+    """Take `?prepare_threshold=N|none` off a PostgreSQL URL into psycopg's connect argument.
+
+    psycopg prepares a statement on the server after 5 executions on a connection; PgBouncer in
+    transaction mode before 1.21 (Debian 12 ships 1.18) cannot follow that, so such a deployment
+    sets `prepare_threshold=none` (docs/deploy.md). psycopg itself would get the URL's text, not a number.
+    """
+    parsed = sa.make_url(url)
+    value = parsed.query.get("prepare_threshold")
+    if value is None:
+        return parsed, connect_args
+    text = value if isinstance(value, str) else value[-1]
+    connect_args["prepare_threshold"] = None if text.lower() in ("none", "off", "") else int(text)
+    return parsed.difference_update_query(["prepare_threshold"]), connect_args
 
 
 def _configure_sqlite(engine: sa.Engine, *, memory: bool) -> None:

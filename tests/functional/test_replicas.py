@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from server import create_app
 from server.settings import Settings
@@ -21,6 +22,7 @@ from server.store.replicas import ReplicaConfigError
 from server.store.replicas import Replicas
 from server.store.replicas import format_position
 from server.store.replicas import parse_position
+from server.store.replicas import replica_name
 from server.store.session import make_engine
 from server.store.session import make_session_factory
 from tests.conftest import FhirClient
@@ -128,6 +130,29 @@ def test_metrics_show_lag_up_and_routing(replica_app: Any) -> None:
     assert "rehabfhir_db_replica_lag_seconds{replica=" in text
     assert "rehabfhir_db_replica_up{replica=" in text and "} 1.0" in text
     assert 'rehabfhir_db_reads_total{reason="fresh",target=' in text
+
+
+def test_prepare_threshold_in_the_url_turns_server_side_prepares_off(database_url: str) -> None:
+    """For PgBouncer in transaction mode before 1.21: `?prepare_threshold=none` (docs/deploy.md)."""
+    if not database_url.startswith("postgresql"):
+        engine = make_engine(database_url)  # SQLite URLs are left alone
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1
+        engine.dispose()
+        return
+    for suffix, expected in (("?prepare_threshold=none", None), ("?prepare_threshold=0", 0), ("", 5)):
+        engine = make_engine(database_url + suffix)
+        try:
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1
+                assert conn.connection.driver_connection.prepare_threshold == expected
+        finally:
+            engine.dispose()
+
+
+def test_replica_names_for_metrics() -> None:
+    assert replica_name(sa.make_url("postgresql+psycopg://u:secret@db-2:6432/x")) == "db-2:6432"
+    assert replica_name(sa.make_url("postgresql+psycopg://u@/x?host=a:5432&host=b:5433")) == "a:5432,b:5433"
 
 
 def test_parse_and_format_positions() -> None:

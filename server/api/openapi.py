@@ -18,6 +18,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema
 from marshmallow import fields
 
+from fhir_mapping import adherence
 from fhir_mapping import catalog
 from fhir_mapping import episodes
 from fhir_mapping import goals
@@ -42,9 +43,14 @@ WRITES: dict[str, tuple[str, ...]] = {
     "/rehab/outcomes": ("QuestionnaireResponse", "Observation"),
     "/rehab/sensor-series": ("Device", "Observation"),
     "/rehab/episodes": ("Condition", "ServiceRequest", "EpisodeOfCare"),
+    "/rehab/adherence": ("Observation",),
 }
 # A write refers to its patient, which the writer must be able to read (else it "does not exist").
 WRITE_READS = ("Patient",)
+# What a POST reads beyond the patient (the plan it follows).
+WRITE_EXTRA: dict[str, tuple[tuple[str, str], ...]] = {
+    "/rehab/adherence": (("CarePlan", "r"), ("CarePlan", "s"))
+}
 PROGRESS_READS = ("Observation",)
 PROGRESS = "/rehab/patients/{id}/progress"
 EPISODE = "/rehab/episodes/{id}"
@@ -81,6 +87,12 @@ _UPDATED = {
 
 class EpisodeView(episodes.EpisodeSchema):
     """201 to POST /rehab/episodes."""
+
+    references = fields.Raw(required=True, metadata={"component": "References"})
+
+
+class AdherenceView(adherence.AdherenceSchema):
+    """201 to POST /rehab/adherence."""
 
     references = fields.Raw(required=True, metadata={"component": "References"})
 
@@ -135,6 +147,7 @@ POSTS: dict[str, tuple[type[Schema], type[Schema], str]] = {
     "/rehab/outcomes": (outcomes.OutcomeSchema, OutcomeView, "Record an outcome instrument"),
     "/rehab/sensor-series": (sensors.SensorSeriesSchema, SensorSeriesView, "Record a sensor series"),
     "/rehab/episodes": (episodes.EpisodeSchema, EpisodeView, "Open an episode of care"),
+    "/rehab/adherence": (adherence.AdherenceSchema, AdherenceView, "Record a day of the home program"),
 }
 
 _VALUE = {
@@ -183,7 +196,11 @@ def _field_properties(self: Any, field: fields.Field, ret: dict[str, Any], **_: 
 def _needs(path: str) -> list[tuple[str, str]]:
     """(type, interaction) pairs an operation needs: creates for a POST, what a GET reads."""
     if path in WRITES:
-        return [(t, "c") for t in WRITES[path]] + [(t, "r") for t in WRITE_READS]
+        return (
+            [(t, "c") for t in WRITES[path]]
+            + [(t, "r") for t in WRITE_READS]
+            + list(WRITE_EXTRA.get(path, ()))
+        )
     return list(READS[path])
 
 

@@ -57,6 +57,14 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
             ],
         },
     ),
+    "/rehab/adherence": (
+        "A day of the home program, as a patient app sends it",
+        {
+            "patient": "123",
+            "date": "2026-11-21",
+            "exercises": [{"exercise": "Bridges", "status": "done", "sets": 3, "reps": 10, "pain": 2}],
+        },
+    ),
     "/rehab/sessions": (
         "Balance training and electrical stimulation, pain before and after",
         {

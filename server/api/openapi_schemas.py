@@ -317,6 +317,7 @@ def progress() -> dict[str, Any]:
             "within_session": {"type": "array", "items": within},
             "excluded": {"type": "array", "items": excluded},
             "goals": {"type": "array", "items": _goal_view(value)},
+            "adherence": {"type": "array", "items": _adherence()},
         },
         ("patient", "measures", "within_session", "excluded"),
     )
@@ -345,6 +346,36 @@ def _goal_view(value: dict[str, Any]) -> dict[str, Any]:
             "current": {"anyOf": [current, {"type": "null"}]},
         },
         ("goal", "achievement", "current"),
+    )
+
+
+def _adherence() -> dict[str, Any]:
+    percent = {
+        "type": ["number", "null"],
+        "description": "done 1, partly 1/2, not done 0, of the days expected",
+    }
+    week = _object(
+        {
+            "week": {"type": "integer"},
+            "start": TEXT,
+            "credited": NUMBER,
+            "expected": NUMBER,
+            "percent": percent,
+        },
+        ("week", "credited", "expected", "percent"),
+    )
+    exercise = _object(
+        {
+            "exercise": TEXT,
+            "expected_per_week": MAYBE_NUMBER,
+            "days_recorded": {"type": "integer"},
+            "percent": percent,
+            "weeks": {"type": "array", "items": week},
+        },
+        ("exercise", "percent", "weeks"),
+    )
+    return _object(
+        {"plan": REFERENCE, "exercises": {"type": "array", "items": exercise}}, ("plan", "exercises")
     )
 
 

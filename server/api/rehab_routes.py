@@ -22,6 +22,7 @@ from fhir_mapping import schemas
 from fhir_mapping import sensors
 from fhir_mapping import sessions
 from server.api import episode_care
+from server.api import rehab_adherence
 from server.api import rehab_episodes
 from server.api import rehab_goals
 from server.api.rehab_support import bp
@@ -108,6 +109,7 @@ def get_progress(id_: str) -> flask.Response:
     involved = analytics.involved_side(flask.request.args.get("involved"))
     report = analytics.report(found, involved)
     report["goals"] = rehab_goals.progress_goals(id_, report["measures"])
+    report["adherence"] = rehab_adherence.progress_adherence(id_, found)
     return json_response({"patient": f"Patient/{id_}", **report})
 
 
@@ -166,7 +168,8 @@ def seed_terminology(app: flask.Flask, settings: Settings) -> list[str]:
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
     """Register the /rehab blueprint and seed the terminology resources."""
-    assert rehab_episodes.bp is rehab_goals.bp is bp  # their routes are on this blueprint, registered here
+    # The episode, goal and adherence routes are on this blueprint, registered here.
+    assert rehab_episodes.bp is rehab_goals.bp is rehab_adherence.bp is bp
     app.register_blueprint(bp)
     try:
         written = seed_terminology(app, settings)

@@ -1,0 +1,150 @@
+"""Home program adherence (issue 17, item 4): POST /rehab/adherence stores one activity Observation per
+exercise and day (a patient token may), refuses exercises not in the plan, and progress shows adherence %
+per exercise and plan week. Runs on SQLite and PostgreSQL (the database_url fixture)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+
+from fhir_mapping import adherence
+from tests.conftest import FhirClient
+from tests.conftest import client_credentials_token
+from tests.functional.auth_flows import add_app
+from tests.functional.auth_flows import add_user
+from tests.functional.auth_flows import authorize_params
+from tests.functional.auth_flows import exchange
+from tests.functional.auth_flows import get_code
+from tests.functional.test_episode import count
+from tests.functional.test_episode import patient
+from tests.functional.test_episode import post
+
+pytestmark = pytest.mark.pg
+PROGRAM = {
+    "date": "2026-11-16",
+    "exercises": [
+        {
+            "exercise": "Bridges",
+            "sets": 3,
+            "reps": 10,
+            "frequency": {"times": 1, "period": 1, "period_unit": "d"},
+        },
+        {"exercise": "Step-ups", "frequency": {"times": 3, "period": 1, "period_unit": "wk"}},
+    ],
+}
+PATIENT_SCOPE = (
+    "launch/patient openid fhirUser patient/Patient.rs patient/CarePlan.rs patient/Observation.crs"
+)
+
+
+def program(fhir: FhirClient, pid: str) -> str:
+    r = post(fhir, "/rehab/plans", {"patient": pid, **PROGRAM})
+    assert r.status_code == 201, r.get_data(as_text=True)
+    return str(r.get_json()["references"]["careplan"][0])
+
+
+def day(fhir: FhirClient, pid: str, date: str, *done: dict[str, Any], **more: Any) -> Any:
+    return post(fhir, "/rehab/adherence", {"patient": pid, "date": date, "exercises": list(done), **more})
+
+
+def patient_token(app: Any, pid: str) -> str:
+    add_user(app, f"p{pid[:8]}", "patient", f"Patient/{pid}")
+    client_id, _ = add_app(app, PATIENT_SCOPE)
+    verifier = secrets.token_urlsafe(48)
+    c = app.test_client()
+    code = get_code(c, authorize_params(client_id, PATIENT_SCOPE, verifier), f"p{pid[:8]}")["code"]
+    return str(exchange(c, client_id, code, verifier).get_json()["access_token"])
+
+
+def test_a_patient_app_records_its_day(app: Any, fhir: FhirClient) -> None:
+    pid = patient(fhir)
+    plan = program(fhir, pid)
+    mine = FhirClient(app.test_client(), patient_token(app, pid))
+    done = {"exercise": "Bridges", "status": "partly", "sets": 2, "reps": 10, "pain": 3}
+    r = day(mine, pid, "2026-11-17", done, {"exercise": "Step-ups", "status": "not-done"})
+    assert r.status_code == 201, r.get_data(as_text=True)
+    view = r.get_json()
+    assert view["plan"] == plan.split("/")[1] and view["exercises"][0] == done
+    obs = fhir.call("GET", "/" + view["references"]["adherence"][0]).get_json()
+    assert obs["category"][0]["coding"][0]["code"] == "activity"
+    assert obs["code"]["coding"] == [
+        {"system": "http://loinc.org", "code": "73985-4", "display": "Exercise activity"}
+    ]
+    assert obs["valueCodeableConcept"] == {"text": "Bridges"} and obs["basedOn"] == [{"reference": plan}]
+    assert obs["performer"] == [{"reference": f"Patient/{pid}"}] and adherence.is_adherence(obs)
+    # The same patient token may not write for another patient, nor without Observation create.
+    other = patient(fhir)
+    program(fhir, other)
+    r = day(mine, other, "2026-11-17", done)
+    assert r.status_code == 400 and r.get_json()["issue"][0]["expression"] == ["patient"]
+    reader = FhirClient(
+        app.test_client(), client_credentials_token(app, "system/Patient.rs system/CarePlan.rs")
+    )
+    assert day(reader, pid, "2026-11-17", done).status_code == 403
+    assert count(fhir, "Observation") == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"exercises": [{"exercise": "Squats", "status": "done"}]}, "exercises[0].exercise"),
+        ({"exercises": [{"exercise": "Bridges", "status": "mostly"}]}, "exercises[0].status"),
+        ({"exercises": [{"exercise": "Bridges", "status": "done", "pain": 11}]}, "exercises[0].pain"),
+        ({"date": "2027-06-01"}, "date"),
+        ({"plan": "nope"}, "plan"),
+    ],
+    ids=["not-in-plan", "status", "pain", "future", "unknown-plan"],
+)
+def test_bad_adherence_is_400_and_stores_nothing(
+    fhir: FhirClient, change: dict[str, Any], field: str
+) -> None:
+    pid = patient(fhir)
+    program(fhir, pid)
+    body = {
+        "patient": pid,
+        "date": "2026-11-17",
+        "exercises": [{"exercise": "Bridges", "status": "done"}],
+        **change,
+    }
+    r = post(fhir, "/rehab/adherence", body)
+    assert r.status_code == 400, r.get_data(as_text=True)
+    assert field in r.get_json()["issue"][0]["expression"]
+    assert count(fhir, "Observation") == 0
+
+
+def test_no_plan_or_another_patients_plan_is_400(fhir: FhirClient) -> None:
+    pid, other = patient(fhir), patient(fhir)
+    r = day(fhir, pid, "2026-11-17", {"exercise": "Bridges", "status": "done"})
+    assert r.status_code == 400 and r.get_json()["issue"][0]["expression"] == ["plan"]
+    theirs = program(fhir, other)
+    r = day(fhir, pid, "2026-11-17", {"exercise": "Bridges", "status": "done"}, plan=theirs)
+    assert r.status_code == 400 and r.get_json()["issue"][0]["expression"] == ["plan"]
+
+
+def test_progress_shows_adherence_per_exercise_and_week(fhir: FhirClient) -> None:
+    pid = patient(fhir)
+    plan = program(fhir, pid)
+    # Week 1 (Nov 16-22): Bridges done 5 days, partly 1 (5.5 of 7); Step-ups done twice (2 of 3).
+    for date in ("2026-11-16", "2026-11-17", "2026-11-18", "2026-11-19", "2026-11-20"):
+        day(fhir, pid, date, {"exercise": "Bridges", "status": "done"})
+    day(fhir, pid, "2026-11-21", {"exercise": "Bridges", "status": "partly"})
+    for date in ("2026-11-17", "2026-11-19"):
+        day(fhir, pid, date, {"exercise": "Step-ups", "status": "done"})
+    # Week 2 (Nov 23-29): Bridges not done once, then corrected to done the same day (the latest wins).
+    day(fhir, pid, "2026-11-23", {"exercise": "Bridges", "status": "not-done"})
+    day(fhir, pid, "2026-11-23", {"exercise": "Bridges", "status": "done"})
+    progress = fhir.call("GET", f"/rehab/patients/{pid}/progress").get_json()
+    (report,) = progress["adherence"]
+    assert report["plan"] == plan
+    bridges, steps = report["exercises"]
+    assert bridges["expected_per_week"] == 7 and bridges["days_recorded"] == 7
+    assert [(w["week"], w["start"], w["credited"], w["percent"]) for w in bridges["weeks"]] == [
+        (1, "2026-11-16", 5.5, 78.6),
+        (2, "2026-11-23", 1, 14.3),
+    ]
+    assert bridges["percent"] == 46.4  # 6.5 of 14
+    assert steps["percent"] == 66.7 and [w["week"] for w in steps["weeks"]] == [1]
+    # Adherence Observations are not progress measures.
+    assert progress["measures"] == [] and progress["excluded"] == []

@@ -27,12 +27,14 @@ will usually fall. On separate machines the primary's per-read CPU is what a rep
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import concurrent.futures
 import contextlib
 import os
 import random
 import re
+import shutil
 import sys
 import tempfile
 import urllib.request
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     rng, n = random.Random(18), args.n
     workdir = Path(tempfile.mkdtemp(prefix="rehabfhir-bench-replicas-"))
+    atexit.register(shutil.rmtree, workdir, True)  # the servers' logs (a failure prints their tail)
     argv_serve = [core._rehabfhir(), "serve", "--workers", str(args.workers)]
     print(f"load average before: {os.getloadavg()}", flush=True)
     with core._pg_database(args.pg_admin_url, f"rehabfhir_bench_{os.getpid()}_replicas") as url:

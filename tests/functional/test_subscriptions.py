@@ -186,8 +186,20 @@ def test_handshake_activates_and_carries_the_headers(
     )
     assert status["subscription"] == {"reference": f"Subscription/{id_}"}
     assert status["topic"] == topics.BASE + "careplan-changed"
-    assert fhir.call("GET", f"/Subscription/{id_}").get_json()["status"] == "active"
+    stored = fhir.call("GET", f"/Subscription/{id_}").get_json()
+    assert stored["status"] == "active"
+    assert stored["channel"]["header"] == ["Authorization: [redacted]"]  # the secret is not served
     assert audited(app, id_) == [("handshake", 0)]
+    # The owner PUTs the served resource back (a new handshake): the stored value is kept.
+    again = fhir.call("PUT", f"/Subscription/{id_}", bare(stored))
+    assert again.status_code == 200 and again.get_json()["status"] == "requested"
+    worker.run_until_idle()
+    assert [h["Authorization"] for h, _ in receiver.received] == ["Bearer receiver-secret"] * 2
+    unknown = {**bare(stored), "channel": {**stored["channel"], "header": ["X-Other: [redacted]"]}}
+    r = fhir.call("PUT", f"/Subscription/{id_}", unknown)
+    assert r.status_code == 422 and r.get_json()["issue"][0]["expression"] == [
+        "Subscription.channel.header[0]"
+    ]
 
 
 # -- notifications per topic, filters, payload kinds ---------------------------------------------

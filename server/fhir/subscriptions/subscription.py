@@ -49,6 +49,7 @@ CONTENT = SD + "backport-payload-content"
 CONTENTS = ("empty", "id-only", "full-resource")
 MEDIA_TYPES = ("application/fhir+json", "application/json")
 TYPE = "Subscription"
+REDACTED = "[redacted]"  # what a stored Subscription shows instead of a header's value
 # The IG's (1.1.0) profile, operations and the R4B server CapabilityStatement this server instantiates.
 PROFILE = SD + "backport-subscription"
 OPERATIONS = {
@@ -151,6 +152,30 @@ def _headers(channel: dict[str, Any]) -> list[str]:
     return [str(h) for h in headers]
 
 
+def _redacted(resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource as stored and served: header values (often credentials) only in the state table."""
+    channel = dict(resource.get("channel") or {})
+    if channel.get("header"):
+        channel["header"] = [f"{h.partition(':')[0].strip()}: {REDACTED}" for h in channel["header"]]
+    return {**resource, "channel": channel}
+
+
+def _restored(headers: list[str], old: Any) -> list[str]:
+    """A PUT of the read resource sends REDACTED values back: keep the stored ones for those names."""
+    kept = {h.partition(":")[0].strip().lower(): h for h in (old.headers if old is not None else ())}
+    out = []
+    for n, header in enumerate(headers):
+        name, _, value = header.partition(":")
+        if value.strip() == REDACTED:
+            if name.strip().lower() not in kept:
+                raise _invalid(
+                    f"No stored value for header {name.strip()!r}", f"Subscription.channel.header[{n}]"
+                )
+            header = kept[name.strip().lower()]
+        out.append(header)
+    return out
+
+
 def _filters(resource: dict[str, Any], topic: topics.Topic) -> list[tuple[str, str]]:
     allowed = {name for name, _definition, _text in topic.filters}
     out: list[tuple[str, str]] = []
@@ -227,21 +252,23 @@ def _store(
         raise InvalidRequestError("A Subscription is not created conditionally", expression=("Subscription",))
     resource = dict(req.body)
     values = check(resource, ctx, cfg)
+    resource = _redacted(resource)
     resource["status"] = "requested"  # the handshake decides when it is active
     resource.pop("error", None)
     with repo.transaction():
-        if id_ is not None:
+        if id_ is None:
+            id_ = extra.get("assigned_id") or str(uuid.uuid4())
+            values["headers"] = _restored(values["headers"], None)
+            resp = create(repo, ctx, req, TYPE, body=resource, assigned_id=id_)
+        else:
             old = cfg.store.state(repo, id_)
             if old is not None and old.client_id != ctx.client_id:
                 raise ForbiddenError(
                     "This subscription belongs to another client", message_id="MSG_FORBIDDEN"
                 )
+            values["headers"] = _restored(values["headers"], old)
             resp = update(repo, ctx, req, TYPE, id_, body=resource)
-        else:
-            new = extra.get("assigned_id") or str(uuid.uuid4())
-            resp = create(repo, ctx, req, TYPE, body=resource, assigned_id=new)
-        stored_id = id_ or new
-        cfg.store.record(repo, {"id": stored_id, "status": "requested", "base_url": req.base_url, **values})
+        cfg.store.record(repo, {"id": id_, "status": "requested", "base_url": req.base_url, **values})
     return resp
 
 

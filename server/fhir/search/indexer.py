@@ -23,24 +23,16 @@ idx_uri). Encodings the query side relies on:
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from dataclasses import field
-from datetime import datetime
-from decimal import Decimal
-from decimal import InvalidOperation
 from functools import cache
-from functools import lru_cache
 from typing import Any
 
-from server.errors import InvalidRequestError
 from server.fhir.search.dates import DATE_MAX
 from server.fhir.search.dates import DATE_MIN
 from server.fhir.search.dates import parse_date_range
 from server.fhir.search.definitions import compartment_kinds
 from server.fhir.search.definitions import compartment_params
-from server.fhir.search.definitions import is_resource_type
 from server.fhir.search.definitions import params_for
 from server.fhir.search.extract import compile_expression
 from server.fhir.search.extract import compile_path
@@ -48,7 +40,18 @@ from server.fhir.search.extract import element_keys
 from server.fhir.search.fhirpath import Node
 from server.fhir.search.fhirpath import parse
 from server.fhir.search.fhirpath import split_union
-from server.fhir.search.ucum import canonical
+from server.fhir.search.rows import Adder
+from server.fhir.search.rows import DateRow
+from server.fhir.search.rows import IndexRows
+from server.fhir.search.rows import NumberRow
+from server.fhir.search.rows import QuantityRow
+from server.fhir.search.rows import ReferenceRow
+from server.fhir.search.rows import StringRow
+from server.fhir.search.rows import TokenRow
+from server.fhir.search.rows import UriRow
+from server.fhir.search.rows import normalize_string
+from server.fhir.search.types import TYPES
+from server.fhir.search.types.reference import parse_reference
 
 __all__ = [
     "DATE_MAX",
@@ -69,104 +72,7 @@ __all__ = [
     "parse_reference",
 ]
 
-UCUM = "http://unitsofmeasure.org"
-CURRENCY = "urn:iso:std:iso:4217"
 _UNINDEXED = frozenset({"_id", "_lastUpdated"})  # columns of the resource table
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRow:
-    """A token value: system|code, plus normalised display text for :text."""
-
-    param: str
-    system: str | None
-    code: str | None
-    text: str | None
-    group: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StringRow:
-    """A string value, normalised (case and accent folded) and exact."""
-
-    param: str
-    norm: str
-    exact: str
-    group: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DateRow:
-    """A date value as the half-open naive-UTC range [low, high)."""
-
-    param: str
-    low: datetime
-    high: datetime
-    group: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NumberRow:
-    """A number value."""
-
-    param: str
-    value: Decimal
-    group: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QuantityRow:
-    """A quantity value, with its UCUM canonical form where the unit converts."""
-
-    param: str
-    value: Decimal
-    system: str | None
-    code: str | None
-    unit: str | None
-    canon_value: float | None
-    canon_code: str | None
-    group: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReferenceRow:
-    """A reference: local Type/id, and the url when absolute, contained or canonical."""
-
-    param: str
-    target_type: str | None
-    target_id: str | None
-    url: str | None
-    group: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UriRow:
-    """A uri value."""
-
-    param: str
-    uri: str
-    group: int | None = None
-
-
-@dataclass(slots=True)
-class IndexRows:
-    """All index rows of one resource version, by table."""
-
-    tokens: list[TokenRow] = field(default_factory=list)
-    strings: list[StringRow] = field(default_factory=list)
-    dates: list[DateRow] = field(default_factory=list)
-    numbers: list[NumberRow] = field(default_factory=list)
-    quantities: list[QuantityRow] = field(default_factory=list)
-    references: list[ReferenceRow] = field(default_factory=list)
-    uris: list[UriRow] = field(default_factory=list)
-
-
-def normalize_string(value: str) -> str:
-    """Fold case and accents and collapse whitespace, for string search matching."""
-    if not value.isascii():
-        decomposed = unicodedata.normalize("NFKD", value)
-        value = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(value.casefold().split())
 
 
 def composite_param(name: str, index: int) -> str:
@@ -174,219 +80,8 @@ def composite_param(name: str, index: int) -> str:
     return f"{name}${index}"
 
 
-# -- values -> rows ------------------------------------------------------------------------
-
-Adder = Callable[[IndexRows, str, str, Any, "int | None"], None]
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return value if isinstance(value, Decimal) else Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-
-
-def _text(value: Any) -> str | None:
-    return _cached_normalize(value) if isinstance(value, str) and value else None
-
-
-@lru_cache(maxsize=8192)
-def _cached_normalize(value: str) -> str:
-    return normalize_string(value)  # displays repeat across resources (LOINC, SNOMED CT)
-
-
-def _add_token(rows: IndexRows, param: str, type_: str, value: Any, group: int | None) -> None:
-    out = rows.tokens
-    if type_ == "CodeableConcept":
-        text = value.get("text")
-        displays = set()
-        for coding in value.get("coding", ()):
-            display = coding.get("display") or text
-            displays.add(display)
-            out.append(TokenRow(param, coding.get("system"), coding.get("code"), _text(display), group))
-        if isinstance(text, str) and text and text not in displays:
-            out.append(TokenRow(param, None, None, _text(text), group))
-    elif type_ == "Coding":
-        out.append(
-            TokenRow(param, value.get("system"), value.get("code"), _text(value.get("display")), group)
-        )
-    elif type_ == "Identifier":
-        _add_identifier(out, param, value, group)
-    elif type_ == "ContactPoint":
-        if value.get("value"):
-            out.append(TokenRow(param, None, value["value"], None, group))
-    elif type_ == "boolean":
-        if isinstance(value, bool):
-            out.append(TokenRow(param, None, "true" if value else "false", None, group))
-    elif isinstance(value, str):
-        out.append(TokenRow(param, None, value, None, group))
-    elif type_ == "Reference" and isinstance(value.get("identifier"), dict):
-        _add_identifier(out, param, value["identifier"], group)
-
-
-def _add_identifier(out: list[TokenRow], param: str, value: dict[str, Any], group: int | None) -> None:
-    ident = value.get("value")
-    if not isinstance(ident, str):
-        return
-    type_ = value.get("type") or {}
-    out.append(TokenRow(param, value.get("system"), ident, _text(type_.get("text")), group))
-    for coding in type_.get("coding", ()):
-        if coding.get("code"):
-            code = f"{coding['code']}|{ident}"
-            out.append(TokenRow(f"{param}:of-type", coding.get("system"), code, None, group))
-
-
-_NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
-_ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
-
-
-def _add_string(rows: IndexRows, param: str, type_: str, value: Any, group: int | None) -> None:
-    if isinstance(value, str):
-        if value:
-            rows.strings.append(StringRow(param, normalize_string(value), value, group))
-        return
-    if not isinstance(value, dict):
-        return
-    parts: tuple[str, ...] = (
-        _NAME_PARTS if type_ == "HumanName" else _ADDRESS_PARTS if type_ == "Address" else ()
-    )
-    if type_ in ("CodeableConcept", "Coding", "ContactPoint"):
-        parts = ("text", "display", "value")
-    for part in parts:
-        found = value.get(part)
-        for s in found if isinstance(found, list) else (found,):
-            if isinstance(s, str) and s:
-                rows.strings.append(StringRow(param, normalize_string(s), s, group))
-
-
-def _add_date(rows: IndexRows, param: str, type_: str, value: Any, group: int | None) -> None:
-    try:
-        if isinstance(value, str):
-            low, high = parse_date_range(value)
-            rows.dates.append(DateRow(param, low, high, group))
-        elif type_ == "Period":
-            _add_period(rows, param, value, group)
-        elif type_ == "Timing":
-            for event in value.get("event", ()):
-                low, high = parse_date_range(event)
-                rows.dates.append(DateRow(param, low, high, group))
-            bounds = (value.get("repeat") or {}).get("boundsPeriod")
-            if bounds:
-                _add_period(rows, param, bounds, group)
-    except InvalidRequestError:
-        return  # validated resources do not get here; a bad date is just not searchable
-
-
-def _add_period(rows: IndexRows, param: str, value: dict[str, Any], group: int | None) -> None:
-    start, end = value.get("start"), value.get("end")
-    if not start and not end:
-        return
-    low = parse_date_range(start)[0] if start else DATE_MIN
-    high = parse_date_range(end)[1] if end else DATE_MAX
-    rows.dates.append(DateRow(param, low, high, group))
-
-
-def _add_number(rows: IndexRows, param: str, type_: str, value: Any, group: int | None) -> None:
-    if type_ == "Range":
-        for bound in ("low", "high"):
-            number = _decimal((value.get(bound) or {}).get("value"))
-            if number is not None:
-                rows.numbers.append(NumberRow(f"{param}:{bound}", number, group))
-        return
-    number = _decimal(value.get("value") if isinstance(value, dict) else value)
-    if number is not None:
-        rows.numbers.append(NumberRow(param, number, group))
-
-
-def _quantity_row(param: str, value: dict[str, Any], group: int | None) -> QuantityRow | None:
-    number = _decimal(value.get("value"))
-    if number is None:
-        return None
-    if "currency" in value:  # Money
-        return QuantityRow(param, number, CURRENCY, value["currency"], None, None, None, group)
-    system, code, unit = value.get("system"), value.get("code"), value.get("unit")
-    canon = canonical(number, code) if code and system in (UCUM, None) else None
-    return QuantityRow(
-        param,
-        number,
-        system,
-        code,
-        unit,
-        canon[0] if canon else None,
-        canon[1] if canon else None,
-        group,
-    )
-
-
-def _add_quantity(rows: IndexRows, param: str, type_: str, value: Any, group: int | None) -> None:
-    if not isinstance(value, dict):
-        number = _decimal(value)
-        if number is not None:
-            rows.quantities.append(QuantityRow(param, number, None, None, None, None, None, group))
-        return
-    if type_ == "Range":
-        for bound in ("low", "high"):
-            row = _quantity_row(f"{param}:{bound}", value.get(bound) or {}, group)
-            if row is not None:
-                rows.quantities.append(row)
-        return
-    if type_ == "SampledData":
-        return  # a series of numbers, not one quantity
-    row = _quantity_row(param, value, group)
-    if row is not None:
-        rows.quantities.append(row)
-
-
-def parse_reference(ref: str) -> tuple[str | None, str | None, str | None]:
-    """Split a reference into (target type, target id, url): url set when not a local Type/id."""
-    if ref.startswith(("#", "urn:")) or "?" in ref:
-        return None, None, ref
-    parts = ref.split("/_history/", 1)[0].split("/")
-    if len(parts) >= 2 and is_resource_type(parts[-2]) and parts[-1]:
-        if len(parts) == 2:
-            return parts[0], parts[1], None
-        return parts[-2], parts[-1], ref
-    return None, None, ref
-
-
-def _add_reference(rows: IndexRows, param: str, type_: str, value: Any, group: int | None) -> None:
-    if isinstance(value, str):  # canonical or uri
-        rows.references.append(ReferenceRow(param, None, None, value, group))
-        if "|" in value:
-            rows.references.append(ReferenceRow(param, None, None, value.split("|", 1)[0], group))
-        return
-    if not isinstance(value, dict):
-        return
-    if "resourceType" in value:  # an inline resource, as in Bundle.entry[0].resource
-        if value.get("id"):
-            rows.references.append(ReferenceRow(param, value["resourceType"], value["id"], None, group))
-        return
-    ref = value.get("reference")
-    if isinstance(ref, str) and ref:
-        rows.references.append(ReferenceRow(param, *parse_reference(ref), group))
-    ident = value.get("identifier")
-    if isinstance(ident, dict) and isinstance(ident.get("value"), str):
-        rows.tokens.append(TokenRow(f"{param}:identifier", ident.get("system"), ident["value"], None, group))
-
-
-def _add_uri(rows: IndexRows, param: str, type_: str, value: Any, group: int | None) -> None:
-    if isinstance(value, str) and value:
-        rows.uris.append(UriRow(param, value, group))
-        if type_ == "canonical" and "|" in value:
-            rows.uris.append(UriRow(param, value.split("|", 1)[0], group))
-
-
-_ADDERS: dict[str, Adder] = {
-    "token": _add_token,
-    "string": _add_string,
-    "date": _add_date,
-    "number": _add_number,
-    "quantity": _add_quantity,
-    "reference": _add_reference,
-    "uri": _add_uri,
-}
+# What each type's values become (server.fhir.search.types.<type>.index).
+_ADDERS: dict[str, Adder] = {name: t.index for name, t in TYPES.items() if t.index is not None}
 
 
 # -- plans ---------------------------------------------------------------------------------

@@ -14,9 +14,6 @@ import binascii
 from collections.abc import Iterable
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Decimal
-from decimal import InvalidOperation
-from decimal import localcontext
 from functools import cache
 from typing import Any
 
@@ -28,8 +25,6 @@ from server.fhir.search.definitions import SearchParam
 from server.fhir.search.definitions import is_resource_type
 from server.fhir.search.definitions import params_for
 from server.fhir.search.definitions import resource_types
-from server.fhir.search.indexer import normalize_string
-from server.fhir.search.indexer import parse_date_range
 from server.fhir.search.paging import INT64_MAX
 from server.fhir.search.paging import nonnegative
 from server.fhir.search.paging import page_size
@@ -43,20 +38,18 @@ from server.fhir.search.query import Include
 from server.fhir.search.query import LastUpdatedTest
 from server.fhir.search.query import MissingTest
 from server.fhir.search.query import ParamTest
-from server.fhir.search.query import QuantityValue
-from server.fhir.search.query import RangeValue
-from server.fhir.search.query import ReferenceValue
 from server.fhir.search.query import SearchQuery
 from server.fhir.search.query import SortKey
 from server.fhir.search.query import Test
-from server.fhir.search.query import TextValue
 from server.fhir.search.query import TokenValue
-from server.fhir.search.query import UriValue
 from server.fhir.search.query import Value
-from server.fhir.search.ucum import canonical
+from server.fhir.search.types import TYPES
+from server.fhir.search.types.date import parse_date
+from server.fhir.search.types.token import parse_token
+from server.fhir.search.values import bad as _bad
+from server.fhir.search.values import split_escaped
+from server.fhir.search.values import unescape as _unescape
 
-UCUM = "http://unitsofmeasure.org"
-PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # Result and control parameters this server understands (besides search parameters).
 RESULT_PARAMS = frozenset(
     {
@@ -78,131 +71,12 @@ RESULT_PARAMS = frozenset(
 )
 # Parameters that only steer paging: left out of the self link's search part.
 PAGING_PARAMS = frozenset({"_offset", "_cursor"})
-_MODIFIERS = {
-    "token": frozenset({"not", "text", "of-type", "missing"}),
-    "string": frozenset({"exact", "contains", "missing"}),
-    "date": frozenset({"missing"}),
-    "number": frozenset({"missing"}),
-    "quantity": frozenset({"missing"}),
-    "reference": frozenset({"identifier", "missing"}),
-    "uri": frozenset({"below", "above", "missing"}),
-    "composite": frozenset({"missing"}),
-}
-_SORTABLE = frozenset({"token", "string", "date", "number", "quantity", "reference", "uri"})
+# The modifiers each type takes, and the types _sort may use (server.fhir.search.types.<type>).
+_MODIFIERS = {name: t.modifiers for name, t in TYPES.items()}
+_SORTABLE = frozenset(name for name, t in TYPES.items() if t.sortable)
 _SUMMARY = frozenset({"true", "false", "text", "data", "count"})
 _TOTAL = frozenset({"none", "estimate", "accurate"})
 _MAX_DEPTH = 4
-_NUMBER_EXPONENT_MAX = 1000
-_NUMBER_DIGITS_MAX = 1000
-
-
-def _bad(message: str, param: str) -> InvalidRequestError:
-    return InvalidRequestError(message, expression=(param,), message_id="MSG_PARAM_INVALID")
-
-
-def split_escaped(value: str, sep: str) -> list[str]:
-    """Split on `sep` not preceded by a backslash, then undo the \\, \\| \\$ \\\\ escapes."""
-    parts, current, i = [], [], 0
-    while i < len(value):
-        ch = value[i]
-        if ch == "\\" and i + 1 < len(value):
-            current.append(value[i : i + 2])
-            i += 2
-            continue
-        if ch == sep:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-        i += 1
-    parts.append("".join(current))
-    return parts
-
-
-def _unescape(text: str) -> str:
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "\\" and i + 1 < len(text):
-            out.append(text[i + 1])
-            i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
-def _prefix(raw: str) -> tuple[str, str]:
-    if len(raw) > 2 and raw[:2] in PREFIXES and (raw[2].isdigit() or raw[2] in "-+."):
-        return raw[:2], raw[2:]
-    return "eq", raw
-
-
-def parse_number(raw: str, param: str) -> tuple[Decimal, Decimal, Decimal]:
-    """Return the number and its implicit precision range [low, high)."""
-    try:
-        number = Decimal(raw.strip())
-    except InvalidOperation:
-        raise _bad(f"Invalid number {raw!r} for parameter {param}", param) from None
-    if not number.is_finite():
-        raise _bad(f"Invalid number {raw!r} for parameter {param}", param)
-    # Far beyond any stored value (JSON numbers here are doubles, |x| < 1e309) and within what both
-    # databases bind as a numeric (PostgreSQL: 16383 digits after the point; SQLite: a double).
-    if abs(number.adjusted()) > _NUMBER_EXPONENT_MAX or len(number.as_tuple().digits) > _NUMBER_DIGITS_MAX:
-        raise _bad(
-            f"Number {raw!r} for parameter {param} is out of range: at most {_NUMBER_DIGITS_MAX} digits"
-            f" and an exponent from -{_NUMBER_EXPONENT_MAX} to {_NUMBER_EXPONENT_MAX}",
-            param,
-        )
-    half = Decimal(5).scaleb(number.as_tuple().exponent - 1)  # type: ignore[operator]
-    # Exact bounds: the default 28-digit context would round a longer number's range off it.
-    with localcontext(prec=max(28, len(number.as_tuple().digits) + 2)):
-        return number, number - half, number + half
-
-
-def _date(raw: str, param: str) -> RangeValue:
-    prefix, text = _prefix(raw)
-    try:
-        low, high = parse_date_range(text)
-    except InvalidRequestError:
-        raise _bad(f"Invalid date {raw!r} for parameter {param}", param) from None
-    return RangeValue(prefix, low, high)
-
-
-def _token(raw: str) -> TokenValue:
-    parts = split_escaped(raw, "|")
-    if len(parts) == 1:
-        return TokenValue(None, _unescape(parts[0]))
-    system, code = _unescape(parts[0]), _unescape("|".join(parts[1:]))
-    return TokenValue(system, code or None)
-
-
-def _quantity(raw: str, param: str) -> QuantityValue:
-    parts = split_escaped(raw, "|")
-    if len(parts) > 3:
-        raise _bad(f"Invalid quantity {raw!r} for parameter {param}", param)
-    prefix, text = _prefix(parts[0])
-    number, low, high = parse_number(text, param)
-    system = _unescape(parts[1]) if len(parts) > 1 and parts[1] else None
-    code = _unescape(parts[2]) if len(parts) > 2 and parts[2] else None
-    canon = None
-    if code and system in (None, UCUM):
-        canon = canonical(number, code)
-    if canon is None:
-        return QuantityValue(prefix, number, low, high, system, code)
-    canon_low = canonical(low, code)
-    canon_high = canonical(high, code)
-    return QuantityValue(
-        prefix,
-        number,
-        low,
-        high,
-        system,
-        code,
-        canon[1],
-        canon_low[0] if canon_low else None,
-        canon_high[0] if canon_high else None,
-        canon[0],
-    )
 
 
 class _Parser:
@@ -224,46 +98,11 @@ class _Parser:
 
     # -- values ---------------------------------------------------------------------------
 
-    def reference(self, raw: str, sp: SearchParam, modifier: str | None) -> ReferenceValue:
-        text = raw
-        if self.base_url and text.startswith(self.base_url):
-            text = text[len(self.base_url) :]
-        text = text.split("/_history/", 1)[0]
-        if "://" in text or text.startswith("urn:"):
-            return ReferenceValue(None, None, url=raw)
-        if "/" in text:
-            type_, _, id_ = text.rpartition("/")
-            if "/" in type_ or not is_resource_type(type_) or not id_:
-                return ReferenceValue(None, None, url=raw)
-            if modifier and modifier != type_:
-                raise _bad(f"Reference {raw!r} is not a {modifier}", sp.name)
-            return ReferenceValue(type_, id_)
-        if not text:
-            raise _bad(f"Empty reference for parameter {sp.name}", sp.name)
-        type_ = modifier or (sp.targets[0] if len(sp.targets) == 1 else None)
-        return ReferenceValue(type_, text, url=None if modifier else raw)
-
     def value(self, type_: str, raw: str, sp: SearchParam, modifier: str | None) -> Value:
-        if type_ == "token":
-            if modifier == "text":
-                return TextValue(normalize_string(_unescape(raw)))
-            return _token(raw)
-        if type_ == "string":
-            text = _unescape(raw)
-            return TextValue(text if modifier == "exact" else normalize_string(text))
-        if type_ == "date":
-            return _date(raw, sp.name)
-        if type_ == "number":
-            prefix, text = _prefix(raw)
-            number, low, high = parse_number(text, sp.name)
-            return RangeValue(prefix, low, high, number)
-        if type_ == "quantity":
-            return _quantity(raw, sp.name)
-        if type_ == "reference":
-            return self.reference(_unescape(raw), sp, modifier)
-        if type_ == "uri":
-            return UriValue(_unescape(raw))
-        raise _bad(f"Parameter {sp.name} of type {type_} cannot be searched", sp.name)
+        parse = TYPES[type_].parse if type_ in TYPES else None
+        if parse is None:
+            raise _bad(f"Parameter {sp.name} of type {type_} cannot be searched", sp.name)
+        return parse(raw, sp, modifier, self.base_url)
 
     def composite(self, raw: str, sp: SearchParam) -> CompositeValue:
         pieces = split_escaped(raw, "$")
@@ -295,7 +134,7 @@ class _Parser:
         if name == "_lastUpdated":
             if modifier:
                 raise _bad(f"Unsupported modifier :{modifier} on _lastUpdated", key)
-            return LastUpdatedTest(tuple(_date(v, name) for v in split_escaped(raw, ",")))
+            return LastUpdatedTest(tuple(parse_date(v, name) for v in split_escaped(raw, ",")))
         sp = lookup(types, name)
         if sp is None or sp.type not in _MODIFIERS:
             self.unknown(name, f" for {','.join(types) or 'all types'}")
@@ -319,7 +158,7 @@ class _Parser:
         if sp.type == "token" and modifier == "of-type":
             return ParamTest(f"{sp.name}:of-type", "token", tuple(self.of_type(v, key) for v in raws))
         if sp.type == "reference" and modifier == "identifier":
-            return ParamTest(f"{sp.name}:identifier", "token", tuple(_token(v) for v in raws))
+            return ParamTest(f"{sp.name}:identifier", "token", tuple(parse_token(v) for v in raws))
         if sp.type == "composite":
             return ParamTest(sp.name, "composite", tuple(self.composite(v, sp) for v in raws))
         values = tuple(self.value(sp.type, v, sp, modifier) for v in raws if v)

@@ -15,9 +15,9 @@ from server.fhir.search.paging import page_size
 from server.fhir.search.params import check_text
 from server.fhir.search.params import decode_cursor
 from server.fhir.search.params import encode_cursor
-from server.fhir.search.params import parse_number
 from server.fhir.search.params import parse_search
 from server.fhir.search.query import Cursor
+from server.fhir.search.values import parse_number
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ numbers count what the subscriber may see and a gap means a lost notification.
 
 from __future__ import annotations
 
+import functools
+import types
 import weakref
 from typing import Any
 
@@ -36,7 +38,14 @@ def enable(engine: Any) -> None:
 
 def grant_context(state: Any) -> AccessContext:
     """The subscription owner's access, rebuilt from the grant recorded at creation."""
-    return subscription.grant_context(state, scope_rules.parse)
+    return _grant(state.grant_scopes, state.patient, state.client_id, state.user_id)
+
+
+@functools.lru_cache(maxsize=256)
+def _grant(scopes: str, patient: str | None, client_id: str | None, user_id: str | None) -> AccessContext:
+    # Parsed once per grant, not on every write that a subscription is asked about.
+    grant = types.SimpleNamespace(grant_scopes=scopes, patient=patient, client_id=client_id, user_id=user_id)
+    return subscription.grant_context(grant, scope_rules.parse)
 
 
 def _previous(repo: Any, stored: StoredResource) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from marshmallow import fields
 
 from fhir_mapping import adherence
 from fhir_mapping import catalog
+from fhir_mapping import discharge
 from fhir_mapping import episodes
 from fhir_mapping import goals
 from fhir_mapping import outcomes
@@ -56,6 +57,7 @@ PROGRESS = "/rehab/patients/{id}/progress"
 EPISODE = "/rehab/episodes/{id}"
 RECERTIFICATION = "/rehab/episodes/{id}/recertification"
 GOAL = "/rehab/goals/{id}"
+DISCHARGE = "/rehab/episodes/{id}/discharge"
 # What each other operation reads or changes: (type, interaction) pairs, each needing its grant.
 READS: dict[str, tuple[tuple[str, str], ...]] = {
     PROGRESS: tuple((t, "s") for t in PROGRESS_READS),
@@ -67,6 +69,16 @@ READS: dict[str, tuple[tuple[str, str], ...]] = {
         ("ServiceRequest", "s"),
     ),
     GOAL: (("Goal", "r"), ("Goal", "u")),
+    DISCHARGE: (
+        ("EpisodeOfCare", "r"),
+        ("EpisodeOfCare", "u"),
+        ("Composition", "c"),
+        ("Encounter", "s"),
+        ("CarePlan", "s"),
+        ("QuestionnaireResponse", "s"),
+        ("ServiceRequest", "s"),
+        ("Observation", "s"),
+    ),
     RECERTIFICATION: (
         ("EpisodeOfCare", "r"),
         ("ServiceRequest", "s"),
@@ -382,6 +394,27 @@ def _recertification_operation() -> dict[str, Any]:
     }
 
 
+def _discharge_operation() -> dict[str, Any]:
+    return {
+        "operationId": "postDischarge",
+        "tags": ["clinic"],
+        "summary": "Discharge: close the episode and write the discharge summary document",
+        "description": "One transaction: a Composition (LOINC 18842-5 Discharge summary; sections: reason, "
+        "condition, baseline vs discharge of every measure, goals met or not, visits used, home program "
+        "with adherence) and the EpisodeOfCare PUT back finished (If-Match). The document is "
+        "GET /Composition/{id}/$document (a FHIR `document` Bundle). 400 naming `episode` when it is "
+        "already closed, `date` before its start, `author` when no practitioner can be named (the "
+        "token's fhirUser or the care manager are used when none is given).",
+        "security": _scopes(DISCHARGE),
+        "parameters": [_id_parameter()],
+        "requestBody": {"required": True, "content": {JSON: {"schema": oas.ref("Discharge")}}},
+        "responses": {
+            "201": {"description": "Discharged", "content": {JSON: {"schema": oas.ref("Discharged")}}},
+            **_errors("400", "401", "403", "404", "422"),
+        },
+    }
+
+
 def _goal_operation() -> dict[str, Any]:
     return {
         "operationId": "patchGoal",
@@ -435,6 +468,7 @@ def _components(spec: APISpec, base: str) -> None:
         ("Recertified", oas.recertified),
         ("Updated", oas.updated),
         ("GoalPatched", oas.goal_patched),
+        ("Discharged", oas.discharged),
     ):
         spec.components.schema(name, build())
     for name, response in _RESPONSES.items():
@@ -477,6 +511,8 @@ def _build(base: str) -> dict[str, Any]:
     spec.path(path=RECERTIFICATION, operations={"post": _recertification_operation()})
     spec.components.schema("GoalPatch", schema=goals.GoalPatchSchema)
     spec.path(path=GOAL, operations={"patch": _goal_operation()})
+    spec.components.schema("Discharge", schema=discharge.DischargeSchema)
+    spec.path(path=DISCHARGE, operations={"post": _discharge_operation()})
     spec.path(path="/rehab/catalog", operations={"get": _catalog_operation()})
     return spec.to_dict()
 

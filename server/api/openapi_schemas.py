@@ -516,6 +516,10 @@ def episode() -> dict[str, Any]:
                 },
                 ("careplan", "version", "start", "end", "visits_authorized", "visits_used"),
             ),
+            "discharge": {
+                "anyOf": [REFERENCE, {"type": "null"}],
+                "description": "The discharge summary Composition (with a Composition search grant)",
+            },
             "warnings": {
                 "type": "array",
                 "description": "Sessions beyond the visits authorized or outside the certified period",
@@ -537,4 +541,51 @@ def recertified() -> dict[str, Any]:
             "certification": _object(_CERTIFICATION, tuple(_CERTIFICATION)),
         },
         ("episode", "careplan", "request", "version", "certification"),
+    )
+
+
+def discharged() -> dict[str, Any]:
+    """POST /rehab/episodes/{id}/discharge: the Composition written and the summary it holds."""
+    row = _object(
+        {
+            "measure": TEXT,
+            "display": TEXT,
+            "side": MAYBE_TEXT,
+            "unit": MAYBE_TEXT,
+            "baseline": {"type": "object"},
+            "discharge": {"type": "object"},
+            "change": MAYBE_NUMBER,
+            "mcid_reached": {"type": ["boolean", "null"]},
+        },
+        ("measure", "baseline", "discharge"),
+    )
+    visits = _object(
+        {
+            "used": {"type": "integer"},
+            "authorized": {"type": ["integer", "null"]},
+            "sessions": {"type": "array", "items": REFERENCE},
+        },
+        ("used", "authorized", "sessions"),
+    )
+    summary = _object(
+        {
+            "reason": TEXT,
+            "note": TEXT,
+            "condition": {"type": ["object", "null"]},
+            "measures": {"type": "array", "items": row},
+            "goals": {"type": "array", "items": {"type": "object", "required": ["goal", "met"]}},
+            "visits": visits,
+            "home_program": {"type": "array", "items": _adherence()},
+        },
+        ("reason", "measures", "goals", "visits", "home_program"),
+    )
+    return _object(
+        {
+            "episode": TEXT,
+            "status": {"const": "finished"},
+            "composition": REFERENCE,
+            "document": {**TEXT, "description": "Composition/{id}/$document: the FHIR document Bundle"},
+            "summary": summary,
+        },
+        ("episode", "status", "composition", "document", "summary"),
     )

@@ -66,7 +66,7 @@ def _first(resource: dict[str, Any], path: tuple[str, ...], type_: str) -> dict[
     return read_visible(type_, ref.split("/", 1)[1])
 
 
-def _episode(id_: str) -> dict[str, Any]:
+def read_episode(id_: str) -> dict[str, Any]:
     """Read the EpisodeOfCare as FHIR reads it (403 outside the scopes, 404 hidden/unknown, 410 deleted)."""
     return orjson.loads(current(current_repo(), "EpisodeOfCare", id_, current_ctx()).body)  # type: ignore[no-any-return]
 
@@ -74,7 +74,7 @@ def _episode(id_: str) -> dict[str, Any]:
 def episode_resources(id_: str) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     """Return the EpisodeOfCare and what links to it that the token may see."""
     check_search_access(current_ctx(), VIEW_SEARCHES)
-    episode = _episode(id_)
+    episode = read_episode(id_)
     patient = episode["patient"]["reference"]
     linked = search_all("Encounter", [("episode-of-care", f"EpisodeOfCare/{id_}")])
     for type_ in ("CarePlan", "QuestionnaireResponse"):
@@ -85,21 +85,39 @@ def episode_resources(id_: str) -> tuple[dict[str, Any], list[tuple[str, dict[st
     return episode, linked
 
 
-@bp.get("/episodes/<id_>")
-def get_episode(id_: str) -> flask.Response:
+def discharge_of(id_: str, patient: str) -> str | None:
+    """The discharge summary Composition of an episode (its event.detail), if the token may search them."""
+    if not current_ctx().can("Composition", "s"):
+        return None
+    for ref, comp in search_all("Composition", [("subject", patient)]):
+        details = [d.get("reference") for e in comp.get("event") or [] for d in e.get("detail") or []]
+        if f"EpisodeOfCare/{id_}" in details:
+            return ref
+    return None
+
+
+def clinic(id_: str) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+    """Return the EpisodeOfCare, what links to it, and its clinic view."""
     episode, linked = episode_resources(id_)
     condition = _first(episode, ("diagnosis", "condition"), "Condition")
     referral = _first(episode, ("referralRequest",), "ServiceRequest")
-    found = episode_care.find(id_, episode["patient"]["reference"])
+    patient = episode["patient"]["reference"]
+    found = episode_care.find(id_, patient)
     plan = (found[0], int(found[1]["meta"]["versionId"]), found[3]) if found else None
     view = episodes.clinic_view((f"EpisodeOfCare/{id_}", episode), condition, referral, linked, plan)
-    return json_response(view)
+    view["discharge"] = discharge_of(id_, patient)
+    return episode, linked, view
+
+
+@bp.get("/episodes/<id_>")
+def get_episode(id_: str) -> flask.Response:
+    return json_response(clinic(id_)[2])
 
 
 @bp.post("/episodes/<id_>/recertification")
 def post_recertification(id_: str) -> flask.Response:
     cert = schemas.load(schemas.CertificationSchema(), rq.parse_body())
-    episode = _episode(id_)
+    episode = read_episode(id_)
     if episode["status"] in episodes.CLOSED:
         raise InvalidRequestError(f"EpisodeOfCare/{id_} is {episode['status']}", expression=("episode",))
     found = episode_care.find(id_, episode["patient"]["reference"])

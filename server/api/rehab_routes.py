@@ -23,6 +23,7 @@ from fhir_mapping import sensors
 from fhir_mapping import sessions
 from server.api import episode_care
 from server.api import rehab_adherence
+from server.api import rehab_discharge
 from server.api import rehab_episodes
 from server.api import rehab_goals
 from server.api.rehab_support import bp
@@ -168,8 +169,8 @@ def seed_terminology(app: flask.Flask, settings: Settings) -> list[str]:
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
     """Register the /rehab blueprint and seed the terminology resources."""
-    # The episode, goal and adherence routes are on this blueprint, registered here.
-    assert rehab_episodes.bp is rehab_goals.bp is rehab_adherence.bp is bp
+    # The episode, goal, adherence and discharge routes are on this blueprint, registered here.
+    assert rehab_episodes.bp is rehab_goals.bp is rehab_adherence.bp is rehab_discharge.bp is bp
     app.register_blueprint(bp)
     try:
         written = seed_terminology(app, settings)

@@ -1,0 +1,198 @@
+"""Discharge (issue 17, item 5): POST /rehab/episodes/{id}/discharge closes the episode and writes the
+discharge summary Composition in one transaction; GET /Composition/{id}/$document is the document
+Bundle. Runs on SQLite and PostgreSQL (the database_url fixture)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import FhirClient
+from tests.conftest import client_credentials_token
+from tests.functional.test_episode import count
+from tests.functional.test_episode import open_episode
+from tests.functional.test_episode import patient
+from tests.functional.test_episode import post
+from tests.functional.test_episode import practitioner
+from tests.functional.test_episode_plan import CERT
+from tests.functional.test_rehab import SESSION
+
+pytestmark = pytest.mark.pg
+KNEE_GOAL = {
+    "measure": "joint_rom_knee_flexion",
+    "side": "left",
+    "target": 120,
+    "unit": "deg",
+    "due": "2027-01-15",
+}
+BRIDGES = {
+    "exercise": "Bridges",
+    "sets": 3,
+    "reps": 10,
+    "frequency": {"times": 1, "period": 1, "period_unit": "d"},
+}
+DISCHARGE = {"date": "2026-12-01", "reason": "Goals met", "note": "Continue the home program"}
+
+
+def knee(fhir: FhirClient, pid: str, eid: str, date: str, value: float) -> None:
+    finding = {"measure": "joint_rom_knee_flexion", "value": value, "unit": "deg", "side": "left"}
+    body = {"patient": pid, "episode": eid, "date": f"{date}T10:00:00Z", "findings": [finding]}
+    assert post(fhir, "/rehab/assessments", body).status_code == 201
+
+
+def episode_of_care(fhir: FhirClient) -> tuple[str, str, dict[str, Any]]:
+    """A patient's whole episode: plan of care, two assessments, two sessions, a day of home program."""
+    pid = patient(fhir)
+    eid = open_episode(fhir, pid, care_manager=practitioner(fhir, "pt1"))
+    plan = {
+        "patient": pid,
+        "episode": eid,
+        "date": "2026-11-20",
+        "goals": [KNEE_GOAL],
+        "exercises": [BRIDGES],
+    }
+    r = post(fhir, "/rehab/plans", {**plan, "certification": CERT})
+    assert r.status_code == 201, r.get_data(as_text=True)
+    knee(fhir, pid, eid, "2026-11-20", 95)
+    for date in ("2026-11-21T09:00:00Z", "2026-11-23T09:00:00Z"):
+        assert (
+            post(
+                fhir, "/rehab/sessions", {"patient": pid, "episode": eid, **SESSION, "date": date}
+            ).status_code
+            == 201
+        )
+    knee(fhir, pid, eid, "2026-11-27", 125)
+    done = {"exercise": "Bridges", "status": "done"}
+    assert (
+        post(
+            fhir, "/rehab/adherence", {"patient": pid, "date": "2026-11-21", "exercises": [done]}
+        ).status_code
+        == 201
+    )
+    return pid, eid, r.get_json()["references"]
+
+
+def test_discharge_closes_the_episode_and_writes_the_document(fhir: FhirClient) -> None:
+    pid, eid, refs = episode_of_care(fhir)
+    r = post(fhir, f"/rehab/episodes/{eid}/discharge", DISCHARGE)
+    assert r.status_code == 201, r.get_data(as_text=True)
+    answer = r.get_json()
+    summary = answer["summary"]
+    (rom,) = [m for m in summary["measures"] if m["measure"] == "joint_rom_knee_flexion"]
+    assert (rom["baseline"]["value"], rom["discharge"]["value"], rom["change"]) == (95, 125, 30)
+    assert [(g["goal"], g["met"]) for g in summary["goals"]] == [(refs["goal"][0], True)]
+    assert summary["visits"]["used"] == 2 and summary["visits"]["authorized"] == 2
+    assert summary["home_program"][0]["exercises"][0]["exercise"] == "Bridges"
+    assert summary["reason"] == "Goals met" and summary["note"] == "Continue the home program"
+
+    episode = fhir.call("GET", f"/EpisodeOfCare/{eid}").get_json()
+    assert episode["status"] == "finished" and episode["period"] == {
+        "start": "2026-11-20",
+        "end": "2026-12-01",
+    }
+    assert episode["statusHistory"] == [{"status": "active", "period": episode["period"]}]
+    composition = fhir.call("GET", "/" + answer["composition"]).get_json()
+    assert composition["type"]["coding"] == [
+        {"system": "http://loinc.org", "code": "18842-5", "display": "Discharge summary"}
+    ]
+    assert composition["author"] == [{"reference": "Practitioner/pt1"}]  # the care manager
+    assert composition["event"][0]["detail"] == [{"reference": f"EpisodeOfCare/{eid}"}]
+    assert [s["title"] for s in composition["section"]][:3] == [
+        "Reason for discharge",
+        "Condition treated",
+        "Outcome measures: baseline and discharge",
+    ]
+    assert all(
+        s["text"]["div"].startswith('<div xmlns="http://www.w3.org/1999/xhtml">')
+        for s in composition["section"]
+    )
+
+    r = fhir.call("GET", f"/{answer['document']}")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    document = r.get_json()
+    assert document["type"] == "document" and document["identifier"]["system"] == "urn:ietf:rfc:3986"
+    types = [e["resource"]["resourceType"] for e in document["entry"]]
+    assert types[0] == "Composition"
+    assert {
+        "Patient",
+        "Practitioner",
+        "EpisodeOfCare",
+        "Condition",
+        "Observation",
+        "Goal",
+        "Encounter",
+        "CarePlan",
+    } <= set(types)
+    assert fhir.call("GET", f"/{answer['document']}").get_json()["identifier"] == document["identifier"]
+    assert fhir.call("GET", f"/rehab/episodes/{eid}").get_json()["discharge"] == answer["composition"]
+
+    # Discharge twice, or link anything to the closed episode: 400 naming episode, nothing stored.
+    again = post(fhir, f"/rehab/episodes/{eid}/discharge", DISCHARGE)
+    assert again.status_code == 400 and again.get_json()["issue"][0]["expression"] == ["episode"]
+    late = post(fhir, "/rehab/sessions", {"patient": pid, "episode": eid, **SESSION})
+    assert late.status_code == 400 and late.get_json()["issue"][0]["expression"] == ["episode"]
+    assert count(fhir, "Composition") == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"date": "2026-12-01"}, "reason"),
+        ({**DISCHARGE, "date": "2026-11-01"}, "date"),
+        ({**DISCHARGE, "date": "2027-06-01"}, "date"),
+        ({**DISCHARGE, "author": "nobody"}, "author"),
+    ],
+    ids=["no-reason", "before-start", "future", "unknown-author"],
+)
+def test_bad_discharge_is_400_and_changes_nothing(fhir: FhirClient, body: dict[str, Any], field: str) -> None:
+    eid = open_episode(fhir, patient(fhir))
+    r = post(fhir, f"/rehab/episodes/{eid}/discharge", body)
+    assert r.status_code == 400 and r.get_json()["issue"][0]["expression"] == [field], r.get_data(
+        as_text=True
+    )
+    assert fhir.call("GET", f"/EpisodeOfCare/{eid}").get_json()["status"] == "active"
+    assert count(fhir, "Composition") == 0
+
+
+def test_discharge_needs_an_author_and_the_grants(app: Any, fhir: FhirClient) -> None:
+    pid = patient(fhir)
+    eid = open_episode(fhir, pid)  # no care manager, and a system token has no fhirUser
+    r = post(fhir, f"/rehab/episodes/{eid}/discharge", DISCHARGE)
+    assert r.status_code == 400 and r.get_json()["issue"][0]["expression"] == ["author"]
+    practitioner(fhir, "pt2")
+    assert post(fhir, "/rehab/episodes/nope/discharge", {**DISCHARGE, "author": "pt2"}).status_code == 404
+    scope = " ".join(
+        f"system/{t}.rs"
+        for t in (
+            "Patient",
+            "Practitioner",
+            "EpisodeOfCare",
+            "Encounter",
+            "CarePlan",
+            "QuestionnaireResponse",
+        )
+    )
+    scope += " system/ServiceRequest.rs system/Observation.rs system/Goal.rs system/EpisodeOfCare.u"
+    no_composition = FhirClient(app.test_client(), client_credentials_token(app, scope))
+    r = post(no_composition, f"/rehab/episodes/{eid}/discharge", {**DISCHARGE, "author": "pt2"})
+    assert r.status_code == 403
+    assert fhir.call("GET", f"/EpisodeOfCare/{eid}").get_json()["status"] == "active"
+
+
+def test_document_shows_only_what_the_token_may_read(app: Any, fhir: FhirClient) -> None:
+    _, eid, _ = episode_of_care(fhir)
+    ref = post(fhir, f"/rehab/episodes/{eid}/discharge", DISCHARGE).get_json()["composition"]
+    compositions_only = FhirClient(app.test_client(), client_credentials_token(app, "system/Composition.rs"))
+    r = compositions_only.call("GET", f"/{ref}/$document")
+    assert r.status_code == 200
+    assert [e["resource"]["resourceType"] for e in r.get_json()["entry"]] == ["Composition"]
+    other = patient(fhir)
+    confined = FhirClient(
+        app.test_client(), client_credentials_token(app, f"system/Composition.rs?subject=Patient/{other}")
+    )
+    r = confined.call("GET", f"/{ref}/$document")
+    assert r.status_code == 404
+    no_read = FhirClient(app.test_client(), client_credentials_token(app, "system/Patient.rs"))
+    assert no_read.call("GET", f"/{ref}/$document").status_code == 403
+    assert fhir.call("GET", "/Composition/nope/$document").status_code == 404

@@ -2,6 +2,7 @@
 // defines it, points in time order, change, trend and last step), the left/right symmetry of sided series
 // (same-day pairs only), the within-session before/after changes and the points that were not counted;
 // then the active exercise program, goals and recent sessions.
+import { adherenceRows } from "./adherence.js";
 import { domainOf, lineChart, mcidEdge } from "./chart.js";
 import { fmtDate, fmtNum, fmtWhen, h, humanName, replace, state, unitLabel } from "./dom.js";
 import { api, ApiError } from "./smart.js";
@@ -288,6 +289,7 @@ function renderProgress(progress, goals) {
   const measures = measuresOf(progress);
   const names = new Map([...(progress.measures || []), ...(progress.within_session || [])].map((m) => [m.measure, m.display]));
   renderMeasures(measures, goals);
+  renderAdherence(progress.adherence || []);
   renderWithin(progress.within_session || []);
   renderExcluded(progress.excluded || [], names);
   return measures;
@@ -337,6 +339,24 @@ function renderProgram(plans) {
       return h("tr", null, h("td", null, name), h("td", null, dosing(a)), h("td", null, d.description && d.description !== name ? d.description : ""),
         h("td", null, progression ? progression.valueString : ""), h("td", null, d.status || ""));
     }))));
+}
+
+/** Home program adherence (progress `adherence[]`): per exercise overall and per plan week. */
+function renderAdherence(reports) {
+  const box = document.getElementById("adherence");
+  const rows = adherenceRows(reports);
+  if (!rows.length) {
+    replace(box, h("p", { class: "state empty" }, "No home program days recorded. A patient app sends them to /rehab/adherence."));
+    return;
+  }
+  replace(box, h("table", { class: "data", id: "adherence-table" },
+    h("caption", { class: "visually-hidden" }, "Home program adherence"),
+    h("thead", null, h("tr", null, ["Exercise", "Expected", "Adherence", "By week"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", null, rows.map((r) => h("tr", { "data-exercise": r.exercise },
+      h("td", null, r.exercise),
+      h("td", null, r.expected),
+      h("td", { class: "num" }, r.percent === null ? null : h("meter", { min: 0, max: 100, value: r.percent.toFixed(0) }), " ", r.overall),
+      h("td", null, h("ul", { class: "weeks" }, r.weeks.map((w) => h("li", { title: w.detail }, `${w.label}: ${w.percent}`)))))))));
 }
 
 function renderGoals(goals, measures) {

@@ -4,6 +4,9 @@
 system/*.cruds token by client_credentials at /auth/token, as an EHR backend would. The load
 generator sends it on every request. Backend tokens live at most 5 minutes, so the benchmarks
 call authorize() again before each phase (the client processes are forked per phase).
+
+Run as a script it is the read benchmark of the token cache (bench/README.md, "Token cache"):
+`python bench/bearer.py [--db sqlite|postgres|both] [--n 3000] [--repeat 2]`.
 """
 
 from __future__ import annotations

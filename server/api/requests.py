@@ -7,6 +7,7 @@ from typing import Any
 import flask
 import orjson
 
+from server.api.body_shape import check_shape
 from server.errors import InvalidRequestError
 from server.errors import NotAcceptableError
 from server.errors import PayloadTooLargeError
@@ -100,6 +101,7 @@ def parse_json(data: bytes) -> Any:
                 expression=(path,),
                 message_id="MSG_JSON_PARSE",
             )
+    check_shape(doc)  # items per array, depth, items in all: bounded work before any model is built
     return doc
 
 

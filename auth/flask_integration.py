@@ -59,7 +59,8 @@ def build(sessions: object, settings: Settings) -> AuthExtension:
     keys = KeyStore(sessions, settings.secret_key)  # type: ignore[arg-type]
     server = AuthServer(store, keys)
     cache = TokenCache(settings.token_cache_size) if settings.token_cache else None
-    watch = watch_for(cache, sessions.kw["bind"]) if cache is not None else None  # type: ignore[attr-defined]
+    engine = sessions.kw["bind"]  # type: ignore[attr-defined]
+    watch = watch_for(cache, engine, settings.revocation_listen_url) if cache is not None else None
     if cache is not None:
         store.on_revoke.append(cache.clear)  # this worker at once; the others through the watch
     return AuthExtension(

@@ -14,10 +14,13 @@ the worker is sure it has heard of every revocation since the entry's revocation
 - every revocation (RFC 7009 revoke, a replayed code or refresh token revoking its family) bumps
   `auth_revocation_generation` in its own transaction (`bump`), and on PostgreSQL also sends
   NOTIFY on `rehabfhir_revocation`, delivered when it commits;
-- PostgreSQL (`PgWatch`): a listener thread per worker on its own connection LISTENs and drops
-  the whole cache on each notification; while it is not connected (start-up, a lost connection)
-  the cache is not trusted (every request checks revocation in the database as before), and on
-  every (re)connect the whole cache is dropped, since notifications may have been missed;
+- PostgreSQL (`PgWatch`): a listener thread per worker on its own connection (DATABASE_URL, or
+  REHABFHIR_REVOCATION_LISTEN_URL) LISTENs and drops the whole cache on each notification; it
+  proves delivery by a NOTIFY to itself on connecting and every 10 s (LISTEN through a
+  transaction-mode pooler runs but delivers nothing); while it is not connected or its probe
+  did not come back, the cache is not trusted (every request checks revocation in the database
+  as before), and on every (re)connect the whole cache is dropped, since notifications may have
+  been missed;
 - SQLite (`SqliteWatch`): every request reads the counter with one tiny statement on its own
   connection (the first of its transaction, so the rest of the request sees the same snapshot);
   any change drops the cache.
@@ -37,6 +40,8 @@ import logging
 import os
 import select
 import threading
+import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +57,10 @@ log = logging.getLogger("rehabfhir.auth.revocation")
 CHANNEL = "rehabfhir_revocation"
 APPLICATION_NAME = "rehabfhir-revocation-listener"  # the listener's connection in pg_stat_activity
 _RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+PROBE_PREFIX = "probe:"
 _WAKE_SECONDS = 1.0  # the listener looks at its stop flag this often
-_HEALTH_SECONDS = 10.0  # and sends a tiny query this often to notice a silent loss
+_PROBE_SECONDS = 10.0  # and proves delivery this often (a NOTIFY to itself; also notices a lost link)
+_PROBE_TIMEOUT = 3.0  # a probe not back by then: the connection is dropped and nothing trusted
 _GENERATION_SQL = "SELECT generation FROM auth_revocation_generation WHERE id = 1"
 _BUMP = (
     sa.update(AuthRevocationGeneration)
@@ -189,6 +196,8 @@ class PgWatch(Watch):
         url = sa.make_url(database_url).set(drivername="postgresql")
         url = url.update_query_dict({"application_name": APPLICATION_NAME})
         self._conninfo = url.render_as_string(hide_password=False)
+        self.listen_channel = CHANNEL
+        self._failures = 0
         self.live = False
         self.notifications = 0
         self.connects = 0
@@ -247,51 +256,73 @@ class PgWatch(Watch):
     def _run(self) -> None:
         import psycopg
 
-        failures = 0
         while not self._stop.is_set():
+            say = log.warning if self._failures == 0 else log.debug  # once per outage, not every retry
             try:
                 conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
             except Exception as exc:  # noqa: BLE001 - unreachable: retry, nothing trusted meanwhile
                 if getattr(exc, "sqlstate", None) == "3D000" or "does not exist" in str(exc):
                     log.info("revocation listener stops: the database no longer exists")
                     break
-                log.warning("revocation listener cannot connect (%s); token cache not trusted", exc)
+                say("revocation listener cannot connect (%s); token cache not trusted", exc)
             else:
-                failures = 0
                 try:
                     self._listen(conn)
                 except Exception as exc:  # noqa: BLE001 - any failure: drop everything, reconnect
                     if not self._stop.is_set():
-                        log.warning("revocation listener lost its connection (%s); token cache dropped", exc)
+                        say("revocation listener lost its connection (%s); token cache not trusted", exc)
                 finally:
                     self._fd = None  # distrusted before the socket is closed
                     self._set_live(False)
                     conn.close()
-            self._stop.wait(_RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)])
-            failures += 1
+            self._stop.wait(_RETRY_SECONDS[min(self._failures, len(_RETRY_SECONDS) - 1)])
+            self._failures += 1
 
     def _listen(self, conn: Any) -> None:
-        conn.execute(f"LISTEN {CHANNEL}")
+        conn.execute(f"LISTEN {self.listen_channel}")
         self._fd = conn.fileno()
+        self._probe(conn)  # delivery proven before anything is trusted
         self.connects += 1
+        self._failures = 0
         self._set_live(True)  # dropped first: notifications may have been missed while away
-        quiet = 0.0
+        last = time.monotonic()
         while not self._stop.is_set():
-            heard = False
-            for _note in conn.notifies(timeout=_WAKE_SECONDS):
+            self._receive(conn, _WAKE_SECONDS)
+            if time.monotonic() - last >= _PROBE_SECONDS:
+                self._probe(conn)
+                last = time.monotonic()
+
+    def _receive(self, conn: Any, timeout: float, probe: str | None = None) -> bool:
+        """Handle what arrives within `timeout`; return whether `probe` came back."""
+        back = False
+        for note in conn.notifies(timeout=max(0.0, timeout), stop_after=1 if probe else None):
+            if note.payload.startswith(PROBE_PREFIX):  # a listener's probe (another worker's: ignored)
+                back = back or note.payload == probe
+            else:
                 self.notifications += 1
                 self.cache.clear()
-                heard = True
-            quiet = 0.0 if heard else quiet + _WAKE_SECONDS
-            if quiet >= _HEALTH_SECONDS:
-                conn.execute("SELECT 1")
-                quiet = 0.0
+        return back
+
+    def _probe(self, conn: Any) -> None:
+        """NOTIFY ourselves and wait for it: LISTEN through a transaction-mode pooler runs but never
+        delivers, and a cache trusted on such a connection would miss every revocation."""
+        probe = PROBE_PREFIX + uuid.uuid4().hex
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, probe))
+        deadline = time.monotonic() + _PROBE_TIMEOUT
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if self._receive(conn, min(_WAKE_SECONDS, deadline - time.monotonic()), probe):
+                return
+        raise ConnectionError(
+            f"the listener's own NOTIFY did not come back within {_PROBE_TIMEOUT:g} s: notifications"
+            " are not delivered on this connection (through a transaction-mode pool? set"
+            " REHABFHIR_REVOCATION_LISTEN_URL to a direct or session-mode URL)"
+        )
 
 
-def watch_for(cache: TokenCache, engine: sa.Engine) -> Watch:
-    """The watch that fits the database."""
+def watch_for(cache: TokenCache, engine: sa.Engine, listen_url: str = "") -> Watch:
+    """The watch that fits the database (PostgreSQL: listening on `listen_url`, else the engine's)."""
     if engine.dialect.name == "postgresql":
-        return PgWatch(cache, engine.url)
+        return PgWatch(cache, listen_url or engine.url)
     if engine.dialect.name == "sqlite":
         return SqliteWatch(cache)
     return Watch(cache)

@@ -235,6 +235,12 @@ class Settings:
         4096,
         "verified bearer tokens remembered per worker (the least recently used go first)",
     )
+    revocation_listen_url: str = setting(
+        "REHABFHIR_REVOCATION_LISTEN_URL",
+        "",
+        "PostgreSQL URL each worker's revocation listener connects to, directly or through a session-mode"
+        " pool (LISTEN delivers nothing through a transaction-mode one); empty: `DATABASE_URL`",
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

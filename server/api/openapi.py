@@ -23,6 +23,7 @@ from fhir_mapping import catalog
 from fhir_mapping import discharge
 from fhir_mapping import episodes
 from fhir_mapping import goals
+from fhir_mapping import measures_csv
 from fhir_mapping import outcomes
 from fhir_mapping import schemas
 from fhir_mapping import sensors
@@ -58,6 +59,7 @@ EPISODE = "/rehab/episodes/{id}"
 RECERTIFICATION = "/rehab/episodes/{id}/recertification"
 GOAL = "/rehab/goals/{id}"
 DISCHARGE = "/rehab/episodes/{id}/discharge"
+MEASURES_CSV = "/rehab/patients/{id}/measures.csv"
 # What each other operation reads or changes: (type, interaction) pairs, each needing its grant.
 READS: dict[str, tuple[tuple[str, str], ...]] = {
     PROGRESS: tuple((t, "s") for t in PROGRESS_READS),
@@ -69,6 +71,7 @@ READS: dict[str, tuple[tuple[str, str], ...]] = {
         ("ServiceRequest", "s"),
     ),
     GOAL: (("Goal", "r"), ("Goal", "u")),
+    MEASURES_CSV: (("Observation", "s"),),
     DISCHARGE: (
         ("EpisodeOfCare", "r"),
         ("EpisodeOfCare", "u"),
@@ -415,6 +418,27 @@ def _discharge_operation() -> dict[str, Any]:
     }
 
 
+def _measures_csv_operation() -> dict[str, Any]:
+    columns = ", ".join(f"`{c}`" for c in measures_csv.COLUMNS)
+    return {
+        "operationId": "getMeasuresCsv",
+        "tags": ["clinic"],
+        "summary": "A patient's measurements as CSV, for spreadsheets",
+        "description": "One row per point of the progress report: the series points, the values taken "
+        "after treatment in a session (context within-session) and every point not counted (excluded "
+        f"true, with the reason). Columns: {columns}. Reads only the Observations the token may see.",
+        "security": _scopes(MEASURES_CSV),
+        "parameters": [_id_parameter()],
+        "responses": {
+            "200": {
+                "description": "RFC 4180 CSV with a header row",
+                "content": {"text/csv": {"schema": oas.TEXT}},
+            },
+            **_errors("401", "403", "404"),
+        },
+    }
+
+
 def _goal_operation() -> dict[str, Any]:
     return {
         "operationId": "patchGoal",
@@ -513,6 +537,7 @@ def _build(base: str) -> dict[str, Any]:
     spec.path(path=GOAL, operations={"patch": _goal_operation()})
     spec.components.schema("Discharge", schema=discharge.DischargeSchema)
     spec.path(path=DISCHARGE, operations={"post": _discharge_operation()})
+    spec.path(path=MEASURES_CSV, operations={"get": _measures_csv_operation()})
     spec.path(path="/rehab/catalog", operations={"get": _catalog_operation()})
     return spec.to_dict()
 

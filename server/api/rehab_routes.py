@@ -16,6 +16,7 @@ import flask
 from fhir_mapping import analytics
 from fhir_mapping import assessments
 from fhir_mapping import catalog
+from fhir_mapping import measures_csv
 from fhir_mapping import outcomes
 from fhir_mapping import plans
 from fhir_mapping import schemas
@@ -98,20 +99,35 @@ def post_sensor_series() -> flask.Response:
     )
 
 
-@bp.get("/patients/<id_>/progress")
-def get_progress(id_: str) -> flask.Response:
+def patient_observations(id_: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every Observation of a patient the token may see (403 without Observation search, 404 hidden)."""
     ctx = current_ctx()
     check_search_access(ctx, ("Observation",))
     confined = ctx.compartment_patient("Observation", "s")
     if confined is not None and confined != id_:
         raise NotFoundError(f"Patient/{id_} is not known", expression=("patient",))
     check_patient(id_, NotFoundError)
-    found = search_all("Observation", [("subject", f"Patient/{id_}")])
+    return search_all("Observation", [("subject", f"Patient/{id_}")])
+
+
+@bp.get("/patients/<id_>/progress")
+def get_progress(id_: str) -> flask.Response:
+    found = patient_observations(id_)
     involved = analytics.involved_side(flask.request.args.get("involved"))
     report = analytics.report(found, involved)
     report["goals"] = rehab_goals.progress_goals(id_, report["measures"])
     report["adherence"] = rehab_adherence.progress_adherence(id_, found)
     return json_response({"patient": f"Patient/{id_}", **report})
+
+
+@bp.get("/patients/<id_>/measures.csv")
+def get_measures_csv(id_: str) -> flask.Response:
+    text = measures_csv.to_csv(analytics.report(patient_observations(id_)))
+    return flask.Response(
+        text,
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="measures-{id_}.csv"'},
+    )
 
 
 @bp.get("/catalog")

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import orm as so
 
 from auth.revocation import APPLICATION_NAME
 from auth.revocation import PgWatch
@@ -194,3 +195,31 @@ def test_lost_listener_connection_drops_and_distrusts_the_cache(other: Any, data
     assert len(queries) == 1  # checked in the database again before being trusted
     assert c.get("/Patient", headers=bearer(token)).status_code == 200
     assert len(queries) == 1  # and trusted again afterwards
+
+
+def test_a_listener_whose_notifications_do_not_arrive_is_never_trusted(database_url: str) -> None:
+    """PostgreSQL: LISTEN through a transaction-mode pool runs but delivers nothing. Played by a
+    listener on a channel nobody notifies: its own probe never comes back, so it never vouches and
+    every request checks revocation in the database. SQLite: nothing vouches without the request's
+    connection (the counter is read on it)."""
+    from auth.revocation import TokenCache
+    from auth.revocation import watch_for
+    from server.store.session import make_engine
+
+    engine = make_engine(database_url)
+    cache = TokenCache(8)
+    watch = watch_for(cache, engine, database_url if engine.dialect.name == "postgresql" else "")
+    try:
+        if isinstance(watch, PgWatch):
+            watch.listen_channel = "rehabfhir_nowhere"
+            assert not watch.wait_live(5)  # the probe timeout (3 s) passed, then it retries
+            assert watch.sync(None) is None and watch.connects == 0
+            watch.listen_channel = "rehabfhir_revocation"  # a delivering connection: trusted again
+            assert watch.wait_live(10) and watch.sync(None) == cache.epoch
+        else:
+            assert watch.sync(None) is None
+            with engine.connect() as conn, so.Session(bind=conn) as session:
+                assert watch.sync(session) == cache.epoch
+    finally:
+        watch.stop()
+        engine.dispose()

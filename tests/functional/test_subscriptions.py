@@ -550,3 +550,50 @@ def test_refused_tokens(app: Any, fhir: FhirClient, worker: DeliveryWorker, rece
         content_type="application/json-patch+json",
     )
     assert patch.status_code == 405
+
+
+# -- the delivery thread of a real server, across a restart ------------------------------------------
+
+
+def wait_for(check: Any, seconds: float = 15.0) -> None:
+    """Wait (briefly) until check() is true: the server's thread delivers on its own."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "not delivered in time"
+        time.sleep(0.05)
+
+
+def test_a_running_server_delivers_and_resumes_after_a_restart(
+    app: Any, database_url: str, fhir: FhirClient, receiver: Receiver
+) -> None:
+    import requests
+
+    from tests.conftest import running_server
+    from tests.conftest import token_for
+
+    env = {"REHABFHIR_SUBSCRIPTION_POLL_SECONDS": "0.1"}
+    patients(fhir, "a")
+    with running_server(database_url, workers=1, env=env) as base:
+        headers = {
+            "Authorization": "Bearer " + token_for(base, database_url),
+            "Content-Type": "application/fhir+json",
+        }
+        body = orjson.dumps(subscription("measure-observation", receiver.url))
+        r = requests.post(base + "/Subscription", data=body, headers=headers, timeout=30)
+        assert r.status_code == 201, r.text
+        id_ = r.json()["id"]
+        wait_for(lambda: len(receiver.statuses("handshake")) == 1)
+        for v in (1, 2):
+            made = requests.post(
+                base + "/Observation",
+                data=orjson.dumps(obs("a", (PT, "tug"), value=v)),
+                headers=headers,
+                timeout=30,
+            )
+            assert made.status_code == 201, made.text
+        wait_for(lambda: receiver.numbers(id_) == [1, 2])
+    for v in (3, 4):  # written while no server runs (by the in-process app): recorded in the outbox
+        fhir.create(obs("a", (PT, "tug"), value=v))
+    assert receiver.numbers(id_) == [1, 2]
+    with running_server(database_url, workers=1, env=env):
+        wait_for(lambda: receiver.numbers(id_) == [1, 2, 3, 4])

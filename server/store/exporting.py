@@ -2,7 +2,7 @@
 
 https://hl7.org/fhir/uv/bulkdata/STU2/export.html
 
-`yield_per` makes PostgreSQL use a server-side cursor (SQLite steps its cursor), so memory
+`stream_results` makes PostgreSQL use a server-side cursor (SQLite steps its cursor), so memory
 stays flat however many resources a type has.
 """
 
@@ -52,7 +52,7 @@ def _patient_clause(type_: str, patients: Sequence[str] | None) -> Any:
     return R.pk.in_(members)
 
 
-def stream_bodies(
+def stream_batches(
     session: so.Session,
     type_: str,
     *,
@@ -62,12 +62,15 @@ def stream_bodies(
     patients: Sequence[str] | None = None,
     filters: Sequence[SearchQuery] = (),
     access: SearchQuery | None = None,
-) -> Iterator[str]:
-    """Yield the stored JSON of every live resource of the type matching the export's criteria.
+) -> Iterator[list[str]]:
+    """Yield, BATCH rows at a time, the stored JSON of every live resource of the type matching the
+    export's criteria, in pk order.
 
     `access` is the search the grant narrows the type to (restrict_query): its conditions are added.
+    A Core statement on the session's connection with a server-side cursor (`stream_results`):
+    no ORM row objects, and only one batch of bodies in memory at a time.
     """
-    conds: list[Any] = [R.type == type_, R.deleted.is_(False), R.last_updated <= until]
+    conds: list[Any] = [R.type == type_, R.deleted.is_(False), R.last_updated <= until, R.body.is_not(None)]
     if since is not None:
         conds.append(R.last_updated >= since)
     if patient_level:
@@ -76,7 +79,16 @@ def stream_bodies(
         conds.append(sa.or_(*(sa.and_(*where_clauses(q)) for q in filters)))
     if access is not None:
         conds += where_clauses(access)
-    stmt = sa.select(R.body).where(*conds).order_by(R.pk).execution_options(yield_per=BATCH)
-    for body in session.scalars(stmt):
-        if body is not None:
-            yield body
+    stmt = sa.select(R.body).where(*conds).order_by(R.pk)
+    result = session.connection().execution_options(stream_results=True, yield_per=BATCH).execute(stmt)
+    try:
+        for rows in result.scalars().partitions():
+            yield list(rows)
+    finally:
+        result.close()
+
+
+def stream_bodies(session: so.Session, type_: str, *, until: datetime, **criteria: Any) -> Iterator[str]:
+    """The bodies of `stream_batches` one at a time."""
+    for batch in stream_batches(session, type_, until=until, **criteria):
+        yield from batch

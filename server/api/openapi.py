@@ -10,6 +10,7 @@ endpoint needs. https://spec.openapis.org/oas/v3.1.0 ; https://apispec.readthedo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -353,108 +354,97 @@ def _id_parameter() -> dict[str, Any]:
     return {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": oas.ID}}
 
 
-def _episode_operation() -> dict[str, Any]:
-    return {
-        "operationId": "getEpisode",
-        "tags": ["clinic"],
-        "summary": "An episode of care, as the clinic sees it",
-        "description": "The condition treated, referrer and care manager, and the assessments, sessions "
+@dataclasses.dataclass(frozen=True)
+class IdOperation:
+    """A /rehab operation on one resource named by `{id}`: its answer, request and errors."""
+
+    method: str
+    operation_id: str
+    summary: str
+    description: str
+    answer: tuple[str, str, str]  # status, description, component schema (or "csv")
+    request: str | None = None  # the request body's component schema
+    errors: tuple[str, ...] = ("400", "401", "403", "404", "422")
+
+    def document(self, path: str) -> dict[str, Any]:
+        """Return the OpenAPI operation object."""
+        status, description, schema = self.answer
+        content = (
+            {"text/csv": {"schema": oas.TEXT}} if schema == "csv" else {JSON: {"schema": oas.ref(schema)}}
+        )
+        out: dict[str, Any] = {
+            "operationId": self.operation_id,
+            "tags": ["clinic"],
+            "summary": self.summary,
+            "description": self.description,
+            "security": _scopes(path),
+            "parameters": [_id_parameter()],
+            "responses": {status: {"description": description, "content": content}, **_errors(*self.errors)},
+        }
+        if self.request:
+            out["requestBody"] = {"required": True, "content": {JSON: {"schema": oas.ref(self.request)}}}
+        return out
+
+
+ID_OPERATIONS: dict[str, IdOperation] = {
+    EPISODE: IdOperation(
+        "get",
+        "getEpisode",
+        "An episode of care, as the clinic sees it",
+        "The condition treated, referrer and care manager, and the assessments, sessions "
         "(visits used), plans and outcome instruments linked to the episode. The EpisodeOfCare is read as "
         "a FHIR read would (403 outside the scopes, 404 when the token may not see it); what links to it "
         "is searched, confined to what the token may see.",
-        "security": _scopes(EPISODE),
-        "parameters": [_id_parameter()],
-        "responses": {
-            "200": {
-                "description": "The episode",
-                "content": {JSON: {"schema": oas.ref("EpisodeOfCareView")}},
-            },
-            **_errors("401", "403", "404"),
-        },
-    }
-
-
-def _recertification_operation() -> dict[str, Any]:
-    return {
-        "operationId": "postRecertification",
-        "tags": ["clinic"],
-        "summary": "Re-certify the episode's plan of care",
-        "description": "Writes, in one transaction with If-Match on the versions read, a new version of "
+        ("200", "The episode", "EpisodeOfCareView"),
+        errors=("401", "403", "404"),
+    ),
+    RECERTIFICATION: IdOperation(
+        "post",
+        "postRecertification",
+        "Re-certify the episode's plan of care",
+        "Writes, in one transaction with If-Match on the versions read, a new version of "
         "the plan of care CarePlan (the certification period) and of the ServiceRequest for its visits "
         "(frequency x duration, visits authorized); earlier certifications stay in their history. "
         "400 when the episode is closed or has no plan of care (POST /rehab/plans with `episode` "
         "and `certification` makes one).",
-        "security": _scopes(RECERTIFICATION),
-        "parameters": [_id_parameter()],
-        "requestBody": {"required": True, "content": {JSON: {"schema": oas.ref("Certification")}}},
-        "responses": {
-            "200": {
-                "description": "The new version",
-                "content": {JSON: {"schema": oas.ref("Recertified")}},
-            },
-            **_errors("400", "401", "403", "404", "422"),
-        },
-    }
-
-
-def _discharge_operation() -> dict[str, Any]:
-    return {
-        "operationId": "postDischarge",
-        "tags": ["clinic"],
-        "summary": "Discharge: close the episode and write the discharge summary document",
-        "description": "One transaction: a Composition (LOINC 18842-5 Discharge summary; sections: reason, "
+        ("200", "The new version", "Recertified"),
+        request="Certification",
+    ),
+    DISCHARGE: IdOperation(
+        "post",
+        "postDischarge",
+        "Discharge: close the episode and write the discharge summary document",
+        "One transaction: a Composition (LOINC 18842-5 Discharge summary; sections: reason, "
         "condition, baseline vs discharge of every measure, goals met or not, visits used, home program "
         "with adherence) and the EpisodeOfCare PUT back finished (If-Match). The document is "
         "GET /Composition/{id}/$document (a FHIR `document` Bundle). 400 naming `episode` when it is "
         "already closed, `date` before its start, `author` when no practitioner can be named (the "
         "token's fhirUser or the care manager are used when none is given).",
-        "security": _scopes(DISCHARGE),
-        "parameters": [_id_parameter()],
-        "requestBody": {"required": True, "content": {JSON: {"schema": oas.ref("Discharge")}}},
-        "responses": {
-            "201": {"description": "Discharged", "content": {JSON: {"schema": oas.ref("Discharged")}}},
-            **_errors("400", "401", "403", "404", "422"),
-        },
-    }
-
-
-def _measures_csv_operation() -> dict[str, Any]:
-    columns = ", ".join(f"`{c}`" for c in measures_csv.COLUMNS)
-    return {
-        "operationId": "getMeasuresCsv",
-        "tags": ["clinic"],
-        "summary": "A patient's measurements as CSV, for spreadsheets",
-        "description": "One row per point of the progress report: the series points, the values taken "
+        ("201", "Discharged", "Discharged"),
+        request="Discharge",
+    ),
+    MEASURES_CSV: IdOperation(
+        "get",
+        "getMeasuresCsv",
+        "A patient's measurements as CSV, for spreadsheets",
+        "One row per point of the progress report: the series points, the values taken "
         "after treatment in a session (context within-session) and every point not counted (excluded "
-        f"true, with the reason). Columns: {columns}. Reads only the Observations the token may see.",
-        "security": _scopes(MEASURES_CSV),
-        "parameters": [_id_parameter()],
-        "responses": {
-            "200": {
-                "description": "RFC 4180 CSV with a header row",
-                "content": {"text/csv": {"schema": oas.TEXT}},
-            },
-            **_errors("401", "403", "404"),
-        },
-    }
-
-
-def _goal_operation() -> dict[str, Any]:
-    return {
-        "operationId": "patchGoal",
-        "tags": ["clinic"],
-        "summary": "Set a goal's achievement, lifecycle or add a note by hand",
-        "description": "A new Goal version (If-Match on the version read) through the FHIR transaction "
+        f"true, with the reason). Columns: {', '.join(f'`{c}`' for c in measures_csv.COLUMNS)}. "
+        "Reads only the Observations the token may see.",
+        ("200", "RFC 4180 CSV with a header row", "csv"),
+        errors=("401", "403", "404"),
+    ),
+    GOAL: IdOperation(
+        "patch",
+        "patchGoal",
+        "Set a goal's achievement, lifecycle or add a note by hand",
+        "A new Goal version (If-Match on the version read) through the FHIR transaction "
         "interaction: achievement is http://terminology.hl7.org/CodeSystem/goal-achievement, lifecycle "
         "http://hl7.org/fhir/goal-status. 403 without Goal update, 404 for a goal the token may not see.",
-        "security": _scopes(GOAL),
-        "parameters": [_id_parameter()],
-        "requestBody": {"required": True, "content": {JSON: {"schema": oas.ref("GoalPatch")}}},
-        "responses": {
-            "200": {"description": "The new version", "content": {JSON: {"schema": oas.ref("GoalPatched")}}},
-            **_errors("400", "401", "403", "404", "422"),
-        },
-    }
+        ("200", "The new version", "GoalPatched"),
+        request="GoalPatch",
+    ),
+}
 
 
 def _catalog_operation() -> dict[str, Any]:
@@ -531,13 +521,10 @@ def _build(base: str) -> dict[str, Any]:
                 spec.components.schema(names[-1], schema=cls)
         spec.path(path=path, operations={"post": _post_operation(path, *names, summary)})
     spec.path(path=PROGRESS, operations={"get": _progress_operation()})
-    spec.path(path=EPISODE, operations={"get": _episode_operation()})
-    spec.path(path=RECERTIFICATION, operations={"post": _recertification_operation()})
     spec.components.schema("GoalPatch", schema=goals.GoalPatchSchema)
-    spec.path(path=GOAL, operations={"patch": _goal_operation()})
     spec.components.schema("Discharge", schema=discharge.DischargeSchema)
-    spec.path(path=DISCHARGE, operations={"post": _discharge_operation()})
-    spec.path(path=MEASURES_CSV, operations={"get": _measures_csv_operation()})
+    for path, op in ID_OPERATIONS.items():
+        spec.path(path=path, operations={op.method: op.document(path)})
     spec.path(path="/rehab/catalog", operations={"get": _catalog_operation()})
     return spec.to_dict()
 

@@ -174,7 +174,8 @@ def test_unknown_episode_view_is_404(fhir: FhirClient) -> None:
     assert r.status_code == 404 and r.get_json()["issue"][0]["code"] == "not-found"
 
 
-def _patient_token(app: Any, pid: str, scope: str) -> str:
+def patient_token(app: Any, pid: str, scope: str) -> str:
+    """A SMART app launch token of the patient's own user (authorization code with PKCE)."""
     add_user(app, f"pat{pid}", "patient", f"Patient/{pid}")
     client_id, _ = add_app(app, scope)
     verifier = secrets.token_urlsafe(48)
@@ -195,7 +196,7 @@ def test_scopes_and_patients_apply(app: Any, fhir: FhirClient) -> None:
     no_search = FhirClient(app.test_client(), client_credentials_token(app, "system/EpisodeOfCare.rs"))
     assert no_search.call("GET", f"/rehab/episodes/{ea}").status_code == 403
     # A patient sees their own episode, and another patient's does not exist.
-    token = _patient_token(app, a, "launch/patient openid fhirUser patient/*.rs")
+    token = patient_token(app, a, "launch/patient openid fhirUser patient/*.rs")
     pat = FhirClient(app.test_client(), token)
     assert pat.call("GET", f"/rehab/episodes/{ea}").status_code == 200
     r = pat.call("GET", f"/rehab/episodes/{eb}")

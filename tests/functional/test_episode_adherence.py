@@ -4,7 +4,6 @@ per exercise and plan week. Runs on SQLite and PostgreSQL (the database_url fixt
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import pytest
@@ -12,13 +11,9 @@ import pytest
 from fhir_mapping import adherence
 from tests.conftest import FhirClient
 from tests.conftest import client_credentials_token
-from tests.functional.auth_flows import add_app
-from tests.functional.auth_flows import add_user
-from tests.functional.auth_flows import authorize_params
-from tests.functional.auth_flows import exchange
-from tests.functional.auth_flows import get_code
 from tests.functional.test_episode import count
 from tests.functional.test_episode import patient
+from tests.functional.test_episode import patient_token
 from tests.functional.test_episode import post
 
 pytestmark = pytest.mark.pg
@@ -49,19 +44,10 @@ def day(fhir: FhirClient, pid: str, date: str, *done: dict[str, Any], **more: An
     return post(fhir, "/rehab/adherence", {"patient": pid, "date": date, "exercises": list(done), **more})
 
 
-def patient_token(app: Any, pid: str) -> str:
-    add_user(app, f"p{pid[:8]}", "patient", f"Patient/{pid}")
-    client_id, _ = add_app(app, PATIENT_SCOPE)
-    verifier = secrets.token_urlsafe(48)
-    c = app.test_client()
-    code = get_code(c, authorize_params(client_id, PATIENT_SCOPE, verifier), f"p{pid[:8]}")["code"]
-    return str(exchange(c, client_id, code, verifier).get_json()["access_token"])
-
-
 def test_a_patient_app_records_its_day(app: Any, fhir: FhirClient) -> None:
     pid = patient(fhir)
     plan = program(fhir, pid)
-    mine = FhirClient(app.test_client(), patient_token(app, pid))
+    mine = FhirClient(app.test_client(), patient_token(app, pid, PATIENT_SCOPE))
     done = {"exercise": "Bridges", "status": "partly", "sets": 2, "reps": 10, "pain": 3}
     r = day(mine, pid, "2026-11-17", done, {"exercise": "Step-ups", "status": "not-done"})
     assert r.status_code == 201, r.get_data(as_text=True)

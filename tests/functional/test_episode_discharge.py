@@ -15,6 +15,7 @@ from tests.functional.test_episode import open_episode
 from tests.functional.test_episode import patient
 from tests.functional.test_episode import post
 from tests.functional.test_episode import practitioner
+from tests.functional.test_episode_goals import KNEE
 from tests.functional.test_episode_plan import CERT
 from tests.functional.test_rehab import SESSION
 
@@ -49,7 +50,7 @@ def episode_of_care(fhir: FhirClient) -> tuple[str, str, dict[str, Any]]:
         "patient": pid,
         "episode": eid,
         "date": "2026-11-20",
-        "goals": [KNEE_GOAL],
+        "goals": [KNEE],
         "exercises": [BRIDGES],
     }
     r = post(fhir, "/rehab/plans", {**plan, "certification": CERT})

@@ -193,6 +193,14 @@ ROUTES: tuple[Route, ...] = (
         body="resource",
     ),
     Route(
+        "subscription_conditional_update",
+        ("PUT",),
+        "/Subscription",
+        "update",
+        lambda r, c, q, p: subscriptions.refuse_patch(),
+        body="resource",
+    ),
+    Route(
         "subscription_patch",
         ("PATCH",),
         "/Subscription/<id_>",

@@ -137,7 +137,9 @@ def record(session: so.Session, values: dict[str, Any]) -> None:
     row["filters"] = orjson.dumps(list(values["filters"])).decode()
     row["headers"] = orjson.dumps(list(values["headers"])).decode()
     row.update(events=0, delivered=0, failures=0, created=now(), next_attempt=now())
-    session.execute(sa.delete(_T).where(_T.c.id == row["id"]))  # a PUT replaces it: requested again
+    # A PUT replaces it: requested again, its events start over from number 1.
+    session.execute(sa.delete(_E).where(_E.c.subscription_id == row["id"]))
+    session.execute(sa.delete(_T).where(_T.c.id == row["id"]))
     session.execute(sa.insert(_T).values(**row))
 
 

@@ -195,6 +195,20 @@ def test_handshake_activates_and_carries_the_headers(
     assert again.status_code == 200 and again.get_json()["status"] == "requested"
     worker.run_until_idle()
     assert [h["Authorization"] for h, _ in receiver.received] == ["Bearer receiver-secret"] * 2
+    fhir.call("PUT", "/Patient/a", {"resourceType": "Patient", "id": "a"})
+    plan = {
+        "resourceType": "CarePlan",
+        "status": "active",
+        "intent": "plan",
+        "subject": {"reference": "Patient/a"},
+    }
+    fhir.create(plan)
+    worker.run_until_idle()
+    assert receiver.numbers(id_) == [1]  # numbering started over with the new request
+    fhir.call("PUT", f"/Subscription/{id_}", bare(stored))
+    fhir.create(plan)  # an event of the re-requested subscription: number 1 again, no clash
+    worker.run_until_idle()
+    assert receiver.numbers(id_) == [1, 1]
     unknown = {**bare(stored), "channel": {**stored["channel"], "header": ["X-Other: [redacted]"]}}
     r = fhir.call("PUT", f"/Subscription/{id_}", unknown)
     assert r.status_code == 422 and r.get_json()["issue"][0]["expression"] == [
@@ -550,6 +564,8 @@ def test_refused_tokens(app: Any, fhir: FhirClient, worker: DeliveryWorker, rece
         content_type="application/json-patch+json",
     )
     assert patch.status_code == 405
+    conditional = fhir.call("PUT", "/Subscription?status=active", body)
+    assert conditional.status_code == 405 and conditional.get_json()["issue"][0]["code"] == "not-supported"
 
 
 # -- the delivery thread of a real server, across a restart ------------------------------------------

@@ -285,8 +285,10 @@ def update_subscription(repo: FhirRepository, ctx: AccessContext, req: FhirReque
 
 
 def refuse_patch() -> FhirResponse:
-    """PATCH /Subscription/id: refused (a change is checked whole and shaken hands on again: PUT)."""
-    raise MethodNotAllowedError("A Subscription is changed with PUT (checked again, new handshake)")
+    """PATCH /Subscription/id and a conditional PUT /Subscription?...: refused (PUT /Subscription/id)."""
+    raise MethodNotAllowedError(
+        "A Subscription is changed with PUT /Subscription/id (checked again, new handshake)"
+    )
 
 
 # -- notifications -----------------------------------------------------------------------------

@@ -175,12 +175,13 @@ def test_unknown_episode_view_is_404(fhir: FhirClient) -> None:
 
 
 def patient_token(app: Any, pid: str, scope: str) -> str:
-    """A SMART app launch token of the patient's own user (authorization code with PKCE)."""
-    add_user(app, f"pat{pid}", "patient", f"Patient/{pid}")
+    """A SMART app launch token of a user of the patient (authorization code with PKCE)."""
+    name = f"pat-{secrets.token_hex(4)}"
+    add_user(app, name, "patient", f"Patient/{pid}")
     client_id, _ = add_app(app, scope)
     verifier = secrets.token_urlsafe(48)
     c = app.test_client()
-    code = get_code(c, authorize_params(client_id, scope, verifier), f"pat{pid}")["code"]
+    code = get_code(c, authorize_params(client_id, scope, verifier), name)["code"]
     return str(exchange(c, client_id, code, verifier).get_json()["access_token"])
 
 
@@ -204,3 +205,10 @@ def test_scopes_and_patients_apply(app: Any, fhir: FhirClient) -> None:
     # ... and cannot link a write to it (read-only token: 403 before anything is written).
     r = post(pat, "/rehab/sessions", {"patient": a, "episode": ea, **SESSION})
     assert r.status_code == 403
+    # A patient token that may write opens no episode for another patient (who "does not exist").
+    writer = FhirClient(
+        app.test_client(), patient_token(app, a, "launch/patient openid fhirUser patient/*.cruds")
+    )
+    r = post(writer, "/rehab/episodes", {"patient": b, **EPISODE})
+    assert r.status_code == 400 and r.get_json()["issue"][0]["expression"] == ["patient"]
+    assert count(fhir, "EpisodeOfCare") == 2

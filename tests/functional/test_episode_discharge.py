@@ -13,6 +13,7 @@ from tests.conftest import client_credentials_token
 from tests.functional.test_episode import count
 from tests.functional.test_episode import open_episode
 from tests.functional.test_episode import patient
+from tests.functional.test_episode import patient_token
 from tests.functional.test_episode import post
 from tests.functional.test_episode import practitioner
 from tests.functional.test_episode_goals import KNEE
@@ -178,6 +179,14 @@ def test_discharge_needs_an_author_and_the_grants(app: Any, fhir: FhirClient) ->
     no_composition = FhirClient(app.test_client(), client_credentials_token(app, scope))
     r = post(no_composition, f"/rehab/episodes/{eid}/discharge", {**DISCHARGE, "author": "pt2"})
     assert r.status_code == 403
+    assert fhir.call("GET", f"/EpisodeOfCare/{eid}").get_json()["status"] == "active"
+    # Another patient's token, even one that may write: this episode does not exist for it.
+    other = patient(fhir)
+    theirs = FhirClient(
+        app.test_client(), patient_token(app, other, "launch/patient openid fhirUser patient/*.cruds")
+    )
+    r = post(theirs, f"/rehab/episodes/{eid}/discharge", {**DISCHARGE, "author": "pt2"})
+    assert r.status_code == 404 and r.get_json()["issue"][0]["code"] == "not-found"
     assert fhir.call("GET", f"/EpisodeOfCare/{eid}").get_json()["status"] == "active"
 
 

@@ -14,6 +14,7 @@ from fhir_mapping import measures_csv
 from tests.conftest import FhirClient
 from tests.conftest import client_credentials_token
 from tests.functional.test_episode import patient
+from tests.functional.test_episode import patient_token
 from tests.functional.test_episode import post
 from tests.functional.test_rehab import SESSION
 
@@ -77,3 +78,7 @@ def test_grants_and_patients_apply(app: Any, fhir: FhirClient) -> None:
     assert get_csv(app, only_a, a).status_code == 200
     r = get_csv(app, "not-a-token", b)
     assert r.status_code == 401
+    # A patient's own token reads their measures; another patient's "does not exist".
+    mine = patient_token(app, a, "launch/patient openid fhirUser patient/*.rs")
+    assert get_csv(app, mine, a).status_code == 200
+    assert get_csv(app, mine, b).status_code == 404

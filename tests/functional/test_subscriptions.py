@@ -32,6 +32,12 @@ from tests.functional.test_referential_integrity import patient_token
 
 pytestmark = pytest.mark.pg
 PT = topics.PT_MEASURES
+PLAN = {
+    "resourceType": "CarePlan",
+    "status": "active",
+    "intent": "plan",
+    "subject": {"reference": "Patient/a"},
+}
 
 
 class Receiver:
@@ -196,17 +202,11 @@ def test_handshake_activates_and_carries_the_headers(
     worker.run_until_idle()
     assert [h["Authorization"] for h, _ in receiver.received] == ["Bearer receiver-secret"] * 2
     fhir.call("PUT", "/Patient/a", {"resourceType": "Patient", "id": "a"})
-    plan = {
-        "resourceType": "CarePlan",
-        "status": "active",
-        "intent": "plan",
-        "subject": {"reference": "Patient/a"},
-    }
-    fhir.create(plan)
+    fhir.create(PLAN)
     worker.run_until_idle()
     assert receiver.numbers(id_) == [1]  # numbering started over with the new request
     fhir.call("PUT", f"/Subscription/{id_}", bare(stored))
-    fhir.create(plan)  # an event of the re-requested subscription: number 1 again, no clash
+    fhir.create(PLAN)  # an event of the re-requested subscription: number 1 again, no clash
     worker.run_until_idle()
     assert receiver.numbers(id_) == [1, 1]
     unknown = {**bare(stored), "channel": {**stored["channel"], "header": ["X-Other: [redacted]"]}}
@@ -227,14 +227,7 @@ def test_each_topic_notifies_what_it_defines(
     patients(fhir, "a")
     measure = fhir.create(obs("a", (PT, "tug")))
     fhir.create(obs("a", ("http://loinc.org", "8867-4")))  # no catalog code: no event
-    plan = fhir.create(
-        {
-            "resourceType": "CarePlan",
-            "status": "active",
-            "intent": "plan",
-            "subject": {"reference": "Patient/a"},
-        }
-    )
+    plan = fhir.create(PLAN)
     goal = {
         "resourceType": "Goal",
         "lifecycleStatus": "active",
@@ -313,14 +306,7 @@ def test_retry_after_the_receiver_fails_keeps_order(
     receiver.fail_next = 2
     patients(fhir, "a")
     for _ in range(3):
-        fhir.create(
-            {
-                "resourceType": "CarePlan",
-                "status": "active",
-                "intent": "plan",
-                "subject": {"reference": "Patient/a"},
-            }
-        )
+        fhir.create(PLAN)
     worker.run_once()  # first attempt: 500
     assert fhir.call("GET", f"/Subscription/{id_}").get_json()["status"] == "error"
     worker.run_until_idle()
@@ -335,25 +321,11 @@ def test_an_endpoint_that_keeps_failing_is_turned_off(
     id_ = subscribe(fhir, worker, subscription("careplan-changed", receiver.url))
     receiver.always_fail = True
     patients(fhir, "a")
-    fhir.create(
-        {
-            "resourceType": "CarePlan",
-            "status": "active",
-            "intent": "plan",
-            "subject": {"reference": "Patient/a"},
-        }
-    )
+    fhir.create(PLAN)
     worker.run_until_idle()
     stored = fhir.call("GET", f"/Subscription/{id_}").get_json()
     assert stored["status"] == "off" and "attempt 3 of 3" in stored["error"]
-    fhir.create(
-        {
-            "resourceType": "CarePlan",
-            "status": "active",
-            "intent": "plan",
-            "subject": {"reference": "Patient/a"},
-        }
-    )
+    fhir.create(PLAN)
     receiver.always_fail = False
     assert worker.run_until_idle() == 0 and receiver.numbers(id_) == []  # off: nothing more
 
@@ -382,23 +354,9 @@ def test_a_deleted_subscription_is_never_notified(
     id_ = subscribe(fhir, worker, subscription("careplan-changed", receiver.url))
     receiver.received.clear()
     patients(fhir, "a")
-    fhir.create(
-        {
-            "resourceType": "CarePlan",
-            "status": "active",
-            "intent": "plan",
-            "subject": {"reference": "Patient/a"},
-        }
-    )
+    fhir.create(PLAN)
     assert fhir.call("DELETE", f"/Subscription/{id_}").status_code in (200, 204)
-    fhir.create(
-        {
-            "resourceType": "CarePlan",
-            "status": "active",
-            "intent": "plan",
-            "subject": {"reference": "Patient/a"},
-        }
-    )
+    fhir.create(PLAN)
     assert worker.run_until_idle() == 0 and receiver.received == []
 
 

@@ -5,7 +5,10 @@
 Loads Patients and Observations once (audited), then serves the same database twice,
 `REHABFHIR_AUDIT=on` (the default: every read appends an AuditEvent to the hash chain before
 the response is sent) and `REHABFHIR_AUDIT=off` (benchmark-only switch), and reads every
-Observation by id in random order. Prints reads/s, p50/p99 and the overhead. See bench/README.md.
+Observation by id in random order. Prints reads/s, p50/p99, server CPU per read (all gunicorn
+processes, from /proc; PostgreSQL's backends too on PostgreSQL), the load average during the
+reads, and the overhead. On a shared machine the CPU per read is the figure to compare: the
+rate follows whatever else runs. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import bearer  # noqa: E402
+import core
 import loadgen
 import orjson
 import pt_data
@@ -44,8 +48,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(database_url: str, audit: str, workers: int, workdir: Path) -> Iterator[int]:
-    """Run this checkout's `rehabfhir serve` with REHABFHIR_AUDIT=audit; yield its port."""
+def serve(database_url: str, audit: str, workers: int, workdir: Path) -> Iterator[tuple[int, int]]:
+    """Run this checkout's `rehabfhir serve` with REHABFHIR_AUDIT=audit; yield its port and pid."""
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "REHABFHIR_AUDIT": audit, "PYTHONPATH": str(REPO)}
     # The audit witness file goes to the temp directory, not into the checkout (cwd).
@@ -74,12 +78,14 @@ def serve(database_url: str, audit: str, workers: int, workdir: Path) -> Iterato
     try:
         for _ in range(400):
             if proc.poll() is not None:
-                raise SystemExit(f"server exited; see {log.name}")
+                log.close()
+                tail = Path(log.name).read_text(errors="replace")[-3000:]
+                raise SystemExit(f"server exited; {log.name} ends:\n{tail}")
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"http://{HOST}:{port}/metadata", timeout=5):
                     break
             time.sleep(0.25)
-        yield port
+        yield port, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -107,24 +113,37 @@ def load(port: int, n: int, concurrency: int) -> list[str]:
     return [v for v in made.outputs.values() if v]
 
 
-def reads(port: int, ids: list[str], args: argparse.Namespace) -> loadgen.PhaseResult:
-    """Warm up, then read every id once in random order."""
+class Reads:
+    """One read phase: the load generator's result, CPU ms per read and the load average."""
+
+    def __init__(self, result: loadgen.PhaseResult, server_ms: float, pg_ms: float, load: float) -> None:
+        self.result, self.server_ms, self.pg_ms, self.load = result, server_ms, pg_ms, load
+
+
+def reads(port: int, pid: int, ids: list[str], args: argparse.Namespace, pg: bool) -> Reads:
+    """Warm up, then read every id once in random order (server CPU measured over the reads)."""
     spec = ("http", HOST, port)
     jobs = [("GET", f"/Observation/{i}", None) for i in ids]
     loadgen.run(spec, jobs[: 20 * args.concurrency], args.concurrency, 1)
     random.Random(7).shuffle(jobs)
-    return loadgen.run(spec, jobs, args.concurrency, args.client_procs)
+    s0, p0 = core._cpu_of(root=pid), core._cpu_of(comm="postgres") if pg else 0.0
+    result = loadgen.run(spec, jobs, args.concurrency, args.client_procs)
+    ok = max(1, result.n - result.errors)
+    server_ms = (core._cpu_of(root=pid) - s0) / ok * 1000
+    pg_ms = (core._cpu_of(comm="postgres") - p0) / ok * 1000 if pg else 0.0
+    return Reads(result, server_ms, pg_ms, os.getloadavg()[0])
 
 
-def audit_rows(database_url: str) -> int:
-    """How many audit records the database holds."""
+def audit_rows(database_url: str) -> tuple[int, int]:
+    """How many audit records and signed heads (one per group commit) the database holds."""
     import sqlalchemy as sa
 
     engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.connect() as conn:
         count = int(conn.execute(sa.text("SELECT count(*) FROM audit_event")).scalar_one())
+        heads = int(conn.execute(sa.text("SELECT count(*) FROM audit_checkpoint")).scalar_one())
     engine.dispose()
-    return count
+    return count, heads
 
 
 @contextlib.contextmanager
@@ -145,22 +164,27 @@ def database(kind: str, workdir: Path, admin_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def run_db(kind: str, args: argparse.Namespace) -> list[tuple[str, str, loadgen.PhaseResult, int]]:
+def run_db(kind: str, args: argparse.Namespace) -> list[tuple[str, str, Reads, int]]:
     """Load once, then read with auditing on and off (on twice, before and after, to see drift)."""
     out = []
     with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp), args.pg_admin) as url:
-        with serve(url, "on", args.workers, Path(tmp)) as port:
+        with serve(url, "on", args.workers, Path(tmp)) as (port, _):
             bearer.authorize(port, url)
             ids = load(port, args.n, args.concurrency)
         for mode in ("on", "off", "on"):
             before = audit_rows(url)
-            with serve(url, mode, args.workers, Path(tmp)) as port:
+            with serve(url, mode, args.workers, Path(tmp)) as (port, pid):
                 bearer.authorize(port, url)
-                result = reads(port, ids, args)
-            out.append((kind, mode, result, audit_rows(url) - before))
+                r = reads(port, pid, ids, args, kind == "postgres")
+            after = audit_rows(url)
+            rows, groups = after[0] - before[0], after[1] - before[1]
+            out.append((kind, mode, r, rows))
+            res = r.result
+            pg = f" + pg {r.pg_ms:5.2f}" if kind == "postgres" else ""
             print(
-                f"  {kind:<9} audit={mode:<3} {result.rate:8.0f} reads/s  p50 {result.percentile(50):6.2f} ms"
-                f"  p99 {result.percentile(99):6.2f} ms  errors={result.errors}  audit rows +{out[-1][3]}",
+                f"  {kind:<9} audit={mode:<3} {res.rate:8.0f} reads/s  p50 {res.percentile(50):6.2f} ms"
+                f"  p99 {res.percentile(99):6.2f} ms  cpu/read {r.server_ms:5.2f} ms{pg}  load {r.load:4.1f}"
+                f"  errors={res.errors}  audit rows +{rows} in {groups} groups",
                 flush=True,
             )
     return out
@@ -182,10 +206,14 @@ def main(argv: list[str] | None = None) -> None:
     kinds = ("sqlite", "postgres") if args.db == "both" else (args.db,)
     for kind in kinds:
         rows = run_db(kind, args)
-        on = sum(r[2].rate for r in rows if r[1] == "on") / 2
-        off = next(r[2].rate for r in rows if r[1] == "off")
+        on = sum(r[2].result.rate for r in rows if r[1] == "on") / 2
+        off = next(r[2].result.rate for r in rows if r[1] == "off")
+        cpu_on = sum(r[2].server_ms + r[2].pg_ms for r in rows if r[1] == "on") / 2
+        cpu_off = next(r[2].server_ms + r[2].pg_ms for r in rows if r[1] == "off")
         print(
-            f"  {kind}: reads/s audited {on:.0f} vs unaudited {off:.0f} -> overhead {100 * (1 - on / off):.1f}%"  # noqa: E501
+            f"  {kind}: reads/s audited {on:.0f} vs unaudited {off:.0f}"
+            f" -> overhead {100 * (1 - on / off):.1f}%;"
+            f" CPU/read {cpu_on:.2f} vs {cpu_off:.2f} ms -> +{100 * (cpu_on / cpu_off - 1):.1f}%"
         )
 
 

@@ -200,18 +200,10 @@ def lock_head(session: so.Session) -> tuple[int | None, str]:
     return (None, GENESIS) if row is None else (row.pk, row.hash)
 
 
-def append(
-    session: so.Session, facts: Sequence[AuditFacts], keyring: Keyring, witness: Any = None
-) -> Head | None:
-    """Append records and their signed head inside the caller's write transaction; return the head.
-
-    With a witness, (witness, head) is left in session.info[PENDING_HEAD]: witness.py publishes
-    it once the transaction has committed and drops it if it rolls back. Runs on the session's
-    connection with prebuilt statements and one multi-row INSERT: this is on every request's path.
-    """
-    if not facts:
-        return None
-    head_pk, prev = lock_head(session)
+def link_rows(
+    facts: Sequence[AuditFacts], keyring: Keyring, head_pk: int | None, prev: str
+) -> list[dict[str, Any]]:
+    """The rows that extend a chain whose head is (head_pk, prev): columns, pk, key id and links."""
     seq, kid, key = head_pk or 0, keyring.key_id, keyring.key
     rows = []
     for fact in facts:
@@ -221,13 +213,34 @@ def append(
         cols.update(pk=seq, key_id=kid, prev_hash=prev, hash=digest)
         rows.append(cols)
         prev = digest
+    return rows
+
+
+def append(target: Any, facts: Sequence[AuditFacts], keyring: Keyring, witness: Any = None) -> Head | None:
+    """Append records and their signed head; return the head.
+
+    On a Session: inside the caller's write transaction; with a witness, (witness, head) is left
+    in session.info[PENDING_HEAD]: witness.py publishes it once the transaction has committed and
+    drops it if it rolls back. Runs on the session's connection with prebuilt statements and one
+    multi-row INSERT. On anything else (appender.DirectAppender, the group commit of reads): the
+    target runs the append in a transaction of its own on its own connection, commits it and
+    writes the head to the witness (not yet fsync'd: the caller makes it durable, see batching.py).
+    """
+    if not facts:
+        return None
+    if not isinstance(target, so.Session):
+        return target.append(facts, keyring, witness)  # type: ignore[no-any-return]
+    session = target
+    head_pk, prev = lock_head(session)
+    rows = link_rows(facts, keyring, head_pk, prev)
+    seq, prev = rows[-1]["pk"], rows[-1]["hash"]
     conn = session.connection()
     conn.execute(_INSERT, rows)
     moment = now()
     head = sign_head(keyring, seq, prev, moment)
     conn.execute(
         _INSERT_HEAD,
-        {"created": moment, "event_pk": seq, "head_hash": prev, "signature": head.sig, "key_id": kid},
+        {"created": moment, "event_pk": seq, "head_hash": prev, "signature": head.sig, "key_id": head.kid},
     )
     if witness is not None:
         session.info[PENDING_HEAD] = (witness, head)

@@ -59,6 +59,7 @@ EXTENSION = "rehabfhir.audit"
 NDJSON = "application/fhir+ndjson"
 BATCHER = "rehabfhir.audit_batcher"
 HEAD_TIMER = "rehabfhir.audit_head_timer"
+EXPECTED = "audit_expected"  # flask.g: this request was announced to the group commit
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,19 @@ def _other_facts(response: flask.Response) -> list[AuditFacts]:
 
 def _append(facts: list[AuditFacts]) -> None:
     """Commit the events of a request that wrote nothing (group commit with concurrent requests)."""
-    flask.current_app.extensions[BATCHER].write(facts)
+    flask.current_app.extensions[BATCHER].write(facts, expected=flask.g.pop(EXPECTED, False))
+
+
+def _expect() -> None:
+    """Announce the request to the group commit: a leader may wait briefly for its events."""
+    flask.current_app.extensions[BATCHER].expect()
+    flask.g.setdefault(EXPECTED, True)
+
+
+def _unexpect(*_: Any) -> None:
+    """The request queues no (more) events for the group commit."""
+    if flask.g.pop(EXPECTED, False):
+        flask.current_app.extensions[BATCHER].unexpect()
 
 
 def _audit_response(response: flask.Response) -> flask.Response:
@@ -391,6 +404,8 @@ def _audit_response(response: flask.Response) -> flask.Response:
         facts = _request_facts(response) if blueprint not in _OTHER else _other_facts(response)
         if facts:
             _append(facts)
+        elif flask.g.get("auth_event") is None:  # nothing to queue (a write audited in its transaction)
+            _unexpect()
     except Exception as exc:
         log.exception("audit write failed: refusing the response (fail closed)")
         if is_connection_lost(exc):  # the database is gone: no response still, but say retry (503)
@@ -436,6 +451,7 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
     if not cfg.enabled:
         log.warning("REHABFHIR_AUDIT=off: the audit trail is NOT written (benchmarks only)")
         return
+    from server.audit.appender import DirectAppender
     from server.audit.batching import GroupCommit
 
     cfg = replace(cfg, witness=Witness(cfg.witness_path, cfg.witness_max_bytes, cfg.head_sink))
@@ -443,10 +459,13 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
     if cfg.head_interval > 0:
         timer = HeadTimer(cfg.witness, app.extensions["rehabfhir.sessions"], cfg.head_interval)
         app.extensions[HEAD_TIMER] = timer.start()
-    app.extensions[BATCHER] = GroupCommit(
-        lambda session, facts: store.write_events(session, facts, cfg.keyring, cfg.witness),
-        app.extensions["rehabfhir.sessions"],
-    )
+    appender = DirectAppender(app.extensions["rehabfhir.engine"])
+
+    def _write_group(target: DirectAppender, facts: list[AuditFacts]) -> int:
+        store.write_events(target, facts, cfg.keyring, cfg.witness)
+        return target.ticket  # read by the leader before it hands leadership on
+
+    app.extensions[BATCHER] = GroupCommit(_write_group, lambda: appender, cfg.witness.sync)
 
     @app.before_request
     def _wrap_repository() -> None:
@@ -456,9 +475,12 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
             audited.verify_audit = _verify  # type: ignore[attr-defined]
             flask.g.repo = audited
         _capture_bundle()
+        if flask.request.endpoint not in _UNAUDITED:
+            _expect()
 
     app.after_request(_audit_response)
     app.after_request(_audit_auth)
+    app.teardown_request(_unexpect)
 
 
 def _verify() -> dict[str, Any]:

@@ -42,9 +42,17 @@ PARAMS = frozenset(SORTS) | {"address", "client"}
 
 
 def write_events(
-    session: so.Session, facts: Sequence[AuditFacts], keyring: chain.Keyring, witness: Any = None
+    session: so.Session | Any, facts: Sequence[AuditFacts], keyring: chain.Keyring, witness: Any = None
 ) -> None:
-    """Append events in a transaction of their own (reads, failures): commit and witness, or raise."""
+    """Append events in a transaction of their own (reads, failures): commit and witness, or raise.
+
+    On a Session the head is fsync'd to the witness before this returns. On an
+    appender.DirectAppender (the group commit) it is written but not yet fsync'd: the caller
+    makes it durable with witness.sync(appender.ticket) (batching.py).
+    """
+    if not isinstance(session, so.Session):
+        chain.append(session, facts, keyring, witness)
+        return
     start_write(session)  # ends or carries on a read's implicit transaction
     try:
         chain.append(session, facts, keyring, witness)

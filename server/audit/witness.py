@@ -86,34 +86,85 @@ class Witness:
         self.path = path
         self.max_bytes = max_bytes
         self.last_seq = 0  # newest head this process published
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the file descriptor and the write counter
+        self._sync_lock = threading.Lock()  # one fsync at a time; it covers every line written before it
+        self._fd, self._pid = -1, 0
+        self._written = 0  # lines this process wrote
+        self._synced = 0  # of which this many are known durable
         self._sink = _Sink(sink) if sink else None
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640))  # fail at start, not later
 
     def publish(self, head: Head) -> None:
         """Append one head and fsync it; raise if it could not be made durable."""
+        self.sync(self.write(head))
+
+    def write(self, head: Head) -> int:
+        """Append one head's line (in the OS's cache: it survives a killed process, not a power cut).
+
+        Returns a ticket for sync(). The file stays open between heads (one descriptor per
+        process); it is reopened when another process rotated it or it was removed.
+        """
         line = orjson.dumps(head.as_dict()) + b"\n"
         with self._lock:
             while True:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+                fd = self._open()
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                    if not _same_file(fd, self.path):
-                        continue  # rotated between open and lock: append to the new file
-                    os.write(fd, line)
-                    os.fsync(fd)
-                    if os.fstat(fd).st_size >= self.max_bytes:
-                        os.rename(self.path, f"{self.path}.{head.seq:015d}")
-                    break
+                    current = _same_file(fd, self.path)
+                    if current:
+                        os.write(fd, line)
+                        if os.fstat(fd).st_size >= self.max_bytes:
+                            os.fsync(fd)  # a rotated file is complete and durable
+                            os.rename(self.path, f"{self.path}.{head.seq:015d}")
                 finally:
-                    os.close(fd)  # releases the flock
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                if current:
+                    break
+                self._reopen()  # rotated (or removed) before the lock: append to the new file
+            self._written += 1
             self.last_seq = max(self.last_seq, head.seq)
+            ticket = self._written
         if self._sink is not None:
             self._sink.offer(head)
+        return ticket
+
+    def sync(self, ticket: int) -> None:
+        """Make the lines up to `ticket` durable: one fsync covers every line written before it.
+
+        Threads that wrote while an fsync ran share the next one (group fsync), so a burst of
+        heads costs far fewer fsyncs than heads. Lines of a file rotated meanwhile were
+        fsync'd before the rotation.
+        """
+        if self._synced >= ticket:
+            return
+        with self._sync_lock:
+            if self._synced >= ticket:
+                return
+            with self._lock:
+                target, fd = self._written, os.dup(self._open())
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._synced = max(self._synced, target)
+
+    def _open(self) -> int:
+        """This process's descriptor of the file (opened again after a fork)."""
+        if self._fd < 0 or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            self._pid = os.getpid()
+        return self._fd
+
+    def _reopen(self) -> None:
+        if self._fd >= 0 and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = -1
 
     def close(self) -> None:
-        """Stop the second sink's thread."""
+        """Close the file and stop the second sink's thread."""
+        with self._lock:
+            self._reopen()
         if self._sink is not None:
             self._sink.stop()
 

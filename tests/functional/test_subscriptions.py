@@ -410,6 +410,25 @@ def test_restart_in_the_middle_of_a_backlog(
     assert receiver.numbers(id_) == [1, 2, 2, 3, 4, 5]  # at least once, never out of order
 
 
+def test_two_workers_share_a_backlog_in_order(
+    app: Any, fhir: FhirClient, worker: DeliveryWorker, receiver: Receiver
+) -> None:
+    id_ = subscribe(fhir, worker, subscription("measure-observation", receiver.url))
+    receiver.received.clear()
+    patients(fhir, "a")
+    for v in range(8):
+        fhir.create(obs("a", (PT, "tug"), value=v))
+    # Two processes' workers at once: the lease lets one at a time send, oldest event first.
+    workers = [DeliveryWorker(app.extensions["rehabfhir.sessions"], worker.config) for _ in range(2)]
+    threads = [threading.Thread(target=w.run_until_idle) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    worker.run_until_idle()  # whatever a lease held back when both stopped
+    assert receiver.numbers(id_) == list(range(1, 9))
+
+
 # -- security ---------------------------------------------------------------------------------------
 
 

@@ -17,11 +17,14 @@ from sqlalchemy import orm as so
 from server.errors import FhirError
 from server.errors import InvalidRequestError
 from server.errors import ServiceUnavailableError
+from server.store.sqlite_queue import connection_factory
 
 # Execution option a write transaction sets so SQLite takes the write lock up front
 # (BEGIN IMMEDIATE): a deferred transaction that reads and then writes can fail with
 # SQLITE_BUSY instead of waiting, which would lose a concurrent update.
 WRITE_OPTION = "rehabfhir_write"
+# Seconds a SQLite writer waits for its turn (sqlite_queue.py) or, outside the queue, for the lock.
+SQLITE_TIMEOUT = 60.0
 
 
 def normalise_url(url: str) -> str:
@@ -36,12 +39,14 @@ def make_engine(database_url: str, **kwargs: Any) -> sa.Engine:
     """Create an engine; on SQLite enable WAL, foreign keys and explicit BEGIN handling."""
     url = normalise_url(database_url)
     if url.startswith("sqlite"):
-        engine = sa.create_engine(
-            url,
-            connect_args={"timeout": 60, "check_same_thread": False},
-            **kwargs,
-        )
-        _configure_sqlite(engine, memory=":memory:" in url or url in ("sqlite://", "sqlite:///"))
+        memory = ":memory:" in url or url in ("sqlite://", "sqlite:///")
+        connect_args: dict[str, Any] = {"timeout": SQLITE_TIMEOUT, "check_same_thread": False}
+        path = sa.make_url(url).database
+        if not memory and path and not path.startswith("file:"):
+            # Writers take turns in arrival order instead of convoying on the lock (sqlite_queue.py).
+            connect_args["factory"] = connection_factory(path, SQLITE_TIMEOUT)
+        engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+        _configure_sqlite(engine, memory=memory)
         return engine
     parsed, kwargs["connect_args"] = _prepare_threshold(url, dict(kwargs.pop("connect_args", {})))
     kwargs.setdefault("pool_size", 10)
@@ -80,7 +85,7 @@ def _configure_sqlite(engine: sa.Engine, *, memory: bool) -> None:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_TIMEOUT * 1000)}")  # writers outside the queue
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -19,6 +19,7 @@ from fhir_mapping import catalog
 from fhir_mapping import measures_csv
 from fhir_mapping import outcomes
 from fhir_mapping import plans
+from fhir_mapping import questionnaires
 from fhir_mapping import schemas
 from fhir_mapping import sensors
 from fhir_mapping import sessions
@@ -172,13 +173,16 @@ def catalog_entry(m: catalog.Measure) -> dict[str, Any]:
 
 
 def seed_terminology(app: flask.Flask, settings: Settings) -> list[str]:
-    """Store our CodeSystems, ValueSets and ConceptMap (missing or changed ones) as the system."""
+    """Store our CodeSystems, ValueSets, ConceptMap and instrument Questionnaires (missing or changed)."""
     from server.store.repository import SqlRepository
 
     session = app.extensions["rehabfhir.sessions"]()
     try:
         req = FhirRequest(method="PUT", base_url=settings.public_base_url)
-        return terminology.seed(SqlRepository(session), SYSTEM, req)
+        repo = SqlRepository(session)
+        return terminology.seed(repo, SYSTEM, req) + terminology.store_missing(
+            repo, SYSTEM, req, questionnaires.resources()
+        )
     finally:
         session.close()
 

@@ -348,6 +348,7 @@ def http_run(kind: str, args: argparse.Namespace) -> list[str]:
             argv = [core._rehabfhir(), "serve", "--workers", str(args.workers)]
             port, pid = stack.enter_context(core._serve(argv, "/metadata", env, workdir))
             bearer.authorize(port, url)
+            start_rss = rss_kib(pid)[0]
             spec = ("http", core.HOST, port)
             s0, p0 = core._cpu_of(root=pid), core._cpu_of(comm="postgres") if kind != "sqlite" else 0.0
             result = loadgen.run(spec, jobs, args.concurrency, 2)
@@ -368,7 +369,8 @@ def http_run(kind: str, args: argparse.Namespace) -> list[str]:
             rss, hwm = rss_kib(pid)
             lines.append(
                 f"{kind:8} HTTP export {count} resources in {secs:.1f}s = {count / secs:.0f} resources/s;"
-                f" largest server process RSS {rss / 1024:.0f} MiB (peak {hwm / 1024:.0f} MiB)"
+                f" largest server process RSS {rss / 1024:.0f} MiB (peak {hwm / 1024:.0f} MiB,"
+                f" {start_rss / 1024:.0f} MiB after start-up)"
             )
             print(lines[-1], flush=True)
     return lines

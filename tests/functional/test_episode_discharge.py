@@ -21,13 +21,6 @@ from tests.functional.test_episode_plan import CERT
 from tests.functional.test_rehab import SESSION
 
 pytestmark = pytest.mark.pg
-KNEE_GOAL = {
-    "measure": "joint_rom_knee_flexion",
-    "side": "left",
-    "target": 120,
-    "unit": "deg",
-    "due": "2027-01-15",
-}
 BRIDGES = {
     "exercise": "Bridges",
     "sets": 3,

@@ -18,8 +18,10 @@ connection takes its turn before a statement that starts a write: `BEGIN IMMEDIA
 `BEGIN EXCLUSIVE`, or a data or schema change (INSERT, UPDATE, DELETE, REPLACE, CREATE, DROP,
 ALTER, ...) when it does not hold the turn yet -- inside a deferred (read) transaction that now
 writes, or in autocommit. It gives the turn back as soon as it is no longer in a transaction
-(COMMIT, ROLLBACK, a failed BEGIN, an error that rolled back, close). Reads (SELECT, deferred
-BEGIN) never queue: under WAL they go on while one connection writes.
+(COMMIT, ROLLBACK, a failed BEGIN, an error that rolled back, close). A script
+(`executescript`) always takes the turn. Reads (SELECT, deferred BEGIN) never queue: under WAL
+they go on while one connection writes. A connection copied into a forked child never gives
+back a turn it took in the parent (the child's queue is its own).
 
 A turn is waited for at most the busy timeout (then `sqlite3.OperationalError: database is
 locked`, as SQLite itself would have answered), so a thread that holds a write and waits for
@@ -159,6 +161,13 @@ class QueuedCursor(sqlite3.Cursor):
         finally:
             self.connection.settle()
 
+    def executescript(self, sql_script: str, /) -> QueuedCursor:
+        self.connection.before("-- a script may write")  # not parsed: always takes the turn
+        try:
+            return super().executescript(sql_script)
+        finally:
+            self.connection.settle()
+
 
 class QueuedConnection(sqlite3.Connection):
     """sqlite3 connection that queues for the writer turn (see the module docstring)."""
@@ -169,12 +178,14 @@ class QueuedConnection(sqlite3.Connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.holds_turn = False
+        self._turn_pid = 0
 
     def before(self, sql: str) -> None:
         """Take the turn before a statement that starts to write (unless already held)."""
         if not self.holds_turn and _starts_write(sql):
             self.writer_queue.acquire(self.queue_timeout)
             self.holds_turn = True
+            self._turn_pid = os.getpid()
 
     def settle(self) -> None:
         """Give the turn back once no transaction is open (committed, rolled back, failed)."""
@@ -183,7 +194,8 @@ class QueuedConnection(sqlite3.Connection):
 
     def _give(self) -> None:
         self.holds_turn = False
-        self.writer_queue.release()
+        if self._turn_pid == os.getpid():  # a forked child's copy never held the child's queue
+            self.writer_queue.release()
 
     def cursor(self, factory: Any = QueuedCursor) -> Any:  # type: ignore[override]
         return super().cursor(factory)
@@ -193,6 +205,9 @@ class QueuedConnection(sqlite3.Connection):
 
     def executemany(self, sql: str, seq_of_parameters: Any, /) -> Any:  # type: ignore[override]
         return self.cursor().executemany(sql, seq_of_parameters)
+
+    def executescript(self, sql_script: str, /) -> Any:  # type: ignore[override]
+        return self.cursor().executescript(sql_script)
 
     def commit(self) -> None:
         try:

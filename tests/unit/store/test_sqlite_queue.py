@@ -111,6 +111,9 @@ def test_write_transactions_hold_the_turn_until_they_end_reads_do_not_queue(engi
     with pytest.raises(sqlite3.IntegrityError):
         reader.execute("INSERT INTO t (pk, n) VALUES (1, 0)")
     assert not reader.holds_turn
+    # A script is not parsed: it takes the turn while it runs.
+    reader.executescript("UPDATE t SET n = 4; SELECT 1;")
+    assert not reader.holds_turn
     # Sessions' write transactions (BEGIN IMMEDIATE through the engine's begin hook) too.
     with engine.connect() as conn:
         with conn.execution_options(**{WRITE_OPTION: True}).begin():
@@ -211,19 +214,25 @@ def test_a_forked_child_has_a_queue_of_its_own(engine: sa.Engine) -> None:
     # A file description inherited at fork would share the parent's flock: the child's queue
     # starts afresh (no turn, no waiters, its own file) and waits for the parent's turn.
     queue = _queue(engine)
-    queue.acquire(1.0)
+    holder = _raw(engine)
+    holder.execute("BEGIN IMMEDIATE")
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
-        ok = not queue._busy and queue._file is None
-        queue.acquire(10.0)
-        os.write(write_end, b"y" if ok else b"n")
-        os._exit(0)
+        answer = b"n"
+        try:
+            ok = not queue._busy and queue._file is None
+            holder._give()  # the parent's connection, copied holding the turn: not the child's to give
+            queue.acquire(10.0)
+            answer = b"y" if ok else b"n"
+        finally:
+            os.write(write_end, answer)
+            os._exit(0)
     os.close(write_end)
     try:
         time.sleep(0.3)
         assert os.waitpid(pid, os.WNOHANG) == (0, 0)  # blocked on the parent's lock
-        queue.release()
+        holder.commit()
         assert os.read(read_end, 1) == b"y"
     finally:
         os.waitpid(pid, 0)

@@ -73,6 +73,23 @@ class GoalPatchSchema(Schema):
             raise ValidationError("Give achievement, lifecycle or note", field_name="achievement")
 
 
+def sought(goal: dict[str, Any]) -> bool:
+    """Whether a Goal is still sought (a measurement may move it)."""
+    return goal.get("lifecycleStatus") in SOUGHT
+
+
+def measure_codes(goals: list[dict[str, Any]]) -> list[str]:
+    """The `system|code` tokens of the goals' target measures (to search their Observations)."""
+    tokens = {
+        f"{c['system']}|{c['code']}"
+        for goal in goals
+        for target in goal.get("target") or []
+        for c in (target.get("measure") or {}).get("coding") or []
+        if c.get("system") and c.get("code")
+    }
+    return sorted(tokens)
+
+
 def achievement_of(goal: dict[str, Any]) -> str | None:
     """Return a Goal's achievement code, or None."""
     for c in (goal.get("achievementStatus") or {}).get("coding") or []:
@@ -139,7 +156,7 @@ def track(
     out = []
     for ref, goal in goals:
         clinic = read_goal(goal)
-        if clinic is None or goal.get("lifecycleStatus") not in SOUGHT:
+        if clinic is None or not sought(goal):
             continue
         found = evaluate(clinic, str(goal.get("startDate") or ""), measures)
         if found is None:

@@ -41,10 +41,14 @@ def track(patient: str, entries: list[Entry]) -> list[Update]:
     new = [(e.full_url, e.resource) for e in entries if e.resource["resourceType"] == "Observation"]
     if not new or not may_track():
         return []
-    found = search_all("Goal", [("subject", f"Patient/{patient}")])
-    if not found:
+    found = [
+        (ref, g) for ref, g in search_all("Goal", [("subject", f"Patient/{patient}")]) if goals.sought(g)
+    ]
+    measured = goals.measure_codes([g for _, g in found])
+    if not measured:
         return []
-    stored = search_all("Observation", [("subject", f"Patient/{patient}")])
+    # Only the points of the goals' measures: the cost follows them, not the patient's whole history.
+    stored = search_all("Observation", [("subject", f"Patient/{patient}"), ("code", ",".join(measured))])
     old = dict(found)
     return [
         (ref, old[ref], goal, goals.achievement_of(goal) or "")

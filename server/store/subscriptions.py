@@ -58,6 +58,7 @@ class SubscriptionState(Base):
     next_attempt: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime, nullable=True)
     last_sent: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime, nullable=True)
     heartbeat_due: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime, nullable=True)
+    ends: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime, nullable=True)  # Subscription.end
     error: so.Mapped[str | None] = so.mapped_column(sa.Text, nullable=True)
     claimed_by: so.Mapped[str | None] = so.mapped_column(sa.String(128), nullable=True)
     lease_until: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime, nullable=True)
@@ -105,6 +106,7 @@ class StateView:
     next_attempt: datetime | None
     last_sent: datetime | None
     error: str | None
+    ends: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,7 @@ def claim(session: so.Session, worker: str, lease: timedelta) -> StateView | Non
                 SubscriptionState.status == REQUESTED,
                 SubscriptionState.events > SubscriptionState.delivered,
                 SubscriptionState.heartbeat_due <= moment,
+                SubscriptionState.ends <= moment,  # to be turned off
             ),
         )
         .order_by(SubscriptionState.next_attempt)

@@ -77,9 +77,12 @@ def observe(repo: Any, stored: StoredResource) -> None:
     previous = _previous(repo, stored)
     fired = {url for url, t in candidates.items() if topics.fires(t, previous, current)}
     method = "POST" if previous is None else "PUT"
+    moment = stored.last_updated
     for state in sorted(live, key=lambda s: s.id):  # one lock order for every writer
         topic = candidates[state.topic]
-        if state.topic not in fired or not subscription.wanted(state, topic, current):
+        if state.topic not in fired or subscription.ended(state, moment):
+            continue
+        if not subscription.wanted(state, topic, current):
             continue
         if permits(grant_context(state), stored.type, "r", current):
             store.add_event(repo.session, state.id, (stored.type, stored.id, stored.version), method)

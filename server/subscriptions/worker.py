@@ -152,6 +152,12 @@ class DeliveryWorker:
     # -- one subscription ------------------------------------------------------------------
 
     def _deliver(self, state: Any) -> None:
+        if subscription.ended(state, now()):
+            error = "Subscription.end reached"
+            with self.factory() as session:
+                store.update(session, state.id, self.id, status=store.OFF, error=error)
+            self._set_resource_status(state, store.OFF, error)
+            return
         if state.status == store.REQUESTED:
             self._send(state, "handshake", [], state.delivered)
             return

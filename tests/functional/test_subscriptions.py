@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC
+from datetime import datetime
 from datetime import timedelta
 from typing import Any
 
@@ -358,6 +360,26 @@ def test_a_deleted_subscription_is_never_notified(
     assert fhir.call("DELETE", f"/Subscription/{id_}").status_code in (200, 204)
     fhir.create(PLAN)
     assert worker.run_until_idle() == 0 and receiver.received == []
+
+
+def test_subscription_end(fhir: FhirClient, worker: DeliveryWorker, receiver: Receiver) -> None:
+    past = fhir.call(
+        "POST",
+        "/Subscription",
+        {**subscription("careplan-changed", receiver.url), "end": "2020-01-01T00:00:00Z"},
+    )
+    assert past.status_code == 422 and past.get_json()["issue"][0]["expression"] == ["Subscription.end"]
+    soon = (
+        (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+    id_ = subscribe(fhir, worker, {**subscription("careplan-changed", receiver.url), "end": soon})
+    time.sleep(1.6)
+    patients(fhir, "a")
+    fhir.create(PLAN)  # after the end: no event
+    worker.run_until_idle()
+    assert receiver.numbers(id_) == []
+    stored = fhir.call("GET", f"/Subscription/{id_}").get_json()
+    assert (stored["status"], stored["error"]) == ("off", "Subscription.end reached")
 
 
 def test_events_and_status_operations(

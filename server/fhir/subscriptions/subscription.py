@@ -199,6 +199,27 @@ def _filters(resource: dict[str, Any], topic: topics.Topic) -> list[tuple[str, s
     return out
 
 
+def _end(value: Any) -> datetime | None:
+    """Subscription.end as naive UTC; one already past is refused."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise _invalid("end must be an instant", "Subscription.end") from None
+    if moment.tzinfo is None:
+        raise _invalid("end must be an instant with a time zone", "Subscription.end")
+    moment = moment.astimezone(UTC).replace(tzinfo=None)
+    if moment <= datetime.now(UTC).replace(tzinfo=None):
+        raise _invalid("end is in the past", "Subscription.end")
+    return moment
+
+
+def ended(state: Any, moment: datetime) -> bool:
+    """Whether the subscription's end (if any) has come."""
+    return state.ends is not None and state.ends <= moment
+
+
 def check(resource: dict[str, Any], ctx: AccessContext, cfg: Config) -> dict[str, Any]:
     """Check a Subscription against the IG, its topic and the token; return its state values."""
     topic = topics.BY_URL.get(str(resource.get("criteria") or ""))
@@ -224,6 +245,7 @@ def check(resource: dict[str, Any], ctx: AccessContext, cfg: Config) -> dict[str
     if timeout > cfg.max_timeout:
         raise _invalid(f"timeout may be at most {cfg.max_timeout} seconds", where)
     return {
+        "ends": _end(resource.get("end")),
         "topic": topic.url,
         "filters": _filters(resource, topic),
         "endpoint": _endpoint(channel, cfg.allow_loopback),

@@ -433,6 +433,7 @@ def test_kill_during_write_load_keeps_the_trail_intact(app: Any, database_url: s
     from tests.functional.test_audit_durability import kill
 
     acknowledged: list[str] = []
+    read: list[str] = []  # reads answered 200: their events came through the group commit
     with _server(database_url) as (base, proc):
         stop = threading.Event()
 
@@ -442,7 +443,8 @@ def test_kill_during_write_load_keeps_the_trail_intact(app: Any, database_url: s
                     status, body = call(base, "POST", "/Patient", {"resourceType": "Patient"})
                     if status == 201:
                         acknowledged.append(body["id"])
-                        call(base, "GET", f"/Patient/{body['id']}")
+                        if call(base, "GET", f"/Patient/{body['id']}")[0] == 200:
+                            read.append(body["id"])
 
         threads = [threading.Thread(target=load) for _ in range(6)]
         for t in threads:
@@ -460,7 +462,11 @@ def test_kill_during_write_load_keeps_the_trail_intact(app: Any, database_url: s
         audited = set(
             conn.execute(sa.text("SELECT resource FROM audit_event WHERE subtype = 'create'")).scalars()
         )
+        reads = set(
+            conn.execute(sa.text("SELECT resource FROM audit_event WHERE subtype = 'read'")).scalars()
+        )
     assert {f"Patient/{i}/_history/1" for i in acknowledged} <= audited  # nothing acknowledged is lost
+    assert read and {f"Patient/{i}/_history/1" for i in read} <= reads  # no answered read unaudited
     assert verify_path(app, app.extensions["rehabfhir.audit"].witness_path).intact  # before the restart
     with _server(database_url) as (base, _proc):
         from tests.functional.test_audit_durability import call as call_again

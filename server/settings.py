@@ -223,6 +223,11 @@ class Settings:
     subscription_max_timeout: int = setting(
         "REHABFHIR_SUBSCRIPTION_MAX_TIMEOUT", 30, "largest channel timeout (seconds) a subscription may set"
     )
+    subscription_event_days: float = setting(
+        "REHABFHIR_SUBSCRIPTION_EVENT_DAYS",
+        7.0,
+        "days a delivered notification event stays available to `$events` before it is removed",
+    )
 
     token_cache: bool = setting(
         "REHABFHIR_TOKEN_CACHE",

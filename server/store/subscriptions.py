@@ -241,6 +241,21 @@ def update(session: so.Session, id_: str, worker: str | None, **values: Any) -> 
     return bool(done)
 
 
+def prune(session: so.Session, before: datetime) -> int:
+    """Delete delivered events recorded before `before` (and every event of subscriptions gone); commit."""
+    delivered = sa.select(_T.c.delivered).where(_T.c.id == _E.c.subscription_id).scalar_subquery()
+    if session.in_transaction():
+        session.rollback()
+    begin_write(session)
+    gone = session.execute(
+        sa.delete(_E).where(
+            _E.c.recorded < before, sa.or_(delivered.is_(None), _E.c.number <= sa.func.coalesce(delivered, 0))
+        )
+    ).rowcount  # type: ignore[attr-defined]
+    session.commit()
+    return int(gone)
+
+
 def forget(session: so.Session, id_: str) -> None:
     """Stop a deleted subscription (its events stay until the state row goes)."""
     session.execute(sa.update(_T).where(_T.c.id == id_).values(status=OFF, error="deleted"))

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -54,6 +55,8 @@ class DeliveryConfig:
     retry_seconds: float = 2.0
     max_attempts: int = 5
     lease_seconds: float = 60.0
+    event_days: float = 7.0
+    prune_seconds: float = 300.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryConfig:
@@ -64,6 +67,7 @@ class DeliveryConfig:
             poll_seconds=settings.subscription_poll_seconds,
             retry_seconds=settings.subscription_retry_seconds,
             max_attempts=settings.subscription_max_attempts,
+            event_days=settings.subscription_event_days,
         )
 
 
@@ -141,6 +145,11 @@ class DeliveryWorker:
             with self.factory() as session:
                 store.update(session, state.id, self.id, claimed_by=None, lease_until=None)
         return True
+
+    def prune(self) -> int:
+        """Remove delivered events older than event_days; return how many."""
+        with self.factory() as session:
+            return store.prune(session, now() - timedelta(days=self.config.event_days))
 
     def run_until_idle(self, limit: int = 1000) -> int:
         """Run until nothing is due (tests, CLI); return how many leases were worked."""
@@ -267,8 +276,12 @@ class DeliveryWorker:
             log.exception("subscription %s: the delivery could not be audited", state.id)
 
     def _loop(self) -> None:
+        last_prune = 0.0
         while not self._stop.is_set():
             try:
+                if time.monotonic() - last_prune >= self.config.prune_seconds:
+                    last_prune = time.monotonic()
+                    self.prune()
                 while not self._stop.is_set() and self.run_once():
                     pass
             except Exception as exc:  # the database may be away for a moment: keep polling

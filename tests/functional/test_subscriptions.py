@@ -408,6 +408,24 @@ def test_events_and_status_operations(
     assert bad.status_code == 400 and bad.get_json()["issue"][0]["expression"] == ["eventsSinceNumber"]
 
 
+def test_old_delivered_events_are_pruned(
+    fhir: FhirClient, worker: DeliveryWorker, receiver: Receiver
+) -> None:
+    id_ = subscribe(fhir, worker, subscription("careplan-changed", receiver.url))
+    patients(fhir, "a")
+    fhir.create(PLAN)
+    worker.run_until_idle()  # event 1 delivered
+    receiver.always_fail = True
+    fhir.create(PLAN)
+    worker.run_once()  # event 2 not delivered
+    worker.config.event_days = 1
+    assert worker.prune() == 0  # none old enough
+    worker.config.event_days = -1  # everything is "old": only the delivered one goes
+    assert worker.prune() == 1
+    events = fhir.call("GET", f"/Subscription/{id_}/$events").get_json()["entry"][0]["resource"]
+    assert [e["eventNumber"] for e in events["notificationEvent"]] == ["2"]
+
+
 def test_restart_in_the_middle_of_a_backlog(
     app: Any, fhir: FhirClient, worker: DeliveryWorker, receiver: Receiver
 ) -> None:

@@ -7,6 +7,7 @@ same transaction as the resource.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm as so
@@ -52,14 +53,15 @@ class PendingRows:
     def flush(self, session: so.Session) -> None:
         """Send every queued row.
 
-        On PostgreSQL the INSERTs go out in one psycopg pipeline: one network round trip for
-        all tables instead of one per table (the rows need no RETURNING).
+        On PostgreSQL each table's rows go out as multi-row INSERTs (one statement per table
+        and column set, not one per row) in one psycopg pipeline: one network round trip for
+        all tables (the rows need no RETURNING).
         """
         # Parents first: resource rows, then versions, then index rows (foreign keys).
         order = {"resource": 0, "resource_version": 1}
         tables = [t for t in sorted(self.rows, key=lambda t: order.get(t.name, 2)) if self.rows[t]]
         conn = session.connection()
-        if conn.dialect.name == "postgresql" and len(tables) > 1:
+        if conn.dialect.name == "postgresql" and tables:
             import psycopg
 
             raw = conn.connection.driver_connection
@@ -67,7 +69,7 @@ class PendingRows:
                 with raw.pipeline(), raw.cursor() as cur:  # type: ignore[union-attr]
                     for table in tables:
                         for columns, rows in _by_columns(self.rows[table]).items():
-                            cur.executemany(_insert_sql(table, columns), rows)
+                            _insert_rows(cur, table, columns, rows)
             except psycopg.IntegrityError as exc:  # as SQLAlchemy would have raised it
                 self.rows.clear()
                 raise sa.exc.IntegrityError("INSERT (pipeline)", None, exc) from exc
@@ -77,7 +79,9 @@ class PendingRows:
         self.rows.clear()
 
 
-_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
+_SQL: dict[tuple[str, tuple[str, ...], int], str] = {}
+_SQL_CACHED_ROWS = 64  # statements for up to this many rows are kept (a bundle's larger ones are not)
+_MAX_PARAMS = 30_000  # bind parameters per statement (PostgreSQL allows 65 535)
 
 
 def _by_columns(rows: list[dict[str, object]]) -> dict[tuple[str, ...], list[dict[str, object]]]:
@@ -87,14 +91,24 @@ def _by_columns(rows: list[dict[str, object]]) -> dict[tuple[str, ...], list[dic
     return groups
 
 
-def _insert_sql(table: sa.Table, columns: tuple[str, ...]) -> str:
-    """`INSERT INTO t (a, b) VALUES (%(a)s, %(b)s)` for psycopg, cached per table and column set."""
-    key = (table.name, columns)
+def _insert_rows(cur: Any, table: sa.Table, columns: tuple[str, ...], rows: list[dict[str, object]]) -> None:
+    """Queue `rows` on a pipelined psycopg cursor as few multi-row INSERTs."""
+    per = max(1, _MAX_PARAMS // len(columns))
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        cur.execute(_insert_sql(table, columns, len(chunk)), [row[c] for row in chunk for c in columns])
+
+
+def _insert_sql(table: sa.Table, columns: tuple[str, ...], n: int) -> str:
+    """`INSERT INTO t (a, b) VALUES (%s, %s), (%s, %s)…` for psycopg, n rows, cached for small n."""
+    key = (table.name, columns, n)
     sql = _SQL.get(key)
     if sql is None:
         names = ", ".join(f'"{c}"' for c in columns)
-        values = ", ".join(f"%({c})s" for c in columns)
-        sql = _SQL[key] = f'INSERT INTO "{table.name}" ({names}) VALUES ({values})'
+        row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        sql = f'INSERT INTO "{table.name}" ({names}) VALUES {", ".join([row] * n)}'
+        if n <= _SQL_CACHED_ROWS:
+            _SQL[key] = sql
     return sql
 
 

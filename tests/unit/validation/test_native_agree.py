@@ -108,3 +108,52 @@ def test_shortcut_agrees_with_full_evaluation(warnings: bool, monkeypatch: pytes
 )
 def test_root_names(expression: str, names: tuple[str, ...] | None) -> None:
     assert inv.root_names(expression) == names
+
+
+EXISTENCE = {k: e for k, e in EXPRESSIONS.items() if inv.existence_terms(e) is not None}
+
+
+def test_existence_invariants_agree_with_fhirpath() -> None:
+    """`a.empty() or b.exists() …` decided from the node's keys agrees with fhirpathpy wherever it decides."""
+    assert {"qty-3", "cpt-2", "obs-3", "obs-6", "tim-1", "pat-1"} <= set(EXISTENCE)
+    broken = [
+        {"value": 3, "code": "kg"},  # qty-3 fails
+        {"value": "555", "use": "home"},  # cpt-2 fails
+        {"dataAbsentReason": {"text": "x"}, "valueQuantity": {"value": 1}},  # choice: left to fhirpathpy
+        {"duration": 2, "_durationUnit": {"extension": []}},  # extension-only primitive: fhirpathpy
+        {"period": 1, "periodMax": 2, "periodUnit": "d"},  # longer name sharing the prefix
+    ]
+    decided = failing = 0
+    for doc in [d for d in ALL_EXAMPLES if _small(d)] + [{"resourceType": "Basic", "extension": broken}]:
+        for _, node, resource, root in nodes(doc):
+            for key, expression in EXISTENCE.items():
+                terms = inv.existence_terms(expression)
+                assert terms is not None
+                if not any(k.lstrip("_").startswith(name) for name, _ in terms for k in node):
+                    continue
+                native = inv.existence_holds(terms, node)
+                if native is None:
+                    continue
+                assert native == fhirpath(key, node, "Element", resource, root), (key, node)
+                decided += 1
+                failing += not native
+    assert decided > 1000 and failing > 100, (decided, failing)
+
+
+def test_existence_invariants_enforced_on_write() -> None:
+    """qty-3 and cpt-2 still refuse a write when decided natively (they were fhirpathpy's before)."""
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "weight"},
+        "valueQuantity": {"value": 70, "unit": "kg", "code": "kg"},
+    }
+    found = walker.check("Observation", obs)
+    assert [(i["diagnostics"][:6], i["expression"]) for i in found] == [
+        ("qty-3:", ["Observation.value.ofType(Quantity)"])
+    ]
+    patient = {"resourceType": "Patient", "telecom": [{"value": "555-1234"}]}
+    found = walker.check("Patient", patient)
+    assert [(i["diagnostics"][:6], i["expression"]) for i in found] == [("cpt-2:", ["Patient.telecom[0]"])]
+    phone = {"resourceType": "Patient", "telecom": [{"system": "phone", "value": "5"}]}
+    assert walker.check("Patient", phone) == []

@@ -573,7 +573,7 @@ def test_refused_tokens(app: Any, fhir: FhirClient, worker: DeliveryWorker, rece
     assert r.status_code == 403 and r.get_json()["issue"][0]["code"] == "forbidden"
     id_ = subscribe(fhir, worker, body)
     other = FhirClient(app.test_client(), client_credentials_token(app))
-    assert other.call("PUT", f"/Subscription/{id_}", {**body, "id": id_}).status_code == 403
+    assert other.call("PUT", f"/Subscription/{id_}", {**body, "id": id_}).status_code == 404  # not revealed
     patch = fhir.call(
         "PATCH",
         f"/Subscription/{id_}",

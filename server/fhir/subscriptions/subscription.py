@@ -287,10 +287,8 @@ def _store(
             resp = create(repo, ctx, req, TYPE, body=resource, assigned_id=id_)
         else:
             old = cfg.store.state(repo, id_)
-            if old is not None and old.client_id != ctx.client_id:
-                raise ForbiddenError(
-                    "This subscription belongs to another client", message_id="MSG_FORBIDDEN"
-                )
+            if old is not None and old.client_id != ctx.client_id:  # another client's: invisible
+                raise NotFoundError(f"No subscription {id_}", message_id="MSG_NO_EXIST")
             values["headers"] = _restored(values["headers"], old)
             resp = update(repo, ctx, req, TYPE, id_, body=resource)
         cfg.store.record(repo, {"id": id_, "status": "requested", "base_url": req.base_url, **values})

@@ -160,6 +160,15 @@ class AuthStore:
             client.redirect_uris = json.dumps([*uris, uri])
         return True
 
+    def set_client_scope(self, client_id: str, scope: str) -> bool:
+        """Set a registered client's allowed scopes; return whether they changed."""
+        with self.write() as session:
+            client = session.get(AuthClient, client_id)
+            if client is None or client.scope == scope:
+                return False
+            client.scope = scope
+        return True
+
     # -- launch contexts and codes ------------------------------------------------------
 
     def add_launch(

@@ -35,7 +35,8 @@ bp = flask.Blueprint(
 # one from the audit console for AuditEvent (and Patient, to name whom an event is about).
 CLINICAL_SCOPES = (
     "openid fhirUser user/Patient.rs user/Observation.rs user/Goal.rs user/CarePlan.rs "
-    "user/Encounter.rs user/Procedure.rs user/QuestionnaireResponse.rs"
+    "user/Encounter.rs user/Procedure.rs user/QuestionnaireResponse.rs "
+    "user/EpisodeOfCare.rs user/Condition.rs user/ServiceRequest.rs user/Composition.rs"
 )
 AUDIT_SCOPES = "openid fhirUser user/AuditEvent.rs user/Patient.rs"
 REQUESTED_SCOPES = " ".join(dict.fromkeys((CLINICAL_SCOPES + " " + AUDIT_SCOPES).split()))
@@ -139,7 +140,8 @@ def register_client(app: flask.Flask, settings: Settings) -> str | None:
 
     The redirect URI comes only from configuration (REHABFHIR_BASE_URL, or `rehabfhir serve`'s
     http://HOST:PORT), never from a request's Host header, which a caller controls. A client
-    registered earlier under another base URL gets this one added (the operator moved the server).
+    registered earlier under another base URL gets this one added (the operator moved the server),
+    and its allowed scopes set to the pages' current ones (a newer release may ask for more).
     """
     ext = app.extensions.get("rehabfhir.auth")
     if ext is None:
@@ -147,6 +149,8 @@ def register_client(app: flask.Flask, settings: Settings) -> str | None:
     origin = urllib.parse.urlsplit(settings.public_base_url)
     redirect_uri = f"{origin.scheme}://{origin.netloc}/app/callback"
     if ext.store.client(CLIENT_NAME) is not None:
+        if ext.store.set_client_scope(CLIENT_NAME, REQUESTED_SCOPES):
+            log.info("client %s: allowed scopes updated to %s", CLIENT_NAME, REQUESTED_SCOPES)
         return redirect_uri if ext.store.add_redirect_uri(CLIENT_NAME, redirect_uri) else None
     try:
         ext.store.add_client(

@@ -114,6 +114,27 @@ def test_https_base_makes_the_session_cookie_secure_and_registers_the_client(tmp
         app.extensions["rehabfhir.engine"].dispose()
 
 
+def test_an_already_registered_pages_client_gets_the_current_scopes(tmp_path: pathlib.Path) -> None:
+    """A database from before the episode view: its pages client may not ask for EpisodeOfCare etc."""
+    from server import create_app
+    from server.api.app_routes import REQUESTED_SCOPES
+    from server.settings import Settings
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/x.db", testing=True)
+    app = create_app(settings)
+    try:
+        store = app.extensions["rehabfhir.auth"].store
+        old = "openid fhirUser user/Patient.rs user/Observation.rs"
+        assert store.set_client_scope("rehabfhir-web", old)
+        register_client(app, settings)  # what every start does
+        assert store.client("rehabfhir-web").scope == REQUESTED_SCOPES
+        assert "user/EpisodeOfCare.rs" in REQUESTED_SCOPES.split()
+        assert not store.set_client_scope("rehabfhir-web", REQUESTED_SCOPES)  # unchanged: no write
+        assert not store.set_client_scope("no-such-client", old)
+    finally:
+        app.extensions["rehabfhir.engine"].dispose()
+
+
 def test_pages_ship_as_package_data() -> None:
     import tomllib
 

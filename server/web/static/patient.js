@@ -1,9 +1,10 @@
 // Clinician view of GET /rehab/patients/{id}/progress: one chart and table per comparable series (what
 // defines it, points in time order, change, trend and last step), the left/right symmetry of sided series
 // (same-day pairs only), the within-session before/after changes and the points that were not counted;
-// then the active exercise program, goals and recent sessions.
+// then the active exercise program, goals, recent sessions and the episodes of care (episode.js).
 import { adherenceRows } from "./adherence.js";
 import { domainOf, lineChart, mcidEdge } from "./chart.js";
+import { renderEpisodes } from "./episode.js";
 import { fmtDate, fmtNum, fmtWhen, h, humanName, replace, state, unitLabel } from "./dom.js";
 import { api, ApiError } from "./smart.js";
 
@@ -531,5 +532,6 @@ export async function start() {
   renderProgram(resources(plans.ok, "CarePlan"));
   renderGoals(goalList, measures);
   renderSessions(encounterList, procedures, observations);
+  await renderEpisodes(id, goalList);
   status.hidden = true;
 }

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from server.errors import InvalidRequestError
 from server.errors import NotFoundError
+from server.fhir.access import OWNED_TYPES
 from server.fhir.access import AccessContext
 from server.fhir.access import visible_versions
 from server.fhir.bundles import Entry
@@ -61,6 +62,8 @@ def _counts_everything(ctx: AccessContext, type_: str | None) -> bool:
         return True
     if type_ is not None:
         return not ctx.confined(type_, "r")
+    if any(ctx.confined(owned, "r") for owned in OWNED_TYPES):  # another client's Subscriptions
+        return False
     return all(r.context != "patient" and not r.params and r.type == "*" for r in ctx.rules) and bool(
         ctx.rules
     )

@@ -1,0 +1,102 @@
+"""A Subscription is its owner's (issue 19): another client's token never sees it, on any read path.
+
+The owner is the client whose token created it, named by the owner tag (server.fhir.access
+OWNER_TAG) on every stored version; `permits` refuses other clients' versions and
+`restrict_query` keeps them out of search totals. Another client gets 404, like any resource it
+may not see.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from server.fhir.access import OWNER_TAG
+from server.subscriptions.worker import DeliveryWorker
+from tests.conftest import FhirClient
+from tests.conftest import client_credentials_token
+from tests.functional.test_subscriptions import Receiver
+from tests.functional.test_subscriptions import receiver  # noqa: F401  (fixture)
+from tests.functional.test_subscriptions import subscribe
+from tests.functional.test_subscriptions import subscription
+from tests.functional.test_subscriptions import worker  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.pg
+
+
+def owner_of(resource: dict[str, Any]) -> list[str]:
+    return [t["code"] for t in resource.get("meta", {}).get("tag", []) if t.get("system") == OWNER_TAG]
+
+
+def ids(bundle: dict[str, Any], type_: str = "Subscription") -> set[str]:
+    return {e["resource"]["id"] for e in bundle.get("entry", []) if e["resource"]["resourceType"] == type_}
+
+
+def not_found(r: Any) -> bool:
+    return r.status_code == 404 and r.get_json()["issue"][0]["code"] == "not-found"
+
+
+def test_another_clients_subscription_is_not_found(
+    app: Any,
+    worker: DeliveryWorker,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    a = FhirClient(app.test_client(), client_credentials_token(app))
+    b = FhirClient(app.test_client(), client_credentials_token(app))
+    mine = subscribe(a, worker, subscription("measure-observation", receiver.url))  # handshake: version 2
+    forged = subscription("measure-observation", receiver.url)
+    a_client = owner_of(a.call("GET", f"/Subscription/{mine}").get_json())
+    forged["meta"] = {"tag": [{"system": OWNER_TAG, "code": a_client[0]}]}  # B cannot claim A's
+    theirs = subscribe(b, worker, forged)
+
+    stored = a.call("GET", f"/Subscription/{mine}")
+    assert stored.status_code == 200 and stored.get_json()["status"] == "active"
+    assert len(a_client) == 1 and owner_of(stored.get_json()) == a_client
+    b_client = owner_of(b.call("GET", f"/Subscription/{theirs}").get_json())
+    assert len(b_client) == 1 and b_client != a_client
+
+    # read, vread, instance history: 404 for B, answered for A
+    assert not_found(b.call("GET", f"/Subscription/{mine}"))
+    assert not_found(b.call("GET", f"/Subscription/{mine}/_history/1"))
+    assert not_found(b.call("GET", f"/Subscription/{mine}/_history"))
+    assert a.call("GET", f"/Subscription/{mine}/_history/1").status_code == 200
+    assert len(a.call("GET", f"/Subscription/{mine}/_history").get_json()["entry"]) == 2
+    # type history and search: only B's own, in entries and in totals
+    assert ids(b.call("GET", "/Subscription/_history").get_json()) == {theirs}
+    everything = b.call("GET", "/_history?_count=500").get_json()  # system level: no total counting A's
+    assert mine not in ids(everything) and theirs in ids(everything) and "total" not in everything
+    found = b.call("GET", "/Subscription").get_json()
+    assert (found["total"], ids(found)) == (1, {theirs})
+    assert b.call("GET", f"/Subscription?_id={mine}").get_json()["total"] == 0
+    assert b.call("GET", f"/Subscription?_id={mine}&_summary=count").get_json()["total"] == 0
+    found = a.call("GET", "/Subscription").get_json()
+    assert (found["total"], ids(found)) == (1, {mine})
+    # a search across types
+    assert ids(b.call("GET", "/?_type=Subscription,Patient").get_json()) == {theirs}
+    untyped = b.call("GET", f"/?_id={mine},{theirs}").get_json()
+    assert (untyped["total"], ids(untyped)) == (1, {theirs})
+
+    # _include through references: each client's Provenance points to its own subscription
+    def provenance(target: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Provenance",
+            "target": [{"reference": f"Subscription/{target}"}],
+            "recorded": "2026-01-01T00:00:00Z",
+            "agent": [{"who": {"display": "tests"}}],
+        }
+
+    a.create(provenance(mine))
+    b.create(provenance(theirs))
+    refused = b.call("POST", "/Provenance", provenance(mine))  # A's does not exist for B
+    assert refused.status_code == 422 and "not a resource of this server" in refused.get_data(as_text=True)
+    included = b.call("GET", "/Provenance?_include=Provenance:target").get_json()
+    assert ids(included) == {theirs}
+    assert ids(a.call("GET", "/Provenance?_include=Provenance:target").get_json()) == {mine}
+    # a system/ grant is not an administrator's: it sees its own only
+    admin = FhirClient(app.test_client(), client_credentials_token(app, "system/Subscription.rs"))
+    assert not_found(admin.call("GET", f"/Subscription/{mine}"))
+    assert admin.call("GET", "/Subscription").get_json()["total"] == 0
+    # delete: as invisible as read
+    assert not_found(b.call("DELETE", f"/Subscription/{mine}"))
+    assert a.call("GET", f"/Subscription/{mine}").status_code == 200

@@ -20,6 +20,10 @@ version's JSON. Nothing filters on its own. The rules:
     Location, Medication, terminology) is readable but never writable by a patient rule.
   - parameter restrictions (`patient/Observation.rs?category=...`): the version matches the
     parameters, evaluated on its own index rows (so history and vread are judged per version).
+- Owned types (Subscription): a version is permitted only to the client that owns it, named
+  by the owner tag (`OWNER_TAG`) the server puts on every version it stores; any grant,
+  `system/` included, is judged so (as $status, $events and PUT /Subscription/id refuse other
+  clients): only the in-process `SYSTEM` context sees every client's.
 - A deletion (tombstone) version is judged by the version before it.
 - Searches are narrowed in SQL first (`restrict_query`: compartment, no other patient, the
   restriction parameters) so that paging stays right; every page is then checked per version.
@@ -44,6 +48,9 @@ if TYPE_CHECKING:
     from server.fhir.search.query import SearchQuery
 
 INTERACTIONS = "cruds"
+# Resources that belong to the client that created them: the owner tag names it on every version.
+OWNED_TYPES = frozenset({"Subscription"})
+OWNER_TAG = "https://rehabfhir.org/fhir/CodeSystem/owner-client"
 WRITES = frozenset("cud")
 _NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
@@ -104,6 +111,8 @@ class AccessContext:
         if self.unrestricted:
             return False
         granting = self._granting(resource_type, interaction)
+        if resource_type in OWNED_TYPES:
+            return bool(granting)
         return bool(granting) and all(r.context == "patient" or r.params for r in granting)
 
     def compartment_patient(self, resource_type: str, interaction: str) -> str | None:
@@ -217,6 +226,17 @@ def _params_ok(type_: str, params: tuple[tuple[str, str], ...], resource: dict[s
     return matches(tests, resource)
 
 
+def owner_tag(client_id: str) -> dict[str, str]:
+    """The meta.tag naming the client that owns a resource of an owned type."""
+    return {"system": OWNER_TAG, "code": client_id}
+
+
+def _owned(ctx: AccessContext, resource: dict[str, Any]) -> bool:
+    meta = resource.get("meta")
+    tags = meta.get("tag") if isinstance(meta, dict) else None
+    return bool(ctx.client_id) and isinstance(tags, list) and owner_tag(ctx.client_id or "") in tags
+
+
 def permits(ctx: AccessContext, type_: str, interaction: str, resource: dict[str, Any] | None) -> bool:
     """Return whether `ctx` may perform `interaction` on this version of a resource of `type_`."""
     if ctx.unrestricted:
@@ -225,6 +245,8 @@ def permits(ctx: AccessContext, type_: str, interaction: str, resource: dict[str
     if not granting:
         return False
     if resource is None:
+        return False
+    if type_ in OWNED_TYPES and not _owned(ctx, resource):
         return False
     for rule in granting:
         if rule.context == "patient" and (
@@ -353,6 +375,7 @@ def restrict_query(ctx: AccessContext, query: SearchQuery, interaction: str = "s
     """
     from server.fhir.search.definitions import resource_types
     from server.fhir.search.query import Compartment
+    from server.fhir.search.query import TypeTest
 
     if ctx.unrestricted:
         return query
@@ -360,7 +383,10 @@ def restrict_query(ctx: AccessContext, query: SearchQuery, interaction: str = "s
         r.type == "*" and interaction in r.interactions and not r.params and r.context != "patient"
         for r in ctx.rules
     ):
-        return dataclasses.replace(query, tests=tuple(_nested(ctx, t) for t in query.tests))
+        owned = [
+            TypeTest(t, tuple(_owner_tests(ctx, t))) for t in sorted(OWNED_TYPES) if ctx.can(t, interaction)
+        ]
+        return dataclasses.replace(query, tests=(*(_nested(ctx, t) for t in query.tests), *owned))
     types = query.types or tuple(t for t in resource_types() if ctx.can(t, interaction))
     if not types:
         raise ForbiddenError("The token's scopes allow no search", message_id="MSG_FORBIDDEN")
@@ -392,7 +418,15 @@ def _type_confinement(ctx: AccessContext, type_: str, interaction: str, in_compa
     params = ctx.restrictions(type_, interaction)
     if params:
         tests += _restriction_tests((type_,), params)
+    if type_ in OWNED_TYPES:
+        tests += _owner_tests(ctx, type_)
     return tests
+
+
+def _owner_tests(ctx: AccessContext, type_: str) -> list[Any]:
+    """`_tag=<owner tag>|<client>`: the caller's own resources (none for a context without a client)."""
+    system = OWNER_TAG if ctx.client_id else OWNER_TAG + "#none"  # a system no version is tagged with
+    return list(_restriction_tests((type_,), (("_tag", f"{system}|{ctx.client_id or '-'}"),)))
 
 
 def _confine(ctx: AccessContext, types: tuple[str, ...], interaction: str, in_compartment: bool) -> list[Any]:

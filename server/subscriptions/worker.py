@@ -242,7 +242,9 @@ class DeliveryWorker:
             if stored is None or stored.deleted or not stored.body:
                 return
             body = orjson.loads(stored.body)
-            body.pop("meta", None)
+            meta = body.pop("meta", None) or {}
+            if meta.get("tag"):
+                body["meta"] = {"tag": meta["tag"]}  # the owner tag: who may see the subscription
             body["status"] = status
             body.pop("error", None)
             if error:

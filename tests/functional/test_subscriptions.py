@@ -402,7 +402,7 @@ def test_events_and_status_operations(
     assert (st["type"], st["status"], st["eventsSinceSubscriptionStart"]) == ("query-status", "active", "4")
     other = FhirClient(app.test_client(), client_credentials_token(app))
     refused = other.call("GET", f"/Subscription/{id_}/$events")
-    assert refused.status_code == 403 and refused.get_json()["issue"][0]["code"] == "forbidden"
+    assert refused.status_code == 404 and refused.get_json()["issue"][0]["code"] == "not-found"  # not its own
     assert FhirClient(app.test_client(), "").call("GET", f"/Subscription/{id_}/$status").status_code == 401
     bad = fhir.call("GET", f"/Subscription/{id_}/$events?eventsSinceNumber=x")
     assert bad.status_code == 400 and bad.get_json()["issue"][0]["expression"] == ["eventsSinceNumber"]
@@ -573,7 +573,7 @@ def test_refused_tokens(app: Any, fhir: FhirClient, worker: DeliveryWorker, rece
     assert r.status_code == 403 and r.get_json()["issue"][0]["code"] == "forbidden"
     id_ = subscribe(fhir, worker, body)
     other = FhirClient(app.test_client(), client_credentials_token(app))
-    assert other.call("PUT", f"/Subscription/{id_}", {**body, "id": id_}).status_code == 403
+    assert other.call("PUT", f"/Subscription/{id_}", {**body, "id": id_}).status_code == 404  # not revealed
     patch = fhir.call(
         "PATCH",
         f"/Subscription/{id_}",

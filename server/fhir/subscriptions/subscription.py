@@ -28,7 +28,9 @@ from server.errors import InvalidRequestError
 from server.errors import MethodNotAllowedError
 from server.errors import NotFoundError
 from server.errors import ValidationFailedError
+from server.fhir.access import OWNER_TAG
 from server.fhir.access import AccessContext
+from server.fhir.access import owner_tag
 from server.fhir.access import permits
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
@@ -277,6 +279,7 @@ def _store(
     resource = _redacted(resource)
     resource["status"] = "requested"  # the handshake decides when it is active
     resource.pop("error", None)
+    resource["meta"] = _owner_meta(resource.get("meta"), ctx.client_id or "")
     with repo.transaction():
         if id_ is None:
             id_ = extra.get("assigned_id") or str(uuid.uuid4())
@@ -284,14 +287,20 @@ def _store(
             resp = create(repo, ctx, req, TYPE, body=resource, assigned_id=id_)
         else:
             old = cfg.store.state(repo, id_)
-            if old is not None and old.client_id != ctx.client_id:
-                raise ForbiddenError(
-                    "This subscription belongs to another client", message_id="MSG_FORBIDDEN"
-                )
+            if old is not None and old.client_id != ctx.client_id:  # another client's: invisible
+                raise NotFoundError(f"No subscription {id_}", message_id="MSG_NO_EXIST")
             values["headers"] = _restored(values["headers"], old)
             resp = update(repo, ctx, req, TYPE, id_, body=resource)
         cfg.store.record(repo, {"id": id_, "status": "requested", "base_url": req.base_url, **values})
     return resp
+
+
+def _owner_meta(meta: Any, client_id: str) -> dict[str, Any]:
+    """The request's meta with the owner tag (server.fhir.access) naming the creating client only."""
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    tags = [t for t in meta.get("tag") or [] if not (isinstance(t, dict) and t.get("system") == OWNER_TAG)]
+    meta["tag"] = [*tags, owner_tag(client_id)]
+    return meta
 
 
 def create_subscription(
@@ -408,8 +417,8 @@ def _owned(repo: FhirRepository, ctx: AccessContext, id_: str | None) -> Any:
     state = _cfg().store.state(repo, id_ or "")
     if state is None:
         raise NotFoundError(f"No subscription {id_}", message_id="MSG_NO_EXIST")
-    if not ctx.unrestricted and state.client_id != ctx.client_id:
-        raise ForbiddenError("This subscription belongs to another client", message_id="MSG_FORBIDDEN")
+    if not ctx.unrestricted and state.client_id != ctx.client_id:  # another client's: invisible
+        raise NotFoundError(f"No subscription {id_}", message_id="MSG_NO_EXIST")
     return state
 
 

@@ -139,6 +139,7 @@ def record(session: so.Session, values: dict[str, Any]) -> None:
     row["filters"] = orjson.dumps(list(values["filters"])).decode()
     row["headers"] = orjson.dumps(list(values["headers"])).decode()
     row.update(events=0, delivered=0, failures=0, created=now(), next_attempt=now())
+    session.info.pop(LIVE_CACHE, None)
     # A PUT replaces it: requested again, its events start over from number 1.
     session.execute(sa.delete(_E).where(_E.c.subscription_id == row["id"]))
     session.execute(sa.delete(_T).where(_T.c.id == row["id"]))
@@ -151,26 +152,52 @@ def get(session: so.Session, id_: str) -> StateView | None:
     return None if row is None else _view(row)
 
 
-# Asked on every write of a topic's resource type: built once (building the SELECT per call cost
-# ~1.5 ms of Python per write, most of it when nobody had subscribed).
-_ANY_LIVE = sa.text(
-    "SELECT 1 FROM subscription_state WHERE topic = :topic"
-    " AND status IN ('requested', 'active', 'error') LIMIT 1"
-)
-_LIVE = sa.select(_T).where(_T.c.topic == sa.bindparam("topic"), _T.c.status.in_(LIVE))
+# session.info entry: topic URL -> its live subscriptions, read once per database transaction (the
+# first write of the topic's type asks; a 200-entry bundle then costs one SELECT, not 200) and
+# dropped when the transaction ends, when a savepoint rolls back, and when this session records or
+# stops a subscription. A subscription committed before the transaction began is in it. Numbering
+# is unchanged: add_event's UPDATE takes the row lock and counts only a subscription still live.
+LIVE_CACHE = "rehabfhir_live_subscriptions"
+_LIVE = sa.select(_T).where(_T.c.topic.in_(sa.bindparam("topics", expanding=True)), _T.c.status.in_(LIVE))
+
+
+@sa.event.listens_for(so.Session, "after_transaction_end")
+def _drop_at_end(session: so.Session, transaction: so.SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(LIVE_CACHE, None)
+
+
+@sa.event.listens_for(so.Session, "after_soft_rollback")
+def _drop_at_rollback(session: so.Session, _previous: so.SessionTransaction) -> None:
+    # A rolled-back savepoint may have held a record() or forget() read into the cache.
+    session.info.pop(LIVE_CACHE, None)
 
 
 def live_for(session: so.Session, topic_urls: list[str]) -> list[StateView]:
-    """Subscriptions (requested, active or in error) on any of these topics."""
-    wanted = [url for url in topic_urls if session.execute(_ANY_LIVE, {"topic": url}).first() is not None]
-    return [_view(r) for url in wanted for r in session.execute(_LIVE, {"topic": url})]
+    """Subscriptions (requested, active or in error) on these topics, as this transaction first read them."""
+    cache: dict[str, list[StateView]] = session.info.setdefault(LIVE_CACHE, {})
+    missing = [url for url in topic_urls if url not in cache]
+    if missing:
+        for url in missing:
+            cache[url] = []
+        for row in session.execute(_LIVE, {"topics": missing}):
+            cache[row.topic].append(_view(row))
+    return [state for url in topic_urls for state in cache[url]]
+
+
+_NUMBER = (
+    sa.update(_T)
+    .where(_T.c.id == sa.bindparam("subscription"), _T.c.status.in_(LIVE))
+    .values(events=_T.c.events + 1)
+    .returning(_T.c.events)
+)
 
 
 def add_event(session: so.Session, id_: str, focus: tuple[str, str, int], method: str) -> int:
-    """Number and store an event of the subscription (in the triggering write's transaction)."""
-    number = session.execute(
-        sa.update(_T).where(_T.c.id == id_).values(events=_T.c.events + 1).returning(_T.c.events)
-    ).scalar_one()
+    """Number and store an event (in the triggering write's transaction); 0 if it is no longer live."""
+    number = session.execute(_NUMBER, {"subscription": id_}).scalar_one_or_none()
+    if number is None:  # stopped or replaced since this transaction read it (live_for's cache)
+        return 0
     type_, rid, version = focus
     session.execute(
         sa.insert(_E).values(
@@ -258,6 +285,7 @@ def prune(session: so.Session, before: datetime) -> int:
 
 def forget(session: so.Session, id_: str) -> None:
     """Stop a deleted subscription (its events stay until the state row goes)."""
+    session.info.pop(LIVE_CACHE, None)
     session.execute(sa.update(_T).where(_T.c.id == id_).values(status=OFF, error="deleted"))
 
 

@@ -62,20 +62,33 @@ class DirectAppender:
         self._fairy: Any = None  # the pool's wrapper of the driver connection
         self._pid = 0
         self._groups = 0
+        self._committing = False  # COMMIT of the current group was sent
         self.ticket = 0  # the witness ticket of the last append (batching.py makes it durable)
 
     def append(self, facts: Sequence[AuditFacts], keyring: chain.Keyring, witness: Any = None) -> chain.Head:
-        """Commit the records and their head, then write the head to the witness (not fsync'd)."""
-        if self._fairy is None or self._pid != os.getpid():
-            self._fairy, self._pid = self.engine.raw_connection(), os.getpid()
-            if self.sqlite:
-                self._fairy.dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
-        conn = self._fairy.dbapi_connection
-        try:
-            head = self._sqlite(conn, facts, keyring) if self.sqlite else self._postgres(conn, facts, keyring)
-        except BaseException:
-            self._discard(conn)
-            raise
+        """Commit the records and their head, then write the head to the witness (not fsync'd).
+
+        The kept PostgreSQL connection may have been lost since the last group (a restarted or
+        failed-over server, a terminated backend): when it fails before COMMIT was sent, nothing
+        was written, so the group is appended once more on a new connection.
+        """
+        while True:
+            kept = self._fairy is not None and self._pid == os.getpid()
+            if not kept:
+                self._fairy, self._pid = self.engine.raw_connection(), os.getpid()
+                if self.sqlite:
+                    self._fairy.dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+            conn = self._fairy.dbapi_connection
+            self._committing = False
+            try:
+                append = self._sqlite if self.sqlite else self._postgres
+                head = append(conn, facts, keyring)
+                break
+            except BaseException as exc:
+                self._discard(conn)
+                lost = self._fairy is None and not self._committing  # dropped before COMMIT
+                if not (kept and lost and not self.sqlite and isinstance(exc, Exception)):
+                    raise
         if witness is not None:
             self.ticket = witness.write(head)  # after the commit: the witness never leads the database
         return head
@@ -117,6 +130,7 @@ class DirectAppender:
             with conn.cursor() as cur:
                 cur.executemany(self._insert, [tuple(r[c] for c in _COLUMNS) for r in rows])
             conn.execute(self._insert_head, (moment, head.seq, head.link, head.sig, head.kid))
+            self._committing = True  # from here a lost connection may have committed: no retry
             conn.commit()
         return head
 

@@ -93,9 +93,25 @@ def _load() -> list[dict[str, Any]]:
     return accepted
 
 
-ALL_EXAMPLES = _load()
+# Official examples of a kind this server answers differently by design: R4-style Subscriptions
+# whose criteria is a search URL. The server offers the topic-based Subscriptions of the R5
+# Backport IG (criteria = a SubscriptionTopic's canonical URL), so it refuses them with 422.
+QUERY_SUBSCRIPTIONS = {("Subscription", "example"), ("Subscription", "example-error")}
+
+LOADED = _load()
+ALL_EXAMPLES = [d for d in LOADED if (d["resourceType"], d["id"]) not in QUERY_SUBSCRIPTIONS]
 EXAMPLES = [d for d in ALL_EXAMPLES if (d["resourceType"], d["id"]) not in KNOWN_INVALID]
 INVALID_EXAMPLES = [d for d in ALL_EXAMPLES if (d["resourceType"], d["id"]) in KNOWN_INVALID]
+
+
+def test_query_based_subscription_examples_are_refused(fhir: FhirClient) -> None:
+    docs = [d for d in LOADED if (d["resourceType"], d["id"]) in QUERY_SUBSCRIPTIONS]
+    assert len(docs) == (2 if REQUIRED else len(docs))
+    for doc in docs:
+        r = fhir.call("PUT", f"/Subscription/{doc['id']}", doc)
+        assert r.status_code == 422, r.get_data(as_text=True)
+        assert "SubscriptionTopic" in r.get_json()["issue"][0]["diagnostics"]
+        assert fhir.call("GET", f"/Subscription/{doc['id']}").status_code == 404
 
 
 def strip_meta(doc: dict[str, Any]) -> dict[str, Any]:

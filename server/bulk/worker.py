@@ -20,10 +20,7 @@ import logging
 import os
 import pathlib
 import shutil
-import socket
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -45,6 +42,7 @@ from server.fhir.outcomes import operation_outcome
 from server.fhir.search.definitions import compartment_members
 from server.fhir.search.params import parse_criteria
 from server.fhir.search.query import SearchQuery
+from server.polling import PollingWorker
 from server.store import exporting
 from server.store import jobs
 from server.store.repository import SqlRepository
@@ -246,8 +244,10 @@ def run_job(
         shutil.rmtree(run.directory, ignore_errors=True)
 
 
-class ExportWorker:
+class ExportWorker(PollingWorker):
     """A daemon thread that runs export jobs and removes expired ones."""
+
+    thread_name = "rehabfhir-export"
 
     def __init__(
         self,
@@ -255,29 +255,16 @@ class ExportWorker:
         config: BulkConfig,
         reads: Callable[[], so.Session | None] | None = None,
     ) -> None:
+        super().__init__()
         self.factory, self.config, self.reads = factory, config, reads
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Start the thread (once)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="rehabfhir-export", daemon=True)
-            self._thread.start()
+    @property
+    def poll_seconds(self) -> float:
+        return self.config.poll_seconds
 
-    def alive(self) -> bool:
-        """Return whether the thread is running (False when never started or stopped)."""
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
-
-    def wake(self) -> None:
-        """Look for work now instead of at the next poll."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        """Ask the thread to finish after its current job."""
-        self._stop.set()
-        self._wake.set()
+    @property
+    def housekeeping_seconds(self) -> float:
+        return self.config.cleanup_seconds
 
     def run_once(self) -> bool:
         """Claim and run one job; return whether there was one."""
@@ -288,6 +275,9 @@ class ExportWorker:
         run_job(self.factory, self.config, job, self.id, self.reads)
         return True
 
+    def housekeeping(self) -> list[str]:
+        return self.cleanup()
+
     def cleanup(self) -> list[str]:
         """Remove the files and rows of expired jobs; return their ids."""
         with self.factory() as session:
@@ -296,17 +286,3 @@ class ExportWorker:
                 shutil.rmtree(job_dir(self.config, job_id), ignore_errors=True)
             jobs.forget(session, ids)
         return ids
-
-    def _loop(self) -> None:
-        last_cleanup = 0.0
-        while not self._stop.is_set():
-            try:
-                if time.monotonic() - last_cleanup >= self.config.cleanup_seconds:
-                    last_cleanup = time.monotonic()
-                    self.cleanup()
-                while not self._stop.is_set() and self.run_once():
-                    pass
-            except Exception as exc:  # the database may be away for a moment: keep polling
-                log.warning("export worker %s: poll failed: %s", self.id, exc)
-            self._wake.wait(self.config.poll_seconds)
-            self._wake.clear()

@@ -16,13 +16,8 @@ audited.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
-import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import replace
@@ -36,6 +31,7 @@ from server.fhir.access import SYSTEM
 from server.fhir.http import FhirRequest
 from server.fhir.interactions.update import update
 from server.fhir.subscriptions import subscription
+from server.polling import PollingWorker
 from server.settings import Settings
 from server.store import subscriptions as store
 from server.store.jobs import now
@@ -97,8 +93,11 @@ def post(state: Any, bundle: dict[str, Any]) -> tuple[bool, str]:
         return False, f"{type(err).__name__}: {err}"
 
 
-class DeliveryWorker:
+class DeliveryWorker(PollingWorker):
     """A daemon thread that delivers notifications."""
+
+    thread_name = "rehabfhir-subscriptions"
+    join_on_stop = True
 
     def __init__(
         self,
@@ -107,31 +106,16 @@ class DeliveryWorker:
         audit: Callable[[list[Any]], None] | None = None,
         server: str = "",
     ) -> None:
+        super().__init__()
         self.factory, self.config, self.audit, self.server = factory, config, audit, server
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Start the thread (once)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="rehabfhir-subscriptions", daemon=True)
-            self._thread.start()
+    @property
+    def poll_seconds(self) -> float:
+        return self.config.poll_seconds
 
-    def alive(self) -> bool:
-        """Return whether the thread is running."""
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
-
-    def wake(self) -> None:
-        """Look for work now instead of at the next poll."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        """Ask the thread to finish after its current delivery, and wait for it."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(10)
+    @property
+    def housekeeping_seconds(self) -> float:
+        return self.config.prune_seconds
 
     def run_once(self) -> bool:
         """Lease one subscription with work due and do it; return whether there was one."""
@@ -145,6 +129,9 @@ class DeliveryWorker:
             with self.factory() as session:
                 store.update(session, state.id, self.id, claimed_by=None, lease_until=None)
         return True
+
+    def housekeeping(self) -> int:
+        return self.prune()
 
     def prune(self) -> int:
         """Remove delivered events older than event_days; return how many."""
@@ -276,20 +263,6 @@ class DeliveryWorker:
             self.audit([facts])
         except Exception:  # the delivery happened: a failed audit write is logged loudly
             log.exception("subscription %s: the delivery could not be audited", state.id)
-
-    def _loop(self) -> None:
-        last_prune = 0.0
-        while not self._stop.is_set():
-            try:
-                if time.monotonic() - last_prune >= self.config.prune_seconds:
-                    last_prune = time.monotonic()
-                    self.prune()
-                while not self._stop.is_set() and self.run_once():
-                    pass
-            except Exception as exc:  # the database may be away for a moment: keep polling
-                log.warning("subscription worker %s: poll failed: %s", self.id, exc)
-            self._wake.wait(self.config.poll_seconds)
-            self._wake.clear()
 
 
 def _patients(body: dict[str, Any]) -> set[str]:

@@ -12,6 +12,7 @@ from typing import Any
 from server.errors import ForbiddenError
 from server.errors import InvalidRequestError
 from server.errors import NotFoundError
+from server.fhir.access import OWNED_TYPES
 from server.fhir.access import AccessContext
 from server.fhir.access import visible
 from server.fhir.bundles import Entry
@@ -125,7 +126,10 @@ def everything(
     pairs = operation_params(req)
     types = parse_types([v for k, v in pairs if k == "_type"])
     if not ctx.unrestricted:  # only types the caller may read; each entry is still judged below
-        types = tuple(t for t in (types or resource_types()) if ctx.can(t, "r"))
+        # Owned types (a client's Subscriptions) are no part of a patient's record: left out
+        # unless `_type` names them (then, like any confined type, the total is not given).
+        wanted = types or tuple(t for t in resource_types() if t not in OWNED_TYPES)
+        types = tuple(t for t in wanted if ctx.can(t, "r"))
     since = parse_since(_last(pairs, "_since"))
     count = page_size(_last(pairs, "_count"), default=req.default_count, maximum=req.max_count)
     cursor = _cursor(_last(pairs, "_cursor"))

@@ -43,6 +43,12 @@ class InvalidRequestError(FhirError):
     status, issue_code = 400, "invalid"
 
 
+class StructureError(FhirError):
+    """The body's structure is refused before any model is built (e.g. it nests too deep)."""
+
+    status, issue_code = 400, "structure"
+
+
 class ValidationFailedError(FhirError):
     """The resource does not validate against the FHIR model."""
 

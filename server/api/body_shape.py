@@ -22,18 +22,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.errors import FhirError
 from server.errors import PayloadTooLargeError
+from server.errors import StructureError
 
 MAX_ARRAY_ITEMS = 10_000
 MAX_DEPTH = 100
 MAX_TOTAL_ITEMS = 400_000
-
-
-class TooDeepError(FhirError):
-    """The body nests deeper than MAX_DEPTH."""
-
-    status, issue_code = 400, "structure"
 
 
 def _path(ref: Any) -> str:
@@ -75,7 +69,7 @@ def check_shape(
         if not node:
             continue
         if depth >= max_depth:
-            raise TooDeepError(
+            raise StructureError(
                 f"{_path(ref)} nests deeper than {max_depth} levels",
                 expression=(_path(ref),),
             )

@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from server.api.body_shape import MAX_ARRAY_ITEMS
-from server.api.body_shape import TooDeepError
 from server.api.body_shape import check_shape
 from server.errors import PayloadTooLargeError
+from server.errors import StructureError
 
 
 def test_an_array_at_the_limit_passes_and_one_more_item_is_413_naming_it() -> None:
@@ -42,7 +42,7 @@ def test_bundle_entry_is_left_to_the_bundle_entry_limit() -> None:
 
 def test_depth_is_400_structure_with_the_path() -> None:
     check_shape({"resourceType": "Patient", "extension": [[[1]]]}, max_depth=5)
-    with pytest.raises(TooDeepError) as caught:
+    with pytest.raises(StructureError) as caught:
         check_shape({"resourceType": "Patient", "extension": [[[[1]]]]}, max_depth=5)
     assert caught.value.status == 400 and caught.value.issue_code == "structure"
     assert caught.value.expression == ("Patient.extension[0][0][0]",)

@@ -588,8 +588,18 @@ def test_real_server_status_lines(live_server: str, database_url: str) -> None:
     assert _status_line(live_server, request.format("GET", "/Patient", bearer)) == "HTTP/1.1 200 OK"
 
 
+# The server's background pollers (export and subscription workers, the audit head timer) are
+# slowed down: one of them meeting a terminated connection first makes the pool replace every
+# connection, and the request would then never see the loss it is here to answer with 503.
+QUIET_POLLERS = {
+    "REHABFHIR_EXPORT_POLL_SECONDS": "3600",
+    "REHABFHIR_SUBSCRIPTION_POLL_SECONDS": "3600",
+    "REHABFHIR_AUDIT_HEAD_INTERVAL": "3600",
+}
+
+
 def test_real_server_survives_terminated_connections() -> None:
-    with fresh_postgres() as url, running_server(url, workers=1) as base:
+    with fresh_postgres() as url, running_server(url, workers=1, env=QUIET_POLLERS) as base:
         headers = {"Authorization": "Bearer " + token_for(base, url), "Accept": "application/fhir+json"}
         url_parts = urllib.parse.urlsplit(base)
 

@@ -201,10 +201,15 @@ class Replicas:
         None (and why) when the read must go to the primary: no replica within the lag bound,
         none has replayed the position, or the chosen one cannot be reached.
         """
+        session, reason, replica = self._choose(position)
+        return self._count(session, reason, replica)
+
+    def _choose(self, position: int | None) -> tuple[so.Session | None, str, Replica | None]:
+        """read_session without counting the choice (a waiting export counts only its last try)."""
         self.ensure_started()
         fresh = [r for r in self.replicas if (lag := self.lag(r)) is not None and lag <= self.max_lag]
         if not fresh:
-            return self._count(None, "stale")
+            return None, "stale", None
         start = next(self._turn)
         ordered = [fresh[(start + i) % len(fresh)] for i in range(len(fresh))]
         reason = "position"
@@ -213,11 +218,11 @@ class Replicas:
             try:
                 if position is None or (replica.replayed or 0) >= position:
                     session.connection()  # checks out (and pings) a connection now
-                    return self._count(session, "fresh", replica)
+                    return session, "fresh", replica
                 replayed = parse_position(session.execute(sa.text(_REPLAYED)).scalar_one())
                 if replayed is not None and replayed >= position:
                     replica.replayed = max(replayed, replica.replayed or 0)
-                    return self._count(session, "position", replica)
+                    return session, "position", replica
             except Exception as exc:
                 if not is_connection_lost(exc):
                     session.close()
@@ -226,7 +231,7 @@ class Replicas:
                 replica.up = False
                 reason = "unreachable"
             session.close()
-        return self._count(None, reason)
+        return None, reason, None
 
     def export_session(self) -> so.Session | None:
         """A session for an export job's reads: a fresh replica that has replayed the kick-off, else None.
@@ -240,9 +245,9 @@ class Replicas:
             return None
         deadline = self.clock() + self.max_lag
         while True:
-            session, reason = self.read_session(position)
+            session, reason, replica = self._choose(position)
             if session is not None or reason != "position" or self.clock() >= deadline:
-                return session
+                return self._count(session, reason, replica)[0]  # one job, one counted read
             time.sleep(min(self.poll, 0.05))
 
     def _count(

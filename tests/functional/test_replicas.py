@@ -189,6 +189,19 @@ def test_lag_is_the_age_of_the_newest_primary_position_replayed() -> None:
     engine.dispose()
 
 
+def test_an_export_waiting_for_its_replica_counts_one_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tries while the replica catches up are not reads; only where the job finally reads counts."""
+    engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")  # never connected
+    replica = Replica("r:1", engine, make_session_factory(engine))
+    replicas = Replicas(engine, [replica], max_lag=5.0, poll=0.001)
+    monkeypatch.setattr("server.store.replicas.commit_position", lambda _engine: format_position(40))
+    tries = iter([(None, "position", None), (None, "position", None), ("session", "position", replica)])
+    monkeypatch.setattr(replicas, "_choose", lambda position: next(tries))
+    assert replicas.export_session() == "session"
+    assert replicas.routed == collections.Counter({("r:1", "position"): 1})
+    engine.dispose()
+
+
 def test_an_unreachable_replica_sends_reads_to_the_primary(database_url: str) -> None:
     if not database_url.startswith("postgresql"):
         primary = make_engine(database_url)

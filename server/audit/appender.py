@@ -9,7 +9,11 @@ PostgreSQL in pipeline mode, two round trips (BEGIN + advisory lock + head; reco
 + COMMIT). The chain (chain.link_rows, chain.sign_head) and the rows written are the same as on
 the Session path, and verify reads them back through SQLAlchemy.
 
-Clinical writes do not come here: their records commit in the write's own transaction.
+Clinical writes on SQLite do not come here: their records are linked in the write's own
+transaction (the write lock serialises writers anyway). On PostgreSQL a write commits its records
+unlinked in audit_pending (chain.py, "Writes") and comes here right after its commit: the group
+links them and deletes the pending row in one transaction, so clinical commits do not queue on
+the chain lock.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sqlalchemy as sa
 from server.audit import chain
 from server.audit.events import AuditFacts
 from server.audit.models import AuditCheckpoint
+from server.audit.models import AuditPending
 from server.audit.models import AuditRecord
 
 # SQLite: this connection checkpoints the WAL once every so many groups instead of after every
@@ -43,6 +48,7 @@ def _insert(table: str, names: Sequence[str], mark: str) -> str:
 
 
 _HEAD_SQL = f'SELECT pk, hash FROM "{AuditRecord.__tablename__}" ORDER BY pk DESC LIMIT 1'
+_CLAIM_SQL = f'DELETE FROM "{AuditPending.__tablename__}" WHERE pk = ANY(%s) RETURNING pk'
 
 
 def _sqlite_time(moment: datetime) -> str:
@@ -65,8 +71,15 @@ class DirectAppender:
         self._committing = False  # COMMIT of the current group was sent
         self.ticket = 0  # the witness ticket of the last append (batching.py makes it durable)
 
-    def append(self, facts: Sequence[AuditFacts], keyring: chain.Keyring, witness: Any = None) -> chain.Head:
+    def append(
+        self, facts: Sequence[AuditFacts | chain.Pending], keyring: chain.Keyring, witness: Any = None
+    ) -> chain.Head | None:
         """Commit the records and their head, then write the head to the witness (not fsync'd).
+
+        A chain.Pending item (PostgreSQL: a committed write's records) is linked only if its
+        audit_pending row is still there, and that row is deleted in the same transaction, so
+        each write's records are linked once whoever links them (the request, or the head timer
+        after a crash). None when nothing was left to link.
 
         The kept PostgreSQL connection may have been lost since the last group (a restarted or
         failed-over server, a terminated backend): when it fails before COMMIT was sent, nothing
@@ -89,18 +102,20 @@ class DirectAppender:
                 lost = self._fairy is None and not self._committing  # dropped before COMMIT
                 if not (kept and lost and not self.sqlite and isinstance(exc, Exception)):
                     raise
-        if witness is not None:
+        if witness is not None and head is not None:
             self.ticket = witness.write(head)  # after the commit: the witness never leads the database
         return head
 
     def close(self) -> None:
         """Nothing to do: the connection is kept for the next group."""
 
-    def _rows(self, facts: Sequence[AuditFacts], keyring: chain.Keyring, row: Any) -> list[dict[str, Any]]:
+    def _rows(self, facts: Sequence[Any], keyring: chain.Keyring, row: Any) -> list[dict[str, Any]]:
         head_pk, prev = (None, chain.GENESIS) if row is None else (row[0], row[1])
         return chain.link_rows(facts, keyring, head_pk, prev)
 
-    def _sqlite(self, conn: Any, facts: Sequence[AuditFacts], keyring: chain.Keyring) -> chain.Head:
+    def _sqlite(self, conn: Any, facts: Sequence[Any], keyring: chain.Keyring) -> chain.Head:
+        if any(isinstance(f, chain.Pending) for f in facts):
+            raise ValueError("pending write records are a PostgreSQL path (SQLite writes link in place)")
         cur = conn.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")  # the chain lock: one writer at a time, until COMMIT
@@ -119,12 +134,26 @@ class DirectAppender:
             cur.close()
         return head
 
-    def _postgres(self, conn: Any, facts: Sequence[AuditFacts], keyring: chain.Keyring) -> chain.Head:
+    def _postgres(self, conn: Any, facts: Sequence[Any], keyring: chain.Keyring) -> chain.Head | None:
+        pending = [f for f in facts if isinstance(f, chain.Pending)]
         with conn.pipeline():
             # Sent together; the head is read after the lock is granted (a statement of its own,
-            # so under READ COMMITTED it sees every append committed before).
+            # so under READ COMMITTED it sees every append committed before). Pending writes are
+            # claimed under the lock: only rows still there are linked (each exactly once).
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (chain.CHAIN_LOCK,))
-            rows = self._rows(facts, keyring, conn.execute(_HEAD_SQL).fetchone())
+            head_cur = conn.execute(_HEAD_SQL)
+            claim = conn.execute(_CLAIM_SQL, ([p.pk for p in pending],)) if pending else None
+            head_row = head_cur.fetchone()
+            claimed = {r[0] for r in claim.fetchall()} if claim is not None else set()
+            items = [
+                r
+                for f in facts
+                for r in ((f,) if not isinstance(f, chain.Pending) else f.records if f.pk in claimed else ())
+            ]
+            if not items:  # every pending write was linked already (by the head timer)
+                conn.commit()
+                return None
+            rows = self._rows(items, keyring, head_row)
             moment = chain.now()
             head = chain.sign_head(keyring, rows[-1]["pk"], rows[-1]["hash"], moment)
             with conn.cursor() as cur:

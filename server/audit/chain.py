@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -201,14 +202,17 @@ def lock_head(session: so.Session) -> tuple[int | None, str]:
 
 
 def link_rows(
-    facts: Sequence[AuditFacts], keyring: Keyring, head_pk: int | None, prev: str
+    facts: Sequence[AuditFacts | dict[str, Any]], keyring: Keyring, head_pk: int | None, prev: str
 ) -> list[dict[str, Any]]:
-    """The rows that extend a chain whose head is (head_pk, prev): columns, pk, key id and links."""
+    """The rows that extend a chain whose head is (head_pk, prev): columns, pk, key id and links.
+
+    Each item is an AuditFacts, or the columns of one already (a pending write's records).
+    """
     seq, kid, key = head_pk or 0, keyring.key_id, keyring.key
     rows = []
     for fact in facts:
         seq += 1
-        cols = columns(fact)
+        cols = dict(fact) if isinstance(fact, dict) else columns(fact)
         digest = link(key, seq, kid, prev, cols)
         cols.update(pk=seq, key_id=kid, prev_hash=prev, hash=digest)
         rows.append(cols)
@@ -245,6 +249,51 @@ def append(target: Any, facts: Sequence[AuditFacts], keyring: Keyring, witness: 
     if witness is not None:
         session.info[PENDING_HEAD] = (witness, head)
     return head
+
+
+# -- writes: records committed with the write, linked right after it (PostgreSQL) -------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The records of one committed write, waiting in audit_pending (row `pk`) to be linked."""
+
+    pk: int
+    records: tuple[dict[str, Any], ...]  # chain.columns of each record
+
+
+def _pending_text(records: Sequence[Mapping[str, Any]]) -> str:
+    stamped = [{**r, "recorded": r["recorded"].isoformat(timespec="microseconds")} for r in records]
+    return orjson.dumps(stamped).decode()
+
+
+def pending_mac(key: bytes, pk: int, created: datetime, text: str) -> str:
+    """HMAC-SHA256 (hex) of a pending row: its pk, time and records (a row without it is never linked)."""
+    message = orjson.dumps(["pending", pk, created.isoformat(timespec="microseconds"), text])
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def pending_row(
+    facts: Sequence[AuditFacts | dict[str, Any]], keyring: Keyring
+) -> tuple[Pending, dict[str, Any]]:
+    """A write's records (AuditFacts, or their columns) as a Pending and its audit_pending row."""
+    records = tuple(dict(f) if isinstance(f, dict) else columns(f) for f in facts)
+    pk = secrets.randbits(62) + 1
+    created, text = now(), _pending_text(records)
+    mac = pending_mac(keyring.key, pk, created, text)
+    row = {"pk": pk, "created": created, "records": text, "mac": mac, "key_id": keyring.key_id}
+    return Pending(pk, records), row
+
+
+def pending_of_row(row: Any, keyring: Keyring) -> Pending | None:
+    """The Pending a stored row holds, or None when its MAC is not right under a key of the ring."""
+    key = keyring.keys.get(row.key_id)
+    if key is None or not hmac.compare_digest(row.mac, pending_mac(key, row.pk, row.created, row.records)):
+        return None
+    records = tuple(
+        {**r, "recorded": datetime.fromisoformat(r["recorded"])} for r in orjson.loads(row.records)
+    )
+    return Pending(row.pk, records)
 
 
 def latest_head(session: so.Session) -> Head | None:

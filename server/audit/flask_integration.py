@@ -21,6 +21,7 @@ from typing import Any
 
 import flask
 import orjson
+import sqlalchemy as sa
 
 from server.api import requests as rq
 from server.api.responses import to_flask
@@ -35,6 +36,7 @@ from server.audit.hook import Interaction
 from server.audit.hook import Write
 from server.audit.hook import classify
 from server.audit.hook import patients_of_text
+from server.audit.models import AuditPending
 from server.audit.witness import HeadTimer
 from server.audit.witness import Witness
 from server.audit.witness import default_path as default_witness_path
@@ -58,6 +60,11 @@ log = logging.getLogger("rehabfhir.audit")
 EXTENSION = "rehabfhir.audit"
 NDJSON = "application/fhir+ndjson"
 BATCHER = "rehabfhir.audit_batcher"
+PENDING = "audit_pending"  # flask.g: chain.Pending of the writes this request committed (PostgreSQL)
+_INSERT_PENDING = sa.insert(AuditPending.__table__)
+# A pending row older than this was left by a request that did not link it (a crash, a lost
+# connection): the head timer links it. Requests link theirs within milliseconds.
+PENDING_AGE = 5.0
 HEAD_TIMER = "rehabfhir.audit_head_timer"
 EXPECTED = "audit_expected"  # flask.g: this request was announced to the group commit
 
@@ -204,12 +211,24 @@ def _provenance(inner: Any, writes: list[Write]) -> list[Write]:
 
 
 def _on_commit(inner: Any, writes: list[Write]) -> None:
-    """Append the writes' AuditEvents (and any X-Provenance) before the transaction commits."""
+    """Record the writes' AuditEvents (and store any X-Provenance) before the transaction commits.
+
+    SQLite: appended to the chain in this transaction. PostgreSQL: committed with the write in
+    audit_pending, unlinked, so that writers do not hold the chain lock across their commits; the
+    request links them right after the commit (in its group commit, `_audit_response`), before
+    it answers. If the transaction rolls back the row is gone and nothing is linked.
+    """
     writes = writes + _provenance(inner, writes)
     facts = [f for w in writes for f in _write_facts(w)]
     _note_written(writes)
     cfg = audit_settings()
-    chain.append(inner.session, facts, cfg.keyring, cfg.witness)
+    session = inner.session
+    if session.get_bind().dialect.name != "postgresql":
+        chain.append(session, facts, cfg.keyring, cfg.witness)
+        return
+    pending, row = chain.pending_row(facts, cfg.keyring)
+    session.connection().execute(_INSERT_PENDING, row)
+    flask.g.setdefault(PENDING, []).append(pending)
 
 
 # -- everything else: after the view, before the response is sent -------------------------
@@ -379,9 +398,28 @@ def _other_facts(response: flask.Response) -> list[AuditFacts]:
     return [replace(facts, action=action)]
 
 
-def _append(facts: list[AuditFacts]) -> None:
-    """Commit the events of a request that wrote nothing (group commit with concurrent requests)."""
+def _append(facts: list[Any]) -> None:
+    """Commit the events of a request (group commit with concurrent requests).
+
+    Its items are AuditFacts (reads, failures…) and chain.Pending (its committed writes' records).
+    """
     flask.current_app.extensions[BATCHER].write(facts, expected=flask.g.pop(EXPECTED, False))
+
+
+def _link_pending(response: flask.Response) -> flask.Response:
+    """Link the records of the writes this request committed (PostgreSQL), before it answers.
+
+    They are already committed with the writes (audit_pending), so the access is on record even
+    if linking fails now: the response stands, and the head timer links them later.
+    """
+    pending = flask.g.pop(PENDING, None)
+    if not pending:
+        return response
+    try:
+        _append(pending)
+    except Exception:
+        log.exception("audit records of %d committed write(s) not linked yet (the timer will)", len(pending))
+    return response
 
 
 def _expect() -> None:
@@ -399,13 +437,14 @@ def _unexpect(*_: Any) -> None:
 def _audit_response(response: flask.Response) -> flask.Response:
     blueprint = flask.request.blueprint
     if blueprint not in ("fhir", "audit", *_OTHER) or flask.request.endpoint in _UNAUDITED:
-        return response
+        return _link_pending(response)
     try:
         facts = _request_facts(response) if blueprint not in _OTHER else _other_facts(response)
         if facts:
-            _append(facts)
+            _append([*facts, *flask.g.pop(PENDING, ())])
         elif flask.g.get("auth_event") is None:  # nothing to queue (a write audited in its transaction)
             _unexpect()
+        response = _link_pending(response)
     except Exception as exc:
         log.exception("audit write failed: refusing the response (fail closed)")
         if is_connection_lost(exc):  # the database is gone: no response still, but say retry (503)
@@ -456,16 +495,23 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
 
     cfg = replace(cfg, witness=Witness(cfg.witness_path, cfg.witness_max_bytes, cfg.head_sink))
     app.extensions[EXTENSION] = cfg
-    if cfg.head_interval > 0:
-        timer = HeadTimer(cfg.witness, app.extensions["rehabfhir.sessions"], cfg.head_interval)
-        app.extensions[HEAD_TIMER] = timer.start()
     appender = DirectAppender(app.extensions["rehabfhir.engine"])
 
-    def _write_group(target: DirectAppender, facts: list[AuditFacts]) -> int:
+    def _write_group(target: DirectAppender, facts: list[Any]) -> int:
         store.write_events(target, facts, cfg.keyring, cfg.witness)
         return target.ticket  # read by the leader before it hands leadership on
 
-    app.extensions[BATCHER] = GroupCommit(_write_group, lambda: appender, cfg.witness.sync)
+    batcher = app.extensions[BATCHER] = GroupCommit(_write_group, lambda: appender, cfg.witness.sync)
+    sessions = app.extensions["rehabfhir.sessions"]
+    if cfg.head_interval > 0:
+        sweep = None
+        if appender.engine.dialect.name == "postgresql":
+
+            def sweep() -> int:
+                return store.link_left_pending(sessions, batcher, cfg.keyring, PENDING_AGE)
+
+        timer = HeadTimer(cfg.witness, sessions, cfg.head_interval, sweep)
+        app.extensions[HEAD_TIMER] = timer.start()
 
     @app.before_request
     def _wrap_repository() -> None:

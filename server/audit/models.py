@@ -61,3 +61,22 @@ class AuditCheckpoint(Base):
     head_hash: so.Mapped[str] = so.mapped_column(sa.String(64))
     signature: so.Mapped[str] = so.mapped_column(sa.String(64))
     key_id: so.Mapped[str | None] = so.mapped_column(sa.String(32), nullable=True)  # None: before b002
+
+
+class AuditPending(Base):
+    """A clinical write's records, committed with the write, waiting to be linked into the chain.
+
+    PostgreSQL only (chain.py, "Writes"): the write's transaction inserts one row here instead of
+    taking the chain lock; the request's group commit links the records right after the commit and
+    deletes the row in the same transaction; a row left by a crash is linked by the head timer.
+    `pk` is random (chosen by the server) and `mac` is an HMAC under the audit key of (pk, created,
+    records), so a row added or changed by someone without the key is never linked.
+    """
+
+    __tablename__ = "audit_pending"
+
+    pk: so.Mapped[int] = so.mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    created: so.Mapped[datetime] = so.mapped_column(sa.DateTime)
+    records: so.Mapped[str] = so.mapped_column(sa.Text)
+    mac: so.Mapped[str] = so.mapped_column(sa.String(64))
+    key_id: so.Mapped[str] = so.mapped_column(sa.String(32))

@@ -6,10 +6,12 @@ data never enters the clinical search indexes. https://hl7.org/fhir/R4B/auditeve
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,12 +20,14 @@ from sqlalchemy import orm as so
 from server.audit import chain
 from server.audit.events import AuditFacts
 from server.audit.events import chain_pk
+from server.audit.models import AuditPending
 from server.audit.models import AuditRecord
 from server.audit.witness import PUBLISH_ERROR
 from server.errors import InvalidRequestError
 from server.fhir.search.dates import parse_date_range
 from server.store.session import start_write
 
+log = logging.getLogger("rehabfhir.audit")
 _E = AuditRecord.__table__
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 SORTS = {
@@ -63,6 +67,54 @@ def write_events(
     error = session.info.pop(PUBLISH_ERROR, None)
     if error is not None:
         raise error  # committed but not anchored: fail closed (the timer republishes the head)
+
+
+_P = AuditPending.__table__
+
+
+def link_left_pending(sessions: Any, batcher: Any, keyring: chain.Keyring, older_than: float) -> int:
+    """Link the pending write records older than `older_than` seconds (left by a crash); return how many rows.
+
+    Only rows whose MAC is right under a key of the ring are linked; any other row was not
+    written by this server and is left where it is, with an error in the log. A row whose records
+    are in the chain already (a copy of a row linked before, put back) is deleted, not linked again.
+    """
+    cutoff = chain.now() - timedelta(seconds=older_than)
+    session = sessions()
+    try:
+        left = sa.select(_P).where(_P.c.created < cutoff).order_by(_P.c.created).limit(500)
+        rows = session.execute(left).all()
+        good: list[chain.Pending] = []
+        for row in rows:
+            pending = chain.pending_of_row(row, keyring)
+            if pending is None:
+                log.error("audit_pending row %s: no valid MAC (not written here), not linked", row.pk)
+            elif _already_linked(session, pending):
+                log.error("audit_pending row %s repeats records in the chain: removed, not linked", row.pk)
+                session.execute(sa.delete(_P).where(_P.c.pk == row.pk))
+                session.commit()
+            else:
+                good.append(pending)
+    finally:
+        session.close()
+    if good:
+        batcher.write(good)
+    return len(good)
+
+
+def _already_linked(session: so.Session, pending: chain.Pending) -> bool:
+    first = pending.records[0]
+    found = session.execute(
+        sa.select(_E.c.pk)
+        .where(
+            _E.c.resource == first["resource"],
+            _E.c.recorded == first["recorded"],
+            _E.c.action == first["action"],
+            _E.c.body == first["body"],
+        )
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def served_body(pk: int, recorded: datetime, body: str) -> str:

@@ -2,7 +2,7 @@
 
 Someone who holds the database but not the key can delete a tail of records together with its
 signed heads, and the chain that is left still verifies. The witness is what remembers: after
-each audit commit (one per group commit, or per clinical write) its signed head (sequence
+each audit commit (one per group commit, or per clinical write on SQLite) its signed head (sequence
 number, link, time, key id) is appended as one JSON line and fsync'd before the requests of
 that group are answered. Heads go out only after the commit, so after a crash the witness can
 trail the database by the last group, never lead it. A timer republishes the newest head of
@@ -229,8 +229,15 @@ class _Sink:
 class HeadTimer:
     """Republish the database's newest signed head every `interval` seconds if the witness lacks it."""
 
-    def __init__(self, witness: Witness, sessions: Callable[[], Any], interval: float) -> None:
+    def __init__(
+        self,
+        witness: Witness,
+        sessions: Callable[[], Any],
+        interval: float,
+        sweep: Callable[[], Any] | None = None,
+    ) -> None:
         self.witness, self.sessions, self.interval = witness, sessions, interval
+        self.sweep = sweep  # links the records of writes a crash left unlinked (PostgreSQL)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="audit-head-timer", daemon=True)
 
@@ -244,7 +251,12 @@ class HeadTimer:
             self._thread.join(10)
 
     def tick(self) -> Head | None:
-        """Publish the newest head if this process has not; return it."""
+        """Link what crashed requests left unlinked, then publish the newest head if this process has not."""
+        if self.sweep is not None:
+            try:
+                self.sweep()
+            except Exception:
+                log.warning("audit head timer: could not link the pending write records", exc_info=True)
         session = self.sessions()
         try:
             head = latest_head(session)

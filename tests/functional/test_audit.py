@@ -395,6 +395,7 @@ def test_audit_write_failure_fails_the_request(
         raise RuntimeError("audit store down")
 
     monkeypatch.setattr(chain, "append", broken)
+    monkeypatch.setattr(chain, "pending_row", broken)  # PostgreSQL: the write's records, unlinked
     r = fhir.call("GET", f"/Patient/{patient['id']}")
     assert r.status_code == 500 and r.get_json()["issue"][0]["code"] == "exception"
     r = fhir.call("POST", "/Patient", {"resourceType": "Patient"})

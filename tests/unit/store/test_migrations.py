@@ -41,12 +41,12 @@ def test_the_history_has_one_head() -> None:
     from server.store.migrate import alembic_config
 
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["s002"], "a new revision must revise the single head, not branch off"
+    assert script.get_heads() == ["a004"], "a new revision must revise the single head, not branch off"
 
 
 def test_upgrade_head_reaches_the_one_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
     engine = make_engine(f"sqlite:///{tmp_path}/m.db")
     upgrade(engine, "head")  # singular: fails with "Multiple head revisions" on a branched history
     with engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_heads() == ("s002",)
+        assert MigrationContext.configure(conn).get_current_heads() == ("a004",)
     engine.dispose()

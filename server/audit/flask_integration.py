@@ -21,7 +21,6 @@ from typing import Any
 
 import flask
 import orjson
-import sqlalchemy as sa
 
 from server.api import requests as rq
 from server.api.responses import to_flask
@@ -61,7 +60,7 @@ EXTENSION = "rehabfhir.audit"
 NDJSON = "application/fhir+ndjson"
 BATCHER = "rehabfhir.audit_batcher"
 PENDING = "audit_pending"  # flask.g: chain.Pending of the writes this request committed (PostgreSQL)
-_INSERT_PENDING = sa.insert(AuditPending.__table__)
+_PENDING_TABLE = AuditPending.__table__
 # A pending row older than this was left by a request that did not link it (a crash, a lost
 # connection): the head timer links it. Requests link theirs within milliseconds.
 PENDING_AGE = 5.0
@@ -227,7 +226,7 @@ def _on_commit(inner: Any, writes: list[Write]) -> None:
         chain.append(session, facts, cfg.keyring, cfg.witness)
         return
     pending, row = chain.pending_row(facts, cfg.keyring)
-    session.connection().execute(_INSERT_PENDING, row)
+    inner.queue_rows(_PENDING_TABLE, [row])  # sent with the write's rows, in its pipeline
     flask.g.setdefault(PENDING, []).append(pending)
 
 

@@ -30,10 +30,10 @@ def _clip(value: object) -> object:
     return value
 
 
-_DELETES = [
-    sa.delete(t.__table__).where(t.__table__.c.res_pk == sa.bindparam("pk"))
-    for t in (*INDEX_TABLES, CompartmentMembership)
-]
+_INDEXED = tuple(t.__table__ for t in (*INDEX_TABLES, CompartmentMembership))
+_DELETES = [sa.delete(t).where(t.c.res_pk == sa.bindparam("pk")) for t in _INDEXED]
+# PostgreSQL: the old index rows of every resource updated since the last flush, one statement a table.
+_DELETE_SQL = [f'DELETE FROM "{t.name}" WHERE res_pk = ANY(%s)' for t in _INDEXED]
 
 
 class PendingRows:
@@ -45,10 +45,31 @@ class PendingRows:
 
     def __init__(self) -> None:
         self.rows: dict[sa.Table, list[dict[str, object]]] = {}
+        self.replaced: list[int] = []  # resources whose old index rows go before the queued rows (PostgreSQL)
+
+    def __bool__(self) -> bool:
+        return bool(self.rows) or bool(self.replaced)
 
     def add(self, table: sa.Table, values: list[dict[str, object]]) -> None:
         """Queue rows for a table."""
         self.rows.setdefault(table, []).extend(values)
+
+    def replace(self, res_pk: int) -> None:
+        """Queue the deletion of a resource's index rows, sent first at the next flush (PostgreSQL).
+
+        Its index rows still queued (an earlier version written in this transaction) are dropped
+        from the queue instead: the deletes go out before every queued INSERT.
+        """
+        for table in _INDEXED:
+            queued = self.rows.get(table)
+            if queued:
+                self.rows[table] = [r for r in queued if r.get("res_pk") != res_pk]
+        self.replaced.append(res_pk)
+
+    def clear(self) -> None:
+        """Forget everything queued (the transaction rolled back)."""
+        self.rows.clear()
+        self.replaced.clear()
 
     def flush(self, session: so.Session) -> None:
         """Send every queued row.
@@ -61,17 +82,20 @@ class PendingRows:
         order = {"resource": 0, "resource_version": 1}
         tables = [t for t in sorted(self.rows, key=lambda t: order.get(t.name, 2)) if self.rows[t]]
         conn = session.connection()
-        if conn.dialect.name == "postgresql" and tables:
+        if conn.dialect.name == "postgresql" and (tables or self.replaced):
             import psycopg
 
             raw = conn.connection.driver_connection
+            replaced, self.replaced = self.replaced, []
             try:
                 with raw.pipeline(), raw.cursor() as cur:  # type: ignore[union-attr]
+                    for sql in _DELETE_SQL if replaced else ():
+                        cur.execute(sql, (replaced,))
                     for table in tables:
                         for columns, rows in _by_columns(self.rows[table]).items():
                             _insert_rows(cur, table, columns, rows)
             except psycopg.IntegrityError as exc:  # as SQLAlchemy would have raised it
-                self.rows.clear()
+                self.clear()
                 raise sa.exc.IntegrityError("INSERT (pipeline)", None, exc) from exc
         else:
             for table in tables:
@@ -116,7 +140,9 @@ def replace(
     session: so.Session, res_pk: int, write: WriteRequest | None, pending: PendingRows, *, fresh: bool = False
 ) -> None:
     """Delete the resource's old index rows (unless it is new) and queue the new ones."""
-    if not fresh:
+    if not fresh and session.get_bind().dialect.name == "postgresql":
+        pending.replace(res_pk)  # sent with the new rows, in the same pipeline, before them
+    elif not fresh:
         pending.flush(session)  # queued rows of an earlier version in this transaction go first
         for stmt in _DELETES:
             session.execute(stmt, {"pk": res_pk})

@@ -14,6 +14,11 @@ unknown-key          a record or head names a key id this server does not hold
 witness-ahead        the witness signed a head past the end of the database
 witness-behind       the database has signed heads the witness never saw, over more than the
                      grace period (an older copy of the witness, or lost lines)
+pending-forged       a row waiting in audit_pending (a write's records, PostgreSQL) has no valid
+                     MAC: someone without the key put it there; it is never linked
+
+`pending` counts the committed writes whose records are not linked yet (normally none: a
+request links its own before it answers; after a crash, until the head timer links them).
 
 The witness is read first and the database afterwards, so a group that commits meanwhile cannot
 look like a witness ahead of the database.
@@ -38,13 +43,16 @@ from server.audit.chain import Keyring
 from server.audit.chain import head_signature
 from server.audit.chain import legacy_signature
 from server.audit.chain import link
+from server.audit.chain import pending_of_row
 from server.audit.chain import record_hash
 from server.audit.events import instant
 from server.audit.models import AuditCheckpoint
+from server.audit.models import AuditPending
 from server.audit.models import AuditRecord
 
 _E = AuditRecord.__table__
 _C = AuditCheckpoint.__table__
+_P = AuditPending.__table__
 _FIELDS = (
     "recorded",
     "actor",
@@ -71,6 +79,7 @@ class Verdict:
     head: str
     seq: int = 0  # sequence number of the last record checked
     witnessed: int | None = None  # signed heads read from the witness (None: no witness given)
+    pending: int = 0  # committed writes whose records are not linked yet (PostgreSQL, audit_pending)
     record: int | None = None  # sequence number of the first problem
     kind: str | None = None
     reason: str | None = None
@@ -86,6 +95,8 @@ class Verdict:
         }
         if self.witnessed is not None:
             out["witnessed"] = self.witnessed
+        if self.pending:
+            out["pending"] = self.pending
         if not self.intact:
             out.update(record=self.record, kind=self.kind, reason=self.reason)
         return out
@@ -128,13 +139,29 @@ def verify(
     problems += walk.problems
     if complete:
         problems += _ends(session, keyring, walk, signed, witnessed, heads, grace)
+    pending = _pending(session, keyring, walk.seq, problems)
     verdict = Verdict(
-        True, walk.checked, len(signed), walk.prev, walk.seq, None if heads is None else len(heads)
+        True, walk.checked, len(signed), walk.prev, walk.seq, None if heads is None else len(heads), pending
     )
     if not problems:
         return verdict
     first = min(problems, key=lambda p: p.seq)
     return replace(verdict, intact=False, record=first.seq, kind=first.kind, reason=first.reason)
+
+
+def _pending(session: so.Session, keyring: Keyring, last: int, problems: list[_Problem]) -> int:
+    """How many committed writes wait to be linked; a pending row without a valid MAC is a problem.
+
+    Such a row was not written by this server (the server would link it into the chain with its
+    key if it were taken for genuine): `pending-forged`, reported past the last record.
+    """
+    count = 0
+    for row in session.execute(sa.select(_P).order_by(_P.c.created)):
+        count += 1
+        if pending_of_row(row, keyring) is None:
+            reason = f"audit_pending row {row.pk} has no valid MAC: not written by this server"
+            problems.append(_Problem(last + 1, "pending-forged", reason))
+    return count
 
 
 def _checkpoints(session: so.Session, keyring: Keyring, problems: list[_Problem]) -> dict[int, Any]:

@@ -93,6 +93,8 @@ def test_records_a_failed_link_left_are_linked_later(
         return
     assert len(_rows(app, "SELECT pk FROM audit_pending")) == 1
     assert _records_of(app, resource) == []
+    waiting = _verify(app)
+    assert waiting.intact and waiting.as_dict()["pending"] == 1
     assert _sweep(app) == 1
     assert _rows(app, "SELECT pk FROM audit_pending") == []
     assert [r.subtype for r in _records_of(app, resource)] == ["create"]
@@ -125,7 +127,8 @@ def test_a_forged_or_replayed_pending_row_is_never_linked(fhir: FhirClient, app:
     assert _rows(app, "SELECT count(*) FROM audit_event")[0][0] == before  # nothing added
     assert [r.pk for r in _rows(app, "SELECT pk FROM audit_pending")] == [forged["pk"]]  # the replay removed
     report = _verify(app)
-    assert report.intact, report.as_dict()
+    assert not report.intact and report.kind == "pending-forged" and report.pending == 1
+    assert report.record == report.seq + 1 and str(forged["pk"]) in (report.reason or "")
 
 
 def _facts_like(app: Any, pk: int) -> dict[str, Any]:

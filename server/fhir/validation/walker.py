@@ -24,6 +24,10 @@ from server.fhir.validation.references import reference_issue
 
 # Resources that are not DomainResources (no text, contained or dom-* invariants).
 _NOT_DOMAIN = frozenset({"Bundle", "Binary", "Parameters"})
+_DOM_3 = (
+    "If the resource is contained in another resource, it SHALL be referred to from elsewhere in the"
+    " resource or SHALL refer to the containing resource"
+)
 _EXTENSION = Child("Element.extension", "Extension", None, None, frozenset(), False)
 
 
@@ -58,6 +62,8 @@ class _Walk:
         self.queue(type_, node, type_, where, node, root)
         if type_ not in _NOT_DOMAIN:
             self.queue("DomainResource", node, type_, where, node, root)
+            if not inv.dom_3(node):
+                self.fail("dom-3", _DOM_3, where)
         self.queue("Resource", node, type_, where, node, root)
         # "#id" references inside a contained resource name its container's other contained ones.
         contained = {

@@ -157,3 +157,59 @@ def test_existence_invariants_enforced_on_write() -> None:
     assert [(i["diagnostics"][:6], i["expression"]) for i in found] == [("cpt-2:", ["Patient.telecom[0]"])]
     phone = {"resourceType": "Patient", "telecom": [{"system": "phone", "value": "5"}]}
     assert walker.check("Patient", phone) == []
+
+
+# dom-3 as R4B writes it applies as() to collections, which fhirpathpy refuses (FHIRPath means
+# the filter ofType()); the native version is checked against that reading.
+DOM_3 = (
+    EXPRESSIONS["dom-3"]
+    .replace(".as(canonical)", ".ofType(canonical)")
+    .replace(".as(uri)", ".ofType(uri)")
+    .replace(".as(url)", ".ofType(url)")
+    .replace("where(as(canonical) = '#')", "ofType(canonical).where($this = '#')")
+    .replace("where(as(uri) = '#')", "ofType(uri).where($this = '#')")
+)
+_OBS = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+DOM_3_CASES = [
+    {**_OBS, "contained": [{"resourceType": "Patient", "id": "p"}]},  # not referred to
+    {**_OBS, "contained": [{"resourceType": "Patient"}]},  # no id
+    {**_OBS, "subject": {"reference": "#p"}, "contained": [{"resourceType": "Patient", "id": "p"}]},
+    {  # refers to its container
+        **_OBS,
+        "contained": [
+            {"resourceType": "Patient", "id": "p", "link": [{"other": {"reference": "#"}, "type": "seealso"}]}
+        ],
+    },
+    {  # a canonical names it
+        "resourceType": "Questionnaire",
+        "status": "draft",
+        "item": [{"linkId": "1", "type": "choice", "answerValueSet": "#vs"}],
+        "contained": [{"resourceType": "ValueSet", "id": "vs", "status": "draft"}],
+    },
+]
+
+
+def _resources(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield doc
+    for entry in doc.get("entry") or () if doc.get("resourceType") == "Bundle" else ():
+        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+            yield entry["resource"]
+
+
+def test_dom_3_natively_agrees_with_fhirpath() -> None:
+    import fhirpathpy
+    from fhirpathpy.models import models
+
+    fn = fhirpathpy.compile(DOM_3, model=models["r4"], options=inv._OPTIONS)
+    docs = [r for d in ALL_EXAMPLES for r in _resources(d) if r.get("contained")] + DOM_3_CASES
+    verdicts = []
+    for doc in docs:
+        by_fhirpath = fn(
+            ResourceNode.create_node(doc, doc["resourceType"]), {"resource": doc, "rootResource": doc}
+        )
+        assert inv.dom_3(doc) == (by_fhirpath != [False]), doc.get("id") or doc
+        verdicts.append(inv.dom_3(doc))
+    assert len(docs) > (100 if len(ALL_EXAMPLES) > 1000 else 5)  # official package, or the sample
+    assert verdicts[-5:] == [False, False, True, True, True]
+    failed = walker.check("Observation", DOM_3_CASES[0])
+    assert [(i["diagnostics"][:6], i["expression"]) for i in failed] == [("dom-3:", ["Observation"])]

@@ -34,6 +34,8 @@ class FhirRequest:
     delete_referenced: bool = False  # a delete may leave references to the resource dangling
     bundle_targets: frozenset[str] = frozenset()  # Type/id a transaction writes: they resolve
     bundle_deletes: frozenset[str] = frozenset()  # Type/id a transaction deletes
+    # A transaction's reference checks, shared by its entries: (type, id, version) -> resolves.
+    resolved: dict[Any, bool] | None = field(default=None, compare=False)
 
     def header(self, name: str) -> str | None:
         """Return a header value (case-insensitive), or None."""

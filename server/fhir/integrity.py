@@ -123,13 +123,16 @@ def check_references(
     if not req.referential_integrity:
         return
     known: dict[Target, bool] = {}
+    shared = req.resolved if req.resolved is not None else {}  # a transaction's earlier entries' answers
     issues = []
     for where, reference, target in local_references(type_, resource, req.base_url):
-        if f"{target[0]}/{target[1]}" in req.bundle_targets:
+        name = f"{target[0]}/{target[1]}"
+        if name in req.bundle_targets:
             continue
-        if target not in known:
-            known[target] = resolves(repo, ctx, *target)
-        if not known[target]:
+        answers = known if name in req.bundle_deletes else shared  # a target the bundle deletes: asked again
+        if target not in answers:
+            answers[target] = resolves(repo, ctx, *target)
+        if not answers[target]:
             issues.append(not_found(where, reference))
     if issues:
         first = issues[0]

@@ -141,6 +141,39 @@ def test_a_transaction_resolves_within_itself_first(fhir: FhirClient) -> None:
     assert count(fhir, "Observation") == 2
 
 
+def test_a_transaction_asks_once_per_target(fhir: FhirClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries naming one Patient share its answer; a target the bundle deletes is asked each time."""
+    from server.fhir import integrity
+
+    fhir.call("PUT", "/Patient/p1", {"resourceType": "Patient", "id": "p1"})
+    fhir.call("PUT", "/Patient/p2", {"resourceType": "Patient", "id": "p2"})
+    asked: list[tuple[str, str]] = []
+    plain = integrity.resolves
+
+    def counted(repo: Any, ctx: Any, type_: str, id_: str, version: Any) -> bool:
+        asked.append((type_, id_))
+        return plain(repo, ctx, type_, id_, version)
+
+    monkeypatch.setattr(integrity, "resolves", counted)
+    entries = [
+        {"request": {"method": "POST", "url": "Observation"}, "resource": obs(subject=ref("Patient/p1"))}
+        for _ in range(5)
+    ]
+    r = fhir.call("POST", "/", transaction(*entries))
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert asked == [("Patient", "p1")]
+    asked.clear()
+    entries = [
+        {"request": {"method": "POST", "url": "Observation"}, "resource": obs(subject=ref("Patient/p1"))},
+        {"request": {"method": "DELETE", "url": "Patient/p2"}},
+        {"request": {"method": "POST", "url": "Observation"}, "resource": obs(focus=[ref("Patient/p2")])},
+        {"request": {"method": "POST", "url": "Observation"}, "resource": obs(focus=[ref("Patient/p2")])},
+    ]
+    r = fhir.call("POST", "/", transaction(*entries))
+    assert r.status_code == 422, r.get_data(as_text=True)  # p2 is gone once the bundle's DELETE ran
+    assert asked == [("Patient", "p1"), ("Patient", "p2")]  # p2 asked, not taken from a shared answer
+
+
 def test_a_transaction_with_a_dangling_reference_fails_whole(fhir: FhirClient) -> None:
     bundle = transaction(
         {"request": {"method": "POST", "url": "Patient"}, "resource": {"resourceType": "Patient"}},

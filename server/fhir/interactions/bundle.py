@@ -261,7 +261,9 @@ def _transaction(
     with repo.transaction():
         mapping = _resolve_ids(repo, ctx, req, items)
         written, deleted = _bundle_targets(items, mapping)
-        req = replace(req, bundle_targets=req.bundle_targets | written, bundle_deletes=deleted)
+        # One answer per reference target for the whole transaction (entries often name one Patient):
+        # what it writes or deletes itself is known from bundle_targets / bundle_deletes.
+        req = replace(req, bundle_targets=req.bundle_targets | written, bundle_deletes=deleted, resolved={})
 
         def resolve(reference: str) -> str:
             if "?" not in reference or reference.startswith(("http:", "https:", "urn:")):

@@ -10,9 +10,10 @@ from server.settings import Settings
 def create_app(settings: Settings | None = None) -> flask.Flask:
     """Build the Flask app: storage, error handlers, blueprints."""
     from server.api import wiring
+    from server.api.flask_app import RehabFlask
 
     settings = settings or Settings.from_env()
-    app = flask.Flask(__name__)
+    app = RehabFlask(__name__)
     app.config["REHABFHIR_SETTINGS"] = settings
     app.config["SECRET_KEY"] = settings.secret_key
     app.json.sort_keys = False  # type: ignore[attr-defined]

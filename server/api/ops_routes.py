@@ -12,7 +12,6 @@ None of these is a FHIR interaction: the audit trail does not record them.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -22,6 +21,7 @@ import uuid
 from typing import Any
 
 import flask
+import orjson
 import prometheus_client
 from prometheus_client.core import GaugeMetricFamily
 
@@ -162,52 +162,79 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_StateCollector(app))
+        # The histogram's child per (interaction, status), found without labels()' checks and lock.
+        self._children: dict[tuple[str, int], Any] = {}
+
+    def observe(self, name: str, status: int, duration: float) -> None:
+        """Count one request of interaction `name` that answered `status` after `duration` seconds."""
+        key = (name, status)
+        child = self._children.get(key)
+        if child is None:  # a bounded set: interactions times statuses
+            child = self._children[key] = self.requests.labels(name, str(status))
+        child.observe(duration)
 
 
 # -- per request: id, timing, metric, log line ---------------------------------------------
 
 
-def interaction() -> str:
+def interaction(req: flask.Request | None = None, g: Any = None) -> str:
     """Name what the request did, from a bounded set (never a raw path: ids and names stay out)."""
-    req = flask.request
+    if req is None:
+        req = flask.request._get_current_object()  # type: ignore[attr-defined]
     if req.url_rule is None:
         return "unmatched"
-    if req.blueprint in _FHIR_BLUEPRINTS:
-        named = flask.g.get("fhir_interaction") or classify(req.method, [p for p in req.path.split("/") if p])
+    blueprint = req.blueprint
+    if blueprint in _FHIR_BLUEPRINTS:
+        if g is None:
+            g = flask.g._get_current_object()  # type: ignore[attr-defined]
+        named = g.get("fhir_interaction") or classify(req.method, [p for p in req.path.split("/") if p])
         return str(named.subtype)
-    return req.blueprint or str(req.endpoint)
+    return blueprint or str(req.endpoint)
 
 
 def _start() -> None:
-    given = flask.request.headers.get("X-Request-Id", "")
-    flask.g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-    flask.g.request_started = time.perf_counter()
+    # The request and flask.g looked up once: each flask.request / flask.g is a context lookup.
+    req = flask.request._get_current_object()  # type: ignore[attr-defined]
+    g = flask.g._get_current_object()  # type: ignore[attr-defined]
+    given = req.environ.get("HTTP_X_REQUEST_ID", "")  # the X-Request-Id header
+    g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    g.request_started = time.perf_counter()
 
 
-def _finish(response: flask.Response) -> flask.Response:
-    started = flask.g.get("request_started")
-    if started is None:
+def _finisher(metrics: Metrics) -> Any:
+    """The after_request hook of one app: its metric, the X-Request-Id header and the log line."""
+
+    def _finish(response: flask.Response) -> flask.Response:
+        g = flask.g._get_current_object()  # type: ignore[attr-defined]
+        started = g.get("request_started")
+        if started is None:
+            return response
+        duration = time.perf_counter() - started
+        req = flask.request._get_current_object()  # type: ignore[attr-defined]
+        name = interaction(req, g)
+        status = response.status_code
+        metrics.observe(name, status, duration)
+        request_id = g.request_id
+        response.headers.setdefault("X-Request-Id", request_id)
+        if log.isEnabledFor(logging.INFO):
+            rule = req.url_rule
+            view_args = req.view_args
+            log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "client_id": getattr(g.get("access"), "client_id", None),
+                    "interaction": name,
+                    "method": req.method,
+                    "route": rule.rule if rule is not None else None,  # the pattern, not the path
+                    "resource_type": view_args.get("type_") if view_args else None,
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 2),
+                },
+            )
         return response
-    duration = time.perf_counter() - started
-    name = interaction()
-    flask.current_app.extensions[EXTENSION].requests.labels(name, str(response.status_code)).observe(duration)
-    response.headers.setdefault("X-Request-Id", flask.g.request_id)
-    ctx = flask.g.get("access")
-    rule = flask.request.url_rule
-    log.info(
-        "request",
-        extra={
-            "request_id": flask.g.request_id,
-            "client_id": getattr(ctx, "client_id", None),
-            "interaction": name,
-            "method": flask.request.method,
-            "route": rule.rule if rule is not None else None,  # the pattern, not the path with its ids
-            "resource_type": (flask.request.view_args or {}).get("type_"),
-            "status": response.status_code,
-            "duration_ms": round(duration * 1000, 2),
-        },
-    )
-    return response
+
+    return _finish
 
 
 # -- logging --------------------------------------------------------------------------------
@@ -227,19 +254,32 @@ _FIELDS = (
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, the request fields, the exception."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")  # the last whole second and its text
+
+    def _time(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        last, text = self._second
+        if second != last:  # strftime once a second, not once a line
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
+            self._second = (second, text)
+        return f"{text}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "time": self._time(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
         for name in _FIELDS:
-            if getattr(record, name, None) is not None:
-                entry[name] = getattr(record, name)
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return orjson.dumps(entry, default=str).decode()
 
 
 JsonFormatter.converter = time.gmtime  # type: ignore[assignment]
@@ -262,7 +302,7 @@ def configure_logging(settings: Settings) -> None:
 def init_app(app: flask.Flask, settings: Settings) -> None:
     """Register the ops routes, the request hooks and the app's metrics registry."""
     configure_logging(settings)
-    app.extensions[EXTENSION] = Metrics(app)
+    metrics = app.extensions[EXTENSION] = Metrics(app)
     app.register_blueprint(bp)
     app.before_request(_start)
-    app.after_request(_finish)
+    app.after_request(_finisher(metrics))

@@ -11,7 +11,9 @@ FHIR layer then enforces its scopes through `flask.g.access`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import flask
 
@@ -28,7 +30,6 @@ from auth.validators import BearerCheck
 from auth.validators import access_context
 from auth.views import bp
 from server.api import ops_routes
-from server.api.requests import base_url
 from server.api.requests import settings
 from server.fhir.access import AccessContext
 from server.fhir.access import check_visible
@@ -73,45 +74,60 @@ def build(sessions: object, settings: Settings) -> AuthExtension:
     )
 
 
-def _is_open(endpoint: str | None) -> bool:
-    if endpoint is None or endpoint in OPEN_ENDPOINTS or flask.request.blueprint in OPEN_BLUEPRINTS:
+def _is_open(endpoint: str | None, req: flask.Request | None = None) -> bool:
+    if endpoint is None or endpoint in OPEN_ENDPOINTS:
+        return True
+    if (req or flask.request).blueprint in OPEN_BLUEPRINTS:
         return True
     if endpoint in ops_routes.OPEN_ENDPOINTS:  # /healthz, /readyz, /favicon.ico
         return True
     return endpoint == "ops.metrics" and bool(settings().metrics_open)
 
 
-def _protect() -> None:
-    endpoint = flask.request.endpoint
-    if _is_open(endpoint):
-        return
-    if flask.request.method == "OPTIONS":
-        return
-    ext: AuthExtension = flask.current_app.extensions["rehabfhir.auth"]
-    ctx = access_context(
-        ext.bearer,
-        flask.request.headers.get("Authorization"),
-        Urls(base_url()),
-        flask.request.remote_addr,
-        flask.g.get("session"),
-    )
-    flask.g.access = ctx
-    if endpoint == "ops.metrics":
-        ops_routes.check_metrics_access(ctx)
-    _check_instance_operation(ctx)
+def _protector(app: flask.Flask) -> Callable[[], None]:
+    """The before_request hook of one app: the bearer token's AccessContext in flask.g.access."""
+    urls: dict[str, Urls] = {}  # per base URL (the settings may be replaced while the app runs)
+
+    def _protect() -> None:
+        # The request and flask.g looked up once: each flask.request / flask.g is a context lookup.
+        req = flask.request._get_current_object()  # type: ignore[attr-defined]
+        endpoint = req.endpoint
+        if _is_open(endpoint, req):
+            return
+        if req.method == "OPTIONS":
+            return
+        ext: AuthExtension = app.extensions["rehabfhir.auth"]
+        g = flask.g._get_current_object()  # type: ignore[attr-defined]
+        base = app.config["REHABFHIR_SETTINGS"].public_base_url  # server.api.requests.base_url()
+        at = urls.get(base)
+        if at is None:
+            at = urls[base] = Urls(base)
+        ctx = access_context(
+            ext.bearer,
+            req.environ.get("HTTP_AUTHORIZATION"),  # the Authorization header
+            at,
+            req.remote_addr,
+            g.get("session"),
+        )
+        g.access = ctx
+        if endpoint == "ops.metrics":
+            ops_routes.check_metrics_access(ctx)
+        _check_instance_operation(ctx, req.view_args, g)
+
+    return _protect
 
 
-def _check_instance_operation(ctx: AccessContext) -> None:
+def _check_instance_operation(ctx: AccessContext, args: dict[str, Any] | None, g: Any) -> None:
     """An operation on one resource (Patient/1/$everything) needs that resource to be visible (else 404)."""
-    args = flask.request.view_args or {}
+    args = args or {}
     type_, id_ = args.get("type_"), args.get("id_")
     name = str(args.get("target") or "")
     if type_ and id_ and not id_.startswith("$") and (name.startswith("$") or "name" in args):
-        check_visible(flask.g.repo, ctx, type_, id_, "r")
+        check_visible(g.repo, ctx, type_, id_, "r")
 
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
     """Register the auth blueprint and require a bearer token on every other endpoint."""
     app.extensions["rehabfhir.auth"] = build(app.extensions["rehabfhir.sessions"], settings)
     app.register_blueprint(bp)
-    app.before_request(_protect)
+    app.before_request(_protector(app))

@@ -55,12 +55,15 @@ _BODIES: dict[str, Callable[[], FhirRequest]] = {
 
 
 def _view(route: routing.Route) -> Callable[..., flask.Response]:
+    body = _BODIES[route.body]
+
     def view(**params: str) -> flask.Response:
+        g = flask.g._get_current_object()  # type: ignore[attr-defined]  # one context lookup
         # Named before the handler runs, so a refused or failed request is audited as it too.
-        flask.g.fhir_interaction = route.target(params)
-        req = _BODIES[route.body]()
-        resp = routing.run(route, params, flask.g.get("repo"), flask.g.get("access"), req)
-        flask.g.fhir_interaction = resp.interaction
+        g.fhir_interaction = route.target(params)
+        req = body()
+        resp = routing.run(route, params, g.get("repo"), g.get("access"), req)
+        g.fhir_interaction = resp.interaction
         return to_flask(resp)
 
     view.__name__ = route.endpoint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http
 from collections.abc import Iterable
 from typing import Any
@@ -14,13 +15,13 @@ from server.fhir.http import FhirResponse
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 
 
-def _wants_pretty() -> bool:
-    return flask.request.args.get("_pretty", "").lower() == "true"
+def _wants_pretty(req: flask.Request) -> bool:
+    return req.args.get("_pretty", "").lower() == "true"
 
 
-def _content_type() -> str:
-    fmt = (flask.request.args.get("_format") or "").lower()
-    accept = flask.request.headers.get("Accept", "").lower()
+def _content_type(req: flask.Request) -> str:
+    fmt = (req.args.get("_format") or "").lower()
+    accept = req.environ.get("HTTP_ACCEPT", "").lower()  # the Accept header
     if fmt in ("application/json", "json") and "fhir" not in accept:
         return "application/json; charset=utf-8"
     if not fmt and accept.startswith("application/json") and "fhir" not in accept:
@@ -30,17 +31,19 @@ def _content_type() -> str:
 
 def to_flask(resp: FhirResponse) -> flask.Response:
     """Serialise the body (stored text is sent as-is unless _pretty) and copy headers."""
+    req = flask.request._get_current_object()  # type: ignore[attr-defined]  # one context lookup
     body = resp.body
     if body is None:
         out = flask.Response(status=resp.status)
     else:
-        if isinstance(body, str) and not _wants_pretty():
+        pretty = _wants_pretty(req)
+        if isinstance(body, str) and not pretty:
             data = body.encode()
         else:
             doc = orjson.loads(body) if isinstance(body, str) else body
-            option = orjson.OPT_INDENT_2 if _wants_pretty() else 0
+            option = orjson.OPT_INDENT_2 if pretty else 0
             data = orjson.dumps(doc, option=option)
-        out = flask.Response(data, status=resp.status, content_type=_content_type())
+        out = flask.Response(data, status=resp.status, content_type=_content_type(req))
     for name, value in resp.headers.items():
         out.headers[name] = value
     return out
@@ -63,6 +66,7 @@ class StandardReasonPhrases:
         return self.app(environ, start)  # type: ignore[no-any-return]
 
 
+@functools.lru_cache(maxsize=256)
 def standard_status(status: str) -> str:
     """ "401 UNAUTHORIZED" -> "401 Unauthorized"; unknown codes are left as they are."""
     code, _, _ = status.partition(" ")

@@ -46,9 +46,10 @@ def _init_app(app: flask.Flask, settings: Settings, engine: sa.Engine) -> None:
     @app.before_request
     def _open_session() -> None:
         session = factory()
-        flask.g.session = session
-        flask.g.repo = SqlRepository(session)
-        flask.g.access = DENY  # default deny: the auth hook sets the token's context
+        g = flask.g._get_current_object()  # type: ignore[attr-defined]  # one context lookup
+        g.session = session
+        g.repo = SqlRepository(session)
+        g.access = DENY  # default deny: the auth hook sets the token's context
 
     @app.after_request  # registered first, so it runs after every other after_request hook
     def _release_for_streams(response: flask.Response) -> flask.Response:

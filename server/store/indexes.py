@@ -6,6 +6,7 @@ same transaction as the resource.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -46,9 +47,11 @@ class PendingRows:
     def __init__(self) -> None:
         self.rows: dict[sa.Table, list[dict[str, object]]] = {}
         self.replaced: list[int] = []  # resources whose old index rows go before the queued rows (PostgreSQL)
+        # PostgreSQL reads sent after the rows in the same pipeline: (sql, params, gets the rows)
+        self.queries: list[tuple[str, tuple[Any, ...], Callable[[list[Any]], None]]] = []
 
     def __bool__(self) -> bool:
-        return bool(self.rows) or bool(self.replaced)
+        return bool(self.rows) or bool(self.replaced) or bool(self.queries)
 
     def add(self, table: sa.Table, values: list[dict[str, object]]) -> None:
         """Queue rows for a table."""
@@ -70,6 +73,7 @@ class PendingRows:
         """Forget everything queued (the transaction rolled back)."""
         self.rows.clear()
         self.replaced.clear()
+        self.queries.clear()
 
     def flush(self, session: so.Session) -> None:
         """Send every queued row.
@@ -82,11 +86,14 @@ class PendingRows:
         order = {"resource": 0, "resource_version": 1}
         tables = [t for t in sorted(self.rows, key=lambda t: order.get(t.name, 2)) if self.rows[t]]
         conn = session.connection()
-        if conn.dialect.name == "postgresql" and (tables or self.replaced):
+        if conn.dialect.name == "postgresql" and (tables or self.replaced or self.queries):
             import psycopg
+            from psycopg.rows import namedtuple_row
 
             raw = conn.connection.driver_connection
             replaced, self.replaced = self.replaced, []
+            queries, self.queries = self.queries, []
+            readers = []
             try:
                 with raw.pipeline(), raw.cursor() as cur:  # type: ignore[union-attr]
                     for sql in _DELETE_SQL if replaced else ():
@@ -94,10 +101,20 @@ class PendingRows:
                     for table in tables:
                         for columns, rows in _by_columns(self.rows[table]).items():
                             _insert_rows(cur, table, columns, rows)
+                    for sql, params, done in queries:
+                        reader = raw.cursor(row_factory=namedtuple_row)  # type: ignore[union-attr]
+                        reader.execute(sql, params)
+                        readers.append((reader, done))
             except psycopg.IntegrityError as exc:  # as SQLAlchemy would have raised it
                 self.clear()
                 raise sa.exc.IntegrityError("INSERT (pipeline)", None, exc) from exc
+            for reader, done in readers:
+                with reader:
+                    done(reader.fetchall())
         else:
+            if self.queries:
+                self.queries.clear()
+                raise RuntimeError("queued reads go in a PostgreSQL pipeline; SQLite reads directly")
             for table in tables:
                 session.execute(sa.insert(table), self.rows[table])
         self.rows.clear()

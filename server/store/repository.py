@@ -60,8 +60,12 @@ _READ = sa.select(_R.c.type, _R.c.id, _R.c.version, _R.c.last_updated, _R.c.dele
 )
 
 # Called with (repository, stored version) for every version written, inside its transaction:
-# topic-based subscriptions number their events here (server.subscriptions.outbox).
+# topic-based subscriptions number their events here (server.subscriptions.outbox). Inside a
+# transaction() block they run at its end, after the last write and before the final flush and
+# commit; WRITE_PREFETCH first gets the whole list, so that what the observers will read can be
+# queued (queue_query) to go out with the transaction's rows in one round trip.
 WRITE_OBSERVERS: list[Callable[[SqlRepository, StoredResource], None]] = []
+WRITE_PREFETCH: list[Callable[[SqlRepository, list[StoredResource]], None]] = []
 
 
 def _now() -> datetime:
@@ -114,6 +118,7 @@ class SqlRepository:
         self.is_postgres = session.get_bind().dialect.name == "postgresql"
         self._depth = 0
         self._pending = indexes.PendingRows()
+        self._written: list[StoredResource] = []  # versions the observers have not seen yet
         # Called at the end of the outermost transaction() block, inside it, before the commit
         # (the audit trail appends its records here); `after_rollback` when the block fails.
         self.before_commit: list[Callable[[], None]] = []
@@ -141,16 +146,33 @@ class SqlRepository:
             # write's on PostgreSQL: one pipelined round trip before the commit).
             for hook in self.before_commit:
                 hook()
+            self._observe_written()
             self.flush()
             self.session.commit()
         except BaseException:
             self._pending.clear()
+            self._written.clear()
             self.session.rollback()
             for hook in self.after_rollback:
                 hook()
             raise
         finally:
             self._depth = 0
+
+    def _observe_written(self) -> None:
+        """Show the observers every version this transaction wrote, in order (their reads prefetched)."""
+        while self._written:
+            written, self._written = self._written, []
+            for prefetch in WRITE_PREFETCH:
+                prefetch(self, written)
+            self.flush()  # the queued rows, and the prefetched reads, in one round trip
+            for stored in written:
+                for observe in WRITE_OBSERVERS:
+                    observe(self, stored)
+
+    def queue_query(self, sql: str, params: tuple[Any, ...], done: Callable[[list[Any]], None]) -> None:
+        """PostgreSQL: run a read in the next flush's pipeline, after the rows; `done` gets its rows."""
+        self._pending.queries.append((sql, params, done))
 
     def queue_rows(self, table: sa.Table, rows: list[dict[str, object]]) -> None:
         """Queue rows of a table for this transaction's next flush (at the latest, before its commit)."""
@@ -269,8 +291,13 @@ class SqlRepository:
         )
         indexes.replace(self.session, pk, write, self._pending, fresh=fresh)
         stored = StoredResource(type_, id_, version, moment, write is None, body, method)
-        for observe in WRITE_OBSERVERS:
-            observe(self, stored)
+        if not WRITE_OBSERVERS:
+            return stored
+        if self._depth:
+            self._written.append(stored)  # observed at the end of the transaction() block
+        else:
+            for observe in WRITE_OBSERVERS:
+                observe(self, stored)
         return stored
 
     def _insert(

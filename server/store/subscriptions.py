@@ -173,6 +173,29 @@ def _drop_at_rollback(session: so.Session, _previous: so.SessionTransaction) -> 
     session.info.pop(LIVE_CACHE, None)
 
 
+_LIVE_SQL = f"SELECT * FROM {SubscriptionState.__tablename__} WHERE topic = ANY(%s) AND status = ANY(%s)"
+
+
+def prefetch_live(session: so.Session, topic_urls: list[str], queue: Any) -> None:
+    """Queue the read of these topics' live subscriptions (PostgreSQL: into the write's pipeline).
+
+    `queue(sql, params, done)` sends it with the transaction's next flush; live_for then finds
+    the answer in the transaction's cache instead of asking.
+    """
+    cache: dict[str, list[StateView]] = session.info.setdefault(LIVE_CACHE, {})
+    missing = [url for url in dict.fromkeys(topic_urls) if url not in cache]
+    if not missing:
+        return
+
+    def done(rows: list[Any]) -> None:
+        found: dict[str, list[StateView]] = {url: [] for url in missing}
+        for row in rows:
+            found[row.topic].append(_view(row))
+        session.info.setdefault(LIVE_CACHE, {}).update(found)
+
+    queue(_LIVE_SQL, (missing, list(LIVE)), done)
+
+
 def live_for(session: so.Session, topic_urls: list[str]) -> list[StateView]:
     """Subscriptions (requested, active or in error) on these topics, as this transaction first read them."""
     cache: dict[str, list[StateView]] = session.info.setdefault(LIVE_CACHE, {})

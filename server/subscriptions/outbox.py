@@ -34,6 +34,20 @@ def enable(engine: Any) -> None:
     _ENGINES.add(engine)
     if observe not in repository.WRITE_OBSERVERS:
         repository.WRITE_OBSERVERS.append(observe)
+        repository.WRITE_PREFETCH.append(prefetch)
+
+
+def prefetch(repo: Any, written: list[StoredResource]) -> None:
+    """PostgreSQL: ask for the live subscriptions of the written types' topics with the write's rows."""
+    if not repo.is_postgres:
+        return
+    bind = repo.session.get_bind()
+    if getattr(bind, "engine", bind) not in _ENGINES:
+        return
+    kinds = {s.type for s in written if s.type in topics.TYPES and not s.deleted and s.body}
+    urls = [t.url for t in topics.TOPICS if t.resource in kinds]
+    if urls:
+        store.prefetch_live(repo.session, urls, repo.queue_query)
 
 
 def grant_context(state: Any) -> AccessContext:

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from server.store import subscriptions as store
+from server.store.repository import SqlRepository
 from tests.conftest import FhirClient
 from tests.functional import test_subscriptions as subs
 
@@ -29,8 +30,11 @@ def _bundle(n: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def live_selects(app: Any) -> Iterator[list[str]]:
-    """The SELECTs on subscription_state the app's engine runs while the test does."""
+def live_selects(app: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The SELECTs on subscription_state the app's engine runs while the test does.
+
+    Through SQLAlchemy, and (PostgreSQL) those queued to go out in a write's pipeline.
+    """
     seen: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -38,6 +42,13 @@ def live_selects(app: Any) -> Iterator[list[str]]:
         if text.startswith("select") and "from subscription_state" in text:
             seen.append(text)
 
+    plain = SqlRepository.queue_query
+
+    def queued(self: SqlRepository, sql: str, params: Any, done: Any) -> None:
+        count(None, None, sql)
+        plain(self, sql, params, done)
+
+    monkeypatch.setattr(SqlRepository, "queue_query", queued)
     engine = app.extensions["rehabfhir.engine"]
     sa.event.listen(engine, "before_cursor_execute", count)
     yield seen

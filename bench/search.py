@@ -72,14 +72,34 @@ def load(app, patients: int, per_patient: int) -> tuple[list[str], float]:  # ty
     return ids, total / (time.perf_counter() - start)
 
 
-def measure(client, path: str, runs: int) -> tuple[float, float, int]:  # type: ignore[no-untyped-def]
+def bearer(app) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Headers with a system/*.rs token (auth is on, as deployed: without one every search is a 401)."""
+    import base64
+
+    client, secret = app.extensions["rehabfhir.auth"].store.add_client(
+        "bench-search", "system/*.rs", "symmetric"
+    )
+    basic = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
+    r = app.test_client().post(
+        "/auth/token",
+        data={"grant_type": "client_credentials", "scope": "system/*.rs"},
+        headers={"Authorization": "Basic " + basic},
+    )
+    if r.status_code != 200:
+        raise SystemExit(f"no token: {r.status_code} {r.get_data(as_text=True)[:200]}")
+    return {"Accept": "application/fhir+json", "Authorization": "Bearer " + r.get_json()["access_token"]}
+
+
+def measure(client, path: str, runs: int, headers: dict[str, str]) -> tuple[float, float, int]:  # type: ignore[no-untyped-def]
     times = []
     status = 0
     for _ in range(runs):
         t = time.perf_counter()
-        r = client.get(path, headers={"Accept": "application/fhir+json"})
+        r = client.get(path, headers=headers)
         times.append((time.perf_counter() - t) * 1000)
         status = r.status_code
+        if status != 200:
+            raise SystemExit(f"{path}: {status} {r.get_data(as_text=True)[:300]}")
     times.sort()
     return statistics.median(times), times[int(len(times) * 0.99) - 1], status
 
@@ -128,13 +148,16 @@ def run(db: str, args: argparse.Namespace) -> None:
             with app.extensions["rehabfhir.engine"].begin() as c:
                 c.exec_driver_sql("ANALYZE")
         client = app.test_client()
+        headers = bearer(app)
         print(f"  {'query':36} {'p50 ms':>8} {'p99 ms':>8}  status")
         for label, path in queries(ids):
-            p50, p99, status = measure(client, path, args.runs)
+            p50, p99, status = measure(client, path, args.runs, headers)
             print(f"  {label:36} {p50:8.2f} {p99:8.2f}  {status}")
         app.extensions["rehabfhir.engine"].dispose()
     finally:
-        if admin is not None:
+        if admin is not None and args.keep:
+            print(f"  kept: --database-url {url} --patients {args.patients}")
+        elif admin is not None:
             with admin.connect() as c:
                 c.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
@@ -146,13 +169,17 @@ def main() -> None:
     parser.add_argument("--per-patient", type=int, default=100)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--database-url", help="measure queries on an already loaded database (no load)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the PostgreSQL database (measure it again later)"
+    )
     args = parser.parse_args()
     if args.database_url:
         app = create_app(Settings(database_url=args.database_url))
         ids = [f"p{n:05d}" for n in range(args.patients)]
         client = app.test_client()
+        headers = bearer(app)
         for label, path in queries(ids):
-            p50, p99, status = measure(client, path, args.runs)
+            p50, p99, status = measure(client, path, args.runs, headers)
             print(f"  {label:36} {p50:8.2f} {p99:8.2f}  {status}")
         return
     for db in ("sqlite", "postgres") if args.db == "both" else (args.db,):

@@ -21,6 +21,9 @@ from server.store.session import make_session_factory
 from server.store.session import startup_lock
 
 log = logging.getLogger("rehabfhir.wiring")
+# Requests that read one resource (version) with one statement: PostgreSQL runs them in autocommit.
+_SINGLE_READS = frozenset({"fhir.read_route", "fhir.vread_route"})
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
@@ -42,11 +45,16 @@ def _init_app(app: flask.Flask, settings: Settings, engine: sa.Engine) -> None:
     factory = make_session_factory(engine)
     app.extensions["rehabfhir.engine"] = engine
     app.extensions["rehabfhir.sessions"] = factory
+    postgres = engine.dialect.name == "postgresql"
 
     @app.before_request
     def _open_session() -> None:
         session = factory()
         g = flask.g._get_current_object()  # type: ignore[attr-defined]  # one context lookup
+        if postgres and flask.request.endpoint in _SINGLE_READS:
+            # One SELECT needs no transaction: no BEGIN before it and no ROLLBACK at teardown
+            # (two of a read's three round trips on its connection). The pool resets the level.
+            session.connection(execution_options=_AUTOCOMMIT)
         g.session = session
         g.repo = SqlRepository(session)
         g.access = DENY  # default deny: the auth hook sets the token's context

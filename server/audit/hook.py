@@ -142,10 +142,13 @@ def patients_of(resource: Any, depth: int = 0) -> tuple[str, ...]:
     from server.fhir.search.indexer import compartments_of
 
     try:
-        pairs = compartments_of(resource)
+        pairs = compartments_of(resource, _PATIENT)
     except Exception:  # an unknown type or odd shape must not stop the audit
         return ()
     return tuple(f"Patient/{owner}" for kind, owner in pairs if kind == "Patient")
+
+
+_PATIENT = ("Patient",)
 
 
 def in_patient_compartment(type_: str) -> bool:

@@ -203,11 +203,13 @@ def _compartment_plans(resource_type: str) -> tuple[tuple[str, tuple[Callable[..
     )
 
 
-def compartments_of(resource: dict[str, Any]) -> list[tuple[str, str]]:
-    """Return the (compartment kind, owner id) pairs the resource belongs to."""
+def compartments_of(resource: dict[str, Any], kinds: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """Return the (compartment kind, owner id) pairs the resource belongs to (of `kinds` only, if given)."""
     rtype, rid = resource.get("resourceType"), resource.get("id")
     found: dict[tuple[str, str], None] = {}
     for kind, extractors in _compartment_plans(str(rtype)):
+        if kinds is not None and kind not in kinds:
+            continue
         if kind == rtype and isinstance(rid, str):
             found[(kind, rid)] = None
         for extract in extractors:

@@ -70,6 +70,7 @@ def write_events(
 
 
 _P = AuditPending.__table__
+_FORGED: set[int] = set()  # pending rows without a valid MAC this process has logged
 
 
 def link_left_pending(sessions: Any, batcher: Any, keyring: chain.Keyring, older_than: float) -> int:
@@ -82,12 +83,15 @@ def link_left_pending(sessions: Any, batcher: Any, keyring: chain.Keyring, older
     cutoff = chain.now() - timedelta(seconds=older_than)
     session = sessions()
     try:
-        left = sa.select(_P).where(_P.c.created < cutoff).order_by(_P.c.created).limit(500)
-        rows = session.execute(left).all()
+        left = sa.select(_P).where(_P.c.created < cutoff).order_by(_P.c.pk)
+        rows = session.execute(left.execution_options(yield_per=500)).all()
         good: list[chain.Pending] = []
         for row in rows:
             pending = chain.pending_of_row(row, keyring)
             if pending is None:
+                if row.pk in _FORGED:
+                    continue  # said once per process; verify names it every time (pending-forged)
+                _FORGED.add(row.pk)
                 log.error("audit_pending row %s: no valid MAC (not written here), not linked", row.pk)
             elif _already_linked(session, pending):
                 log.error("audit_pending row %s repeats records in the chain: removed, not linked", row.pk)
@@ -97,8 +101,8 @@ def link_left_pending(sessions: Any, batcher: Any, keyring: chain.Keyring, older
                 good.append(pending)
     finally:
         session.close()
-    if good:
-        batcher.write(good)
+    for start in range(0, len(good), 500):  # groups of a bounded size
+        batcher.write(good[start : start + 500])
     return len(good)
 
 

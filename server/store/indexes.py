@@ -6,6 +6,7 @@ same transaction as the resource.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
@@ -94,13 +95,20 @@ class PendingRows:
             replaced, self.replaced = self.replaced, []
             queries, self.queries = self.queries, []
             readers = []
+            # A bundle's thousands of rows go by COPY (about 30x less CPU than a multi-row INSERT of
+            # the same rows, whose text psycopg and PostgreSQL both parse), which cannot join a
+            # pipeline; a single write's few rows go in one pipelined round trip.
+            bulk = any(len(self.rows[t]) >= _COPY_MIN for t in tables)
             try:
-                with raw.pipeline(), raw.cursor() as cur:  # type: ignore[union-attr]
+                with contextlib.nullcontext() if bulk else raw.pipeline(), raw.cursor() as cur:  # type: ignore[union-attr]
                     for sql in _DELETE_SQL if replaced else ():
                         cur.execute(sql, (replaced,))
                     for table in tables:
                         for columns, rows in _by_columns(self.rows[table]).items():
-                            _insert_rows(cur, table, columns, rows)
+                            if len(rows) >= _COPY_MIN:
+                                _copy_rows(cur, table, columns, rows)
+                            else:
+                                _insert_rows(cur, table, columns, rows)
                     for sql, params, done in queries:
                         reader = raw.cursor(row_factory=namedtuple_row)  # type: ignore[union-attr]
                         reader.execute(sql, params)
@@ -130,6 +138,17 @@ def _by_columns(rows: list[dict[str, object]]) -> dict[tuple[str, ...], list[dic
     for row in rows:
         groups.setdefault(tuple(row), []).append(row)
     return groups
+
+
+_COPY_MIN = 64  # a table's rows in one flush from which they go by COPY (PostgreSQL)
+
+
+def _copy_rows(cur: Any, table: sa.Table, columns: tuple[str, ...], rows: list[dict[str, object]]) -> None:
+    """Send `rows` with COPY ... FROM STDIN (outside a pipeline)."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    with cur.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])
 
 
 def _insert_rows(cur: Any, table: sa.Table, columns: tuple[str, ...], rows: list[dict[str, object]]) -> None:

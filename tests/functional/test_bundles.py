@@ -304,3 +304,41 @@ def test_concurrent_identical_conditional_plain_creates(
         live_server + "/Patient?identifier=urn:plain|16", headers=live_bearer, timeout=30
     ).json()
     assert found["total"] == 1
+
+
+def test_a_large_transaction_is_stored_and_indexed_whole(fhir: FhirClient) -> None:
+    """Enough rows per table that PostgreSQL sends them by COPY: every one is stored and searchable."""
+    patient = fhir.create({"resourceType": "Patient", "name": [{"family": "Bulk"}]})
+    n = 90
+    entries = [
+        {
+            "fullUrl": f"urn:uuid:00000000-0000-4000-8000-{i:012d}",
+            "request": {"method": "POST", "url": "Observation"},
+            "resource": {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "72514-3"}]},
+                "subject": {"reference": f"Patient/{patient['id']}"},
+                "effectiveDateTime": f"2026-01-{1 + i % 28:02d}",
+                "valueQuantity": {
+                    "value": i,
+                    "unit": "{score}",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "{score}",
+                },
+            },
+        }
+        for i in range(n)
+    ]
+    r = fhir.call("POST", "/", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert r.status_code == 200, r.get_data(as_text=True)[:500]
+    query = f"/Observation?patient={patient['id']}&code=http://loinc.org|72514-3&value-quantity=ge45&_summary=count"
+    assert fhir.call("GET", query).get_json()["total"] == n - 45
+    assert fhir.call("GET", "/Observation?date=2026-01-01&_summary=count").get_json()["total"] == len(
+        range(0, n, 28)
+    )
+    again = fhir.call("POST", "/", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert again.status_code == 200  # new ids each time: nothing collides
+    assert (
+        fhir.call("GET", f"/Observation?patient={patient['id']}&_summary=count").get_json()["total"] == 2 * n
+    )

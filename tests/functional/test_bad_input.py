@@ -27,6 +27,7 @@ from tests.conftest import client_credentials_token
 from tests.conftest import fresh_postgres
 from tests.conftest import running_server
 from tests.conftest import token_for
+from tests.conftest import witness_path
 
 BIG = "9223372036854775808"  # 2**63: one more than a BIGINT holds
 SUPERSCRIPT_TWO = "%C2%B2"  # "²": str.isdigit() says yes, int() says no
@@ -399,7 +400,14 @@ def _unavailable(resp: Any) -> None:
 
 
 def _own_app(database_url: str) -> tuple[Any, FhirClient]:
-    app = create_app(Settings(database_url=database_url, testing=True, base_url="http://testserver/fhir"))
+    app = create_app(
+        Settings(
+            database_url=database_url,
+            testing=True,
+            base_url="http://testserver/fhir",
+            audit_witness=witness_path(database_url),  # not one in the working directory
+        )
+    )
     client = FhirClient(app.test_client(), client_credentials_token(app))
     assert client.call("PUT", "/Patient/p1", PATIENT).status_code == 201
     return app, client

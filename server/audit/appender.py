@@ -145,11 +145,12 @@ class DirectAppender:
             claim = conn.execute(_CLAIM_SQL, ([p.pk for p in pending],)) if pending else None
             head_row = head_cur.fetchone()
             claimed = {r[0] for r in claim.fetchall()} if claim is not None else set()
-            items = [
-                r
-                for f in facts
-                for r in ((f,) if not isinstance(f, chain.Pending) else f.records if f.pk in claimed else ())
-            ]
+            items: list[Any] = []
+            for f in facts:
+                if not isinstance(f, chain.Pending):
+                    items.append(f)
+                elif f.pk in claimed:
+                    items.extend(f.records)
             if not items:  # every pending write was linked already (by the head timer)
                 conn.commit()
                 return None

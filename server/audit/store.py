@@ -84,7 +84,7 @@ def link_left_pending(sessions: Any, batcher: Any, keyring: chain.Keyring, older
     session = sessions()
     try:
         left = sa.select(_P).where(_P.c.created < cutoff).order_by(_P.c.pk)
-        rows = session.execute(left.execution_options(yield_per=500)).all()
+        rows = session.execute(left).all()
         good: list[chain.Pending] = []
         for row in rows:
             pending = chain.pending_of_row(row, keyring)

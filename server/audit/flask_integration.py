@@ -433,15 +433,20 @@ def _unexpect(*_: Any) -> None:
         flask.current_app.extensions[BATCHER].unexpect()
 
 
+def _audited(request: flask.Request) -> bool:
+    """Whether `_audit_response` writes events for the request (auth events: `_audit_auth`)."""
+    return request.blueprint in ("fhir", "audit", *_OTHER) and request.endpoint not in _UNAUDITED
+
+
 def _audit_response(response: flask.Response) -> flask.Response:
-    blueprint = flask.request.blueprint
-    if blueprint not in ("fhir", "audit", *_OTHER) or flask.request.endpoint in _UNAUDITED:
+    if not _audited(flask.request):
         return _link_pending(response)
+    blueprint = flask.request.blueprint
     try:
         facts = _request_facts(response) if blueprint not in _OTHER else _other_facts(response)
         if facts:
             _append([*facts, *flask.g.pop(PENDING, ())])
-        elif flask.g.get("auth_event") is None:  # nothing to queue (a write audited in its transaction)
+        else:  # nothing to queue (a write audited in its transaction)
             _unexpect()
         response = _link_pending(response)
     except Exception as exc:
@@ -520,7 +525,7 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
             audited.verify_audit = _verify  # type: ignore[attr-defined]
             flask.g.repo = audited
         _capture_bundle()
-        if flask.request.endpoint not in _UNAUDITED:
+        if _audited(flask.request):  # only requests that queue events here keep a leader waiting
             _expect()
 
     app.after_request(_audit_response)

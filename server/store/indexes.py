@@ -48,6 +48,7 @@ class PendingRows:
     def __init__(self) -> None:
         self.rows: dict[sa.Table, list[dict[str, object]]] = {}
         self.replaced: list[int] = []  # resources whose old index rows go before the queued rows (PostgreSQL)
+        self.indexed: set[int] = set()  # resources with index rows in the queue (replace filters only theirs)
         # PostgreSQL reads sent after the rows in the same pipeline: (sql, params, gets the rows)
         self.queries: list[tuple[str, tuple[Any, ...], Callable[[list[Any]], None]]] = []
 
@@ -64,15 +65,18 @@ class PendingRows:
         Its index rows still queued (an earlier version written in this transaction) are dropped
         from the queue instead: the deletes go out before every queued INSERT.
         """
-        for table in _INDEXED:
-            queued = self.rows.get(table)
-            if queued:
-                self.rows[table] = [r for r in queued if r.get("res_pk") != res_pk]
+        if res_pk in self.indexed:  # not a scan of the whole queue per update (a bundle, a reindex batch)
+            self.indexed.discard(res_pk)
+            for table in _INDEXED:
+                queued = self.rows.get(table)
+                if queued:
+                    self.rows[table] = [r for r in queued if r.get("res_pk") != res_pk]
         self.replaced.append(res_pk)
 
     def clear(self) -> None:
         """Forget everything queued (the transaction rolled back)."""
         self.rows.clear()
+        self.indexed.clear()
         self.replaced.clear()
         self.queries.clear()
 
@@ -126,6 +130,7 @@ class PendingRows:
             for table in tables:
                 session.execute(sa.insert(table), self.rows[table])
         self.rows.clear()
+        self.indexed.clear()
 
 
 _SQL: dict[tuple[str, tuple[str, ...], int], str] = {}
@@ -202,3 +207,4 @@ def replace(
             CompartmentMembership.__table__,
             [{"res_pk": res_pk, "kind": kind, "owner_id": owner} for kind, owner in write.compartments],
         )
+    pending.indexed.add(res_pk)

@@ -404,8 +404,17 @@ def test_events_and_status_operations(
     refused = other.call("GET", f"/Subscription/{id_}/$events")
     assert refused.status_code == 404 and refused.get_json()["issue"][0]["code"] == "not-found"  # not its own
     assert FhirClient(app.test_client(), "").call("GET", f"/Subscription/{id_}/$status").status_code == 401
-    bad = fhir.call("GET", f"/Subscription/{id_}/$events?eventsSinceNumber=x")
-    assert bad.status_code == 400 and bad.get_json()["issue"][0]["expression"] == ["eventsSinceNumber"]
+    no_scope = FhirClient(app.test_client(), client_credentials_token(app, "system/Observation.rs"))
+    for operation in ("$status", "$events"):
+        r = no_scope.call("GET", f"/Subscription/{id_}/{operation}")
+        assert r.status_code == 403 and r.get_json()["issue"][0]["code"] == "forbidden"
+    for number in ("x", "%C2%B2"):  # '²' passes str.isdigit but is no event number
+        bad = fhir.call("GET", f"/Subscription/{id_}/$events?eventsSinceNumber={number}")
+        assert bad.status_code == 400 and bad.get_json()["issue"][0]["expression"] == ["eventsSinceNumber"]
+    beyond = fhir.call("GET", f"/Subscription/{id_}/$events?eventsSinceNumber=3&eventsUntilNumber={10**30}")
+    assert beyond.status_code == 200  # past any BIGINT: every event from 3 on
+    events = beyond.get_json()["entry"][0]["resource"]["notificationEvent"]
+    assert [e["eventNumber"] for e in events] == ["3", "4"]
 
 
 def test_old_delivered_events_are_pruned(
@@ -545,8 +554,23 @@ def test_a_narrowed_grant_withholds_at_delivery(
             "processing",
             "Subscription.criteria.extension[0]",
         ),
+        ({"channel": "rest-hook"}, 422, "processing", "Subscription.channel.type"),
+        (
+            {"channel": {"type": "rest-hook", "endpoint": "https://example.org/hook", "header": "X-Key: 1"}},
+            422,
+            "processing",
+            "Subscription.channel.header",
+        ),
     ],
-    ids=["unknown-topic", "plain-http", "channel", "filter-not-allowed", "filter-other-type"],
+    ids=[
+        "unknown-topic",
+        "plain-http",
+        "channel",
+        "filter-not-allowed",
+        "filter-other-type",
+        "channel-not-an-object",
+        "header-not-a-list",
+    ],
 )
 def test_bad_subscriptions_are_refused(
     fhir: FhirClient,

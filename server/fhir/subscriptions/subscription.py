@@ -106,9 +106,10 @@ def _invalid(message: str, where: str) -> ValidationFailedError:
 def _ext(element: Any, url: str) -> list[Any]:
     if not isinstance(element, dict):
         return []
+    extensions = element.get("extension")
     return [
         next((v for k, v in e.items() if k.startswith("value")), None)
-        for e in element.get("extension") or ()
+        for e in (extensions if isinstance(extensions, list) else ())
         if isinstance(e, dict) and e.get("url") == url
     ]
 
@@ -147,11 +148,13 @@ def _endpoint(channel: dict[str, Any], allow_loopback: bool) -> str:
 
 def _headers(channel: dict[str, Any]) -> list[str]:
     headers = channel.get("header") or []
+    if not isinstance(headers, list):
+        raise _invalid("header is a list of 'Name: value' strings", "Subscription.channel.header")
     for n, header in enumerate(headers):
         name, sep, _value = str(header).partition(":")
-        if not sep or not name.strip() or any(c in str(header) for c in "\r\n"):
+        if not isinstance(header, str) or not sep or not name.strip() or any(c in header for c in "\r\n"):
             raise _invalid("A header is 'Name: value' on one line", f"Subscription.channel.header[{n}]")
-    return [str(h) for h in headers]
+    return list(headers)
 
 
 def _redacted(resource: dict[str, Any]) -> dict[str, Any]:
@@ -233,7 +236,7 @@ def check(resource: dict[str, Any], ctx: AccessContext, cfg: Config) -> dict[str
     if not ctx.can(topic.resource, "r"):
         raise ForbiddenError(f"The token may not read {topic.resource}: no notifications of this topic")
     channel = resource.get("channel") or {}
-    if channel.get("type") != "rest-hook":
+    if not isinstance(channel, dict) or channel.get("type") != "rest-hook":
         raise _invalid("Only the rest-hook channel is supported", "Subscription.channel.type")
     if (channel.get("payload") or "application/fhir+json") not in MEDIA_TYPES:
         raise _invalid(f"payload must be one of {', '.join(MEDIA_TYPES)}", "Subscription.channel.payload")
@@ -430,13 +433,16 @@ def status_operation(
     return FhirResponse(200, notification(_owned(repo, ctx, id_), "query-status", []))
 
 
+_MAX_NUMBER = 2**63 - 1  # the event number column is a BIGINT: a larger bound matches no fewer events
+
+
 def _number(req: FhirRequest, name: str, default: int) -> int:
     value = req.param(name)
     if value is None or value == "":
         return default
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # str.isdigit alone also takes e.g. '²'
         raise InvalidRequestError(f"{name} must be an event number", expression=(name,))
-    return int(value)
+    return min(int(value), _MAX_NUMBER)
 
 
 @registry.register(TYPE, "events", instance=True)

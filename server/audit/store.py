@@ -94,9 +94,12 @@ def link_left_pending(sessions: Any, batcher: Any, keyring: chain.Keyring, older
                 _FORGED.add(row.pk)
                 log.error("audit_pending row %s: no valid MAC (not written here), not linked", row.pk)
             elif _already_linked(session, pending):
-                log.error("audit_pending row %s repeats records in the chain: removed, not linked", row.pk)
-                session.execute(sa.delete(_P).where(_P.c.pk == row.pk))
+                # Said only if this process removed it: another host's sweep may have just linked
+                # (and removed) the same row, which is no repeat.
+                gone = session.execute(sa.delete(_P).where(_P.c.pk == row.pk).returning(_P.c.pk)).first()
                 session.commit()
+                if gone is not None:
+                    log.error("audit_pending row %s repeats records in the chain: removed", row.pk)
             else:
                 good.append(pending)
     finally:

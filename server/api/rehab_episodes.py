@@ -97,21 +97,21 @@ def discharge_of(id_: str, patient: str) -> str | None:
 
 
 def clinic(id_: str) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], dict[str, Any]]:
-    """Return the EpisodeOfCare, what links to it, and its clinic view."""
+    """Return the EpisodeOfCare, what links to it, and its clinic view (without its discharge)."""
     episode, linked = episode_resources(id_)
     condition = _first(episode, ("diagnosis", "condition"), "Condition")
     referral = _first(episode, ("referralRequest",), "ServiceRequest")
-    patient = episode["patient"]["reference"]
-    found = episode_care.find(id_, patient)
+    found = episode_care.find(id_, episode["patient"]["reference"])
     plan = (found[0], int(found[1]["meta"]["versionId"]), found[3]) if found else None
     view = episodes.clinic_view((f"EpisodeOfCare/{id_}", episode), condition, referral, linked, plan)
-    view["discharge"] = discharge_of(id_, patient)
     return episode, linked, view
 
 
 @bp.get("/episodes/<id_>")
 def get_episode(id_: str) -> flask.Response:
-    return json_response(clinic(id_)[2])
+    episode, _, view = clinic(id_)
+    view["discharge"] = discharge_of(id_, episode["patient"]["reference"])
+    return json_response(view)
 
 
 @bp.post("/episodes/<id_>/recertification")

@@ -114,25 +114,45 @@ def build_adherence(payload: dict[str, Any], plan_ref: str, performer: str | Non
     return out
 
 
+def _codings(element: dict[str, Any]) -> list[dict[str, Any]]:
+    return (element.get("code") or {}).get("coding") or []
+
+
+def _day(value: Any) -> date | None:
+    """The day a FHIR date or dateTime names, or None (a year or month only, or not a date)."""
+    try:
+        return date.fromisoformat(value[:10]) if isinstance(value, str) and len(value) >= 10 else None
+    except ValueError:
+        return None
+
+
+def _status(obs: dict[str, Any]) -> Any:
+    """The code of the adherence component's value (done / partly / not-done), or None."""
+    for comp in obs.get("component") or []:
+        if codes.coding(HOME_PROGRAM, "adherence") in _codings(comp):
+            return ((comp.get("valueCodeableConcept") or {}).get("coding") or [{}])[0].get("code")
+    return None
+
+
 def is_adherence(obs: dict[str, Any]) -> bool:
-    """Whether an Observation is one of ours: an exercise activity with an adherence component."""
-    return EXERCISE_ACTIVITY["code"] in {
-        c.get("code") for c in (obs.get("code") or {}).get("coding") or []
-    } and any(
-        c.get("system") == HOME_PROGRAM for comp in obs.get("component") or [] for c in comp["code"]["coding"]
+    """Whether an Observation is one of ours: an exercise activity of a day, named, with an adherence
+    component (any client may write Observations: one off this shape is left out, not read)."""
+    return (
+        EXERCISE_ACTIVITY["code"] in {c.get("code") for c in _codings(obs)}
+        and _day(obs.get("effectiveDateTime")) is not None
+        and isinstance((obs.get("valueCodeableConcept") or {}).get("text"), str)
+        and _status(obs) in STATUSES
     )
 
 
 def read_done(obs: dict[str, Any]) -> dict[str, Any]:
     """Return the clinic record of one adherence Observation (inverse of build_adherence's items)."""
-    out: dict[str, Any] = {"exercise": obs["valueCodeableConcept"]["text"]}
+    out: dict[str, Any] = {"exercise": obs["valueCodeableConcept"]["text"], "status": _status(obs)}
     for comp in obs.get("component") or []:
-        coding = comp["code"]["coding"][0]
-        if coding == codes.coding(HOME_PROGRAM, "adherence"):
-            out["status"] = comp["valueCodeableConcept"]["coding"][0]["code"]
-        elif coding["code"] in ("sets-done", "repetitions-done"):
+        coding = (_codings(comp) or [{}])[0]
+        if coding.get("code") in ("sets-done", "repetitions-done") and "valueInteger" in comp:
             out["sets" if coding["code"] == "sets-done" else "reps"] = comp["valueInteger"]
-        elif coding["code"] == PAIN["code"]:
+        elif coding.get("code") == PAIN["code"] and "valueInteger" in comp:
             out["pain"] = comp["valueInteger"]
     return out
 
@@ -160,7 +180,7 @@ def expected_per_week(exercise: dict[str, Any]) -> float | None:
 
 def report(plan_ref: str, plan: dict[str, Any], observations: list[dict[str, Any]]) -> dict[str, Any]:
     """Return adherence % per exercise of the plan, overall and per plan week."""
-    start = date.fromisoformat(str(plan["period"].get("start"))[:10]) if plan.get("period") else None
+    start = _day((plan.get("period") or {}).get("start"))
     days: dict[str, dict[str, float]] = {}  # exercise -> day -> credit (the latest record of a day wins)
     for obs in sorted(observations, key=lambda o: o.get("meta", {}).get("lastUpdated", "")):
         if (obs.get("basedOn") or [{}])[0].get("reference") != plan_ref or not is_adherence(obs):

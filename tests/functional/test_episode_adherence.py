@@ -134,3 +134,34 @@ def test_progress_shows_adherence_per_exercise_and_week(fhir: FhirClient) -> Non
     assert steps["percent"] == 66.7 and [w["week"] for w in steps["weeks"]] == [1]
     # Adherence Observations are not progress measures.
     assert progress["measures"] == [] and progress["excluded"] == []
+
+
+def test_an_exercise_observation_off_our_shape_is_left_out(fhir: FhirClient) -> None:
+    """Any client with Observation.c may write an exercise activity on the plan: progress leaves out
+    one it cannot read (no component coding, a period for a day, no status) instead of failing."""
+    pid = patient(fhir)
+    plan = program(fhir, pid)
+    assert day(fhir, pid, "2026-11-17", {"exercise": "Bridges", "status": "done"}).status_code == 201
+    status = {"code": {"coding": [{"system": adherence.HOME_PROGRAM, "code": "adherence"}]}}
+    foreign = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [adherence.EXERCISE_ACTIVITY]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "basedOn": [{"reference": plan}],
+        "valueCodeableConcept": {"text": "Bridges"},
+    }
+    for odd in (
+        {"effectiveDateTime": "2026-11-18", "component": [{"code": {"text": "steps"}, "valueInteger": 3}]},
+        {"effectivePeriod": {"start": "2026-11-18"}, "component": [{**status, "valueString": "done"}]},
+        {"effectiveDateTime": "2026-11", "component": [{**status, "valueString": "done"}]},
+    ):
+        r = fhir.call("POST", "/Observation", {**foreign, **odd})
+        assert r.status_code == 201, r.get_data(as_text=True)
+    r = fhir.call("GET", f"/rehab/patients/{pid}/progress")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    (report,) = r.get_json()["adherence"]
+    assert [(e["exercise"], e["days_recorded"]) for e in report["exercises"]] == [
+        ("Bridges", 1),
+        ("Step-ups", 0),
+    ]

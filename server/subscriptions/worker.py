@@ -169,7 +169,7 @@ class DeliveryWorker(PollingWorker):
             batch = store.events(session, state.id, state.delivered + 1, state.events, state.max_count)
             items = []
             for event in batch:
-                allowed, body = subscription.shown(repo, ctx, state, event)
+                allowed, body = subscription.shown(repo, ctx, event)
                 if allowed:
                     items.append((event, body))
         last = batch[-1].number if batch else state.events

@@ -23,6 +23,8 @@ from typing import Any
 from typing import Protocol
 from urllib.parse import urlsplit
 
+import orjson
+
 from server.errors import ForbiddenError
 from server.errors import InvalidRequestError
 from server.errors import MethodNotAllowedError
@@ -401,12 +403,8 @@ def notification(
     }
 
 
-def shown(
-    repo: FhirRepository, ctx: AccessContext, state: Any, event: Any
-) -> tuple[bool, dict[str, Any] | None]:
+def shown(repo: FhirRepository, ctx: AccessContext, event: Any) -> tuple[bool, dict[str, Any] | None]:
     """Whether `ctx` may be told of the event, and the version's body (None if it is gone)."""
-    import orjson
-
     stored = repo.read_version(event.focus_type, event.focus_id, event.focus_version)
     body = orjson.loads(stored.body) if stored is not None and stored.body else None
     return (body is not None and permits(ctx, event.focus_type, "r", body)), body
@@ -458,7 +456,7 @@ def events_operation(
     until = _number(req, "eventsUntilNumber", state.events)
     items = []
     for event in _cfg().store.events(repo, state.id, since, until, _cfg().max_events):
-        allowed, body = shown(repo, ctx, state, event)
+        allowed, body = shown(repo, ctx, event)
         if allowed:
             items.append((event, body))
     return FhirResponse(200, notification(state, "query-event", items, content))

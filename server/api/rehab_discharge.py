@@ -102,7 +102,8 @@ def post_discharge(id_: str) -> flask.Response:
         patient=episode["patient"]["reference"],
         author=author,
         episode=f"EpisodeOfCare/{id_}",
-        period={"start": str(view.get("start")), "end": payload["date"]},
+        # An EpisodeOfCare written through FHIR may have no start: the period then only ends.
+        period={**({"start": str(view["start"])} if view.get("start") else {}), "end": payload["date"]},
         date=payload["date"],
         condition=condition,
     )

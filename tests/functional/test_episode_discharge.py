@@ -199,3 +199,22 @@ def test_document_shows_only_what_the_token_may_read(app: Any, fhir: FhirClient)
     no_read = FhirClient(app.test_client(), client_credentials_token(app, "system/Patient.rs"))
     assert no_read.call("GET", f"/{ref}/$document").status_code == 403
     assert fhir.call("GET", "/Composition/nope/$document").status_code == 404
+
+
+def test_an_episode_without_a_start_is_discharged(fhir: FhirClient) -> None:
+    """An EpisodeOfCare written through FHIR need not have a period: its summary's period only ends."""
+    pid = patient(fhir)
+    episode = {
+        "resourceType": "EpisodeOfCare",
+        "status": "active",
+        "patient": {"reference": f"Patient/{pid}"},
+        "careManager": {"reference": f"Practitioner/{practitioner(fhir, 'pt1')}"},
+    }
+    r = fhir.call("POST", "/EpisodeOfCare", episode)
+    assert r.status_code == 201, r.get_data(as_text=True)
+    eid = r.headers["Location"].split("/EpisodeOfCare/")[1].split("/")[0]
+    r = post(fhir, f"/rehab/episodes/{eid}/discharge", DISCHARGE)
+    assert r.status_code == 201, r.get_data(as_text=True)
+    composition = fhir.call("GET", f"/{r.get_json()['composition']}").get_json()
+    assert composition["event"][0]["period"] == {"end": DISCHARGE["date"]}
+    assert fhir.call("GET", f"/EpisodeOfCare/{eid}").get_json()["status"] == "finished"

@@ -169,9 +169,10 @@ def read_adherence(entries: list[Entry]) -> dict[str, Any]:
 
 
 def expected_per_week(exercise: dict[str, Any]) -> float | None:
-    """Days a week the exercise's frequency expects it (None: no frequency given)."""
+    """Days a week the exercise's frequency expects it (None: no frequency given, or a period of 0,
+    which a CarePlan written through FHIR may hold)."""
     f = exercise.get("frequency")
-    if not f:
+    if not f or f["period"] <= 0:
         return None
     if f["period_unit"] == "d":
         return round(7 / f["period"], 2)

@@ -165,3 +165,23 @@ def test_an_exercise_observation_off_our_shape_is_left_out(fhir: FhirClient) -> 
         ("Bridges", 1),
         ("Step-ups", 0),
     ]
+
+
+def test_a_plan_repeating_every_0_days_expects_no_days(fhir: FhirClient) -> None:
+    """A CarePlan written through FHIR may say `period: 0`: progress answers (no expected days), not 500."""
+    pid = patient(fhir)
+    timing = {"repeat": {"frequency": 1, "period": 0, "periodUnit": "d"}}
+    plan = {
+        "resourceType": "CarePlan",
+        "status": "active",
+        "intent": "plan",
+        "subject": {"reference": f"Patient/{pid}"},
+        "activity": [
+            {"detail": {"status": "in-progress", "code": {"text": "Walk"}, "scheduledTiming": timing}}
+        ],
+    }
+    assert fhir.call("POST", "/CarePlan", plan).status_code == 201
+    r = fhir.call("GET", f"/rehab/patients/{pid}/progress")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    (report,) = r.get_json()["adherence"]
+    assert [(e["exercise"], e["expected_per_week"]) for e in report["exercises"]] == [("Walk", None)]

@@ -175,12 +175,16 @@ def parse_unit(code: str) -> tuple[float, Dims] | None:
             return None
         if token == "":
             continue  # a leading "/" as in "/min"
-        term = _term(token)
-        if term is None:
+        try:
+            term = _term(token)
+            if term is None:
+                return None
+            factor *= term[0] ** sign
+        except (OverflowError, ValueError):  # 10*999, km300, an exponent of thousands of digits
             return None
-        factor *= term[0] ** sign
         dims = tuple(a + sign * b for a, b in zip(dims, term[1], strict=True))
-    return factor, dims
+    # A factor beyond a double (10*200.10*200 is inf, 10*-999 is 0) converts nothing.
+    return (factor, dims) if math.isfinite(factor) and factor else None
 
 
 def dimension_code(dims: Dims) -> str:

@@ -377,6 +377,8 @@ def _bundle_facts(response: flask.Response, ran: Interaction) -> list[AuditFacts
 
 # Blueprints outside FHIR's URL space whose requests touch clinical data or its exports.
 _OTHER = ("bulk", "rehab")
+# /rehab views of one patient's data: their events name the patient.
+_PATIENT_VIEWS = frozenset({"rehab.get_progress", "rehab.get_measures_csv"})
 _UNAUDITED = ("fhir.metadata", "rehab.get_catalog")  # public, patient-free documents
 
 
@@ -390,7 +392,7 @@ def _other_facts(response: flask.Response) -> list[AuditFacts]:
     if getattr(flask.g.get("repo"), "audited", 0) and status < 400:
         return []
     args = flask.request.view_args or {}
-    patient = f"Patient/{args['id_']}" if flask.request.endpoint == "rehab.get_progress" else None
+    patient = f"Patient/{args['id_']}" if flask.request.endpoint in _PATIENT_VIEWS else None
     # The query (method and path) says which: a file download, a status poll, a cancel, a view.
     facts = _facts(Interaction("operation"), status, query=_raw_request(), patient=patient)
     action = {"bulk.download": "R", "bulk.cancel": "D"}.get(str(flask.request.endpoint), "E")

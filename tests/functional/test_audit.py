@@ -525,6 +525,8 @@ def test_export_status_download_and_rehab_views_are_audited(
     file_url = manifest["output"][0]["url"]
     assert download(fhir, file_url)
     assert fhir.call("GET", f"/rehab/patients/{patient['id']}/progress").status_code == 200
+    csv_path = f"/rehab/patients/{patient['id']}/measures.csv"  # CSV: the plain client, not FhirClient
+    assert fhir.c.get(csv_path, headers={"Authorization": f"Bearer {fhir.token}"}).status_code == 200
     assert (
         FhirClient(app.test_client(), token="").call("GET", "/rehab/patients/x/progress").status_code == 401
     )
@@ -536,6 +538,7 @@ def test_export_status_download_and_rehab_views_are_audited(
     assert ("R", 0, f"GET {local(file_url)}", None) in got
     assert ("E", 0, f"GET /rehab/patients/{patient['id']}/progress", f"Patient/{patient['id']}") in got
     assert ("E", 8, "GET /rehab/patients/x/progress", "Patient/x") in got
+    assert ("E", 0, f"GET {csv_path}", f"Patient/{patient['id']}") in got  # the same data, as CSV
     assert got[-1] == ("D", 0, f"DELETE {status_path}", None)
 
 

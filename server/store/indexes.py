@@ -21,14 +21,33 @@ if TYPE_CHECKING:
     from server.fhir.repository import WriteRequest
 
 INDEX_TABLES = tuple(t.table for t in TYPES.values())
-# IndexRows attribute -> (table, columns copied from each row), one per type (server.store.search_types)
-_ROW_KINDS = tuple((t.rows, t.table, t.columns) for t in TYPES.values())
 _MAX_TEXT = 1000  # btree-friendly bound for long strings; equality on longer values is rare
+# Ids of local targets are not cut: a cut one could equal another resource's id.
+_UNCLIPPED = frozenset({"target_type", "target_id"})
 
 
-def _clip(value: object) -> object:
-    if isinstance(value, str) and len(value) > _MAX_TEXT:
-        return value[:_MAX_TEXT]
+def _fields(table: Any, columns: tuple[str, ...]) -> tuple[tuple[str, str, int | None], ...]:
+    """(row field, column, longest string kept) of each column copied from a type's rows.
+
+    The longest string is the column's length (a varchar(64) such as a quantity's code or unit,
+    which PostgreSQL would refuse longer), else _MAX_TEXT.
+    """
+    out = []
+    for field in columns:
+        column = "grp" if field == "group" else field
+        length = getattr(table.__table__.c[column].type, "length", None)
+        out.append((field, column, None if column in _UNCLIPPED else min(length or _MAX_TEXT, _MAX_TEXT)))
+    return tuple(out)
+
+
+# IndexRows attribute -> (table, _fields of the columns copied from each row), one per type
+# (server.store.search_types)
+_ROW_KINDS = tuple((t.rows, t.table, _fields(t.table, t.columns)) for t in TYPES.values())
+
+
+def _clip(value: object, limit: int | None) -> object:
+    if limit is not None and isinstance(value, str) and len(value) > limit:
+        return value[:limit]
     return value
 
 
@@ -190,14 +209,14 @@ def replace(
     if write is None:
         return
     if write.rows is not None:
-        for attr, table, columns in _ROW_KINDS:
+        for attr, table, fields in _ROW_KINDS:
             rows = getattr(write.rows, attr)
             if not rows:
                 continue
             pending.add(
                 table.__table__,
                 [
-                    {("grp" if c == "group" else c): _clip(getattr(r, c)) for c in columns}
+                    {column: _clip(getattr(r, field), limit) for field, column, limit in fields}
                     | {"res_pk": res_pk}
                     for r in rows
                 ],

@@ -39,3 +39,21 @@ def test_a_quantity_with_a_long_code_or_unit_is_stored_and_searchable(fhir: Fhir
     assert found.status_code == 200
     ids = [e["resource"]["id"] for e in found.get_json().get("entry", [])]
     assert ids == [created.get_json()["id"]]
+
+
+def test_a_reference_whose_id_no_resource_can_have_is_kept_as_written(fhir: FhirClient) -> None:
+    """`Patient/` + 100 characters names no resource (ids are 1-64 characters): it is indexed as the
+    URL as written, in no compartment, and found by the same text; PostgreSQL answered 500 before
+    (the 64-character target id column)."""
+    long = "Patient/" + "a" * 100
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "x"},
+        "subject": {"reference": long},
+    }
+    created = fhir.call("POST", "/Observation", observation)
+    assert created.status_code == 201, created.get_data(as_text=True)
+    found = fhir.call("GET", f"/Observation?subject={long}").get_json()
+    assert [e["resource"]["id"] for e in found.get("entry", [])] == [created.get_json()["id"]]
+    assert fhir.call("GET", f"/Patient/{'a' * 100}/Observation").status_code == 400

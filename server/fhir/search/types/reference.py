@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from server.fhir.resources import ID_RE
 from server.fhir.search.definitions import SearchParam
 from server.fhir.search.definitions import is_resource_type
 from server.fhir.search.query import ReferenceValue
@@ -31,8 +32,8 @@ def parse(raw: str, sp: SearchParam, modifier: str | None, base_url: str | None)
         return ReferenceValue(None, None, url=raw)
     if "/" in text:
         type_, _, id_ = text.rpartition("/")
-        if "/" in type_ or not is_resource_type(type_) or not id_:
-            return ReferenceValue(None, None, url=raw)
+        if "/" in type_ or not is_resource_type(type_) or not ID_RE.match(id_):
+            return ReferenceValue(None, None, url=raw)  # as parse_reference indexes it
         if modifier and modifier != type_:
             raise bad(f"Reference {raw!r} is not a {modifier}", sp.name)
         return ReferenceValue(type_, id_)
@@ -47,7 +48,9 @@ def parse_reference(ref: str) -> tuple[str | None, str | None, str | None]:
     if ref.startswith(("#", "urn:")) or "?" in ref:
         return None, None, ref
     parts = ref.split("/_history/", 1)[0].split("/")
-    if len(parts) >= 2 and is_resource_type(parts[-2]) and parts[-1]:
+    # Type/id only with an id a resource can have (1-64 of A-Z a-z 0-9 - .): anything else names
+    # no resource of this server and is kept as the URL as written (and in no compartment).
+    if len(parts) >= 2 and is_resource_type(parts[-2]) and ID_RE.match(parts[-1]):
         if len(parts) == 2:
             return parts[0], parts[1], None
         return parts[-2], parts[-1], ref

@@ -44,6 +44,32 @@ def test_the_history_has_one_head() -> None:
     assert script.get_heads() == ["a004"], "a new revision must revise the single head, not branch off"
 
 
+def test_heads_read_from_the_scripts_equal_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from server.store.migrate import alembic_config
+    from server.store.migrate import script_heads
+
+    assert script_heads() == frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def test_a_database_at_head_starts_without_loading_alembic(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    engine = make_engine(f"sqlite:///{tmp_path}/m.db")
+    upgrade(engine)
+    engine.dispose()
+    code = (
+        "import sys; from server.store.migrate import upgrade, missing_heads;"
+        "from server.store.session import make_engine;"
+        f"e = make_engine('sqlite:///{tmp_path}/m.db'); upgrade(e); assert missing_heads(e) == [];"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako', 'pygments')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_upgrade_head_reaches_the_one_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
     engine = make_engine(f"sqlite:///{tmp_path}/m.db")
     upgrade(engine, "head")  # singular: fails with "Multiple head revisions" on a branched history

@@ -69,7 +69,7 @@ def build(sessions: object, settings: Settings) -> AuthExtension:
         keys,
         server,
         LoginLimiter(sessions, per_user=5, per_address=20, window=60.0),  # type: ignore[arg-type]
-        FailureLimiter(20, 60.0),
+        FailureLimiter(sessions, limit=20, window=60.0, prefix="token:"),  # type: ignore[arg-type]
         BearerCheck(server, cache, watch),
     )
 

@@ -110,8 +110,8 @@ def _form() -> dict[str, str]:
     return {k: v for k, v in flask.request.form.items()}
 
 
-def _limited(key: str) -> flask.Response | None:
-    wait = _ext().token_limiter.blocked(key)
+def _limited(address: str) -> flask.Response | None:
+    wait = _ext().token_limiter.blocked(address)
     if wait:
         return _json(
             {"error": "too_many_requests", "error_description": "Too many failed attempts; slow down"},
@@ -122,11 +122,11 @@ def _limited(key: str) -> flask.Response | None:
 
 
 def _oauth_call(func: Any, kind: str | None = None) -> flask.Response:
-    key = "token:" + (flask.request.remote_addr or "")
+    address = flask.request.remote_addr or ""  # counted as "token:<address>", shared by all hosts
     form = _form()
     if kind == "token-issue" and form.get("grant_type") == "refresh_token":
         kind = "token-refresh"
-    blocked = _limited(key)
+    blocked = _limited(address)
     if blocked is not None:
         if kind:
             _note(AuthEvent(kind, False, _claimed_client(form), detail="too_many_requests"))
@@ -135,7 +135,7 @@ def _oauth_call(func: Any, kind: str | None = None) -> flask.Response:
         body = func(form, flask.request.headers.get("Authorization"), _urls())
     except OAuthError as err:
         if err.error in ("invalid_client", "invalid_grant", "invalid_token"):
-            _ext().token_limiter.fail(key)
+            _ext().token_limiter.fail(address)
         if kind:
             _note(AuthEvent(kind, False, _claimed_client(form), detail=f"{err.error}: {err.description}"))
         return _json(err.body(), err.status, err.headers)

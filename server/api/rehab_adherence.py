@@ -19,6 +19,7 @@ from server.api.rehab_support import check_exists
 from server.api.rehab_support import current_ctx
 from server.api.rehab_support import search_all
 from server.api.rehab_support import submit
+from server.audit.flask_integration import name_patient
 from server.errors import InvalidRequestError
 
 
@@ -54,6 +55,7 @@ def post_adherence() -> flask.Response:
     chosen: dict[str, str] = {}
 
     def check(payload: dict[str, Any]) -> None:
+        name_patient(f"Patient/{payload['patient']}")  # the token may see the patient (checked before)
         ref, plan = _plan(payload)
         missing = adherence.not_in_plan(payload, plan)
         if missing:

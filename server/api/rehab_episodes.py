@@ -32,6 +32,7 @@ from server.api.rehab_support import run_transaction
 from server.api.rehab_support import search_all
 from server.api.rehab_support import submit
 from server.api.rehab_support import unstamped
+from server.audit.flask_integration import name_patient
 from server.errors import InvalidRequestError
 from server.fhir.interactions.read import current
 from server.fhir.interactions.search_type import check_search_access
@@ -67,8 +68,13 @@ def _first(resource: dict[str, Any], path: tuple[str, ...], type_: str) -> dict[
 
 
 def read_episode(id_: str) -> dict[str, Any]:
-    """Read the EpisodeOfCare as FHIR reads it (403 outside the scopes, 404 hidden/unknown, 410 deleted)."""
-    return orjson.loads(current(current_repo(), "EpisodeOfCare", id_, current_ctx()).body)  # type: ignore[no-any-return]
+    """Read the EpisodeOfCare as FHIR reads it (403 outside the scopes, 404 hidden/unknown, 410 deleted).
+
+    Once read, the request's audit event names the episode's patient (answered or refused after).
+    """
+    episode: dict[str, Any] = orjson.loads(current(current_repo(), "EpisodeOfCare", id_, current_ctx()).body)
+    name_patient((episode.get("patient") or {}).get("reference"))
+    return episode
 
 
 def episode_resources(id_: str) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:

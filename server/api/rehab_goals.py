@@ -27,6 +27,7 @@ from server.api.rehab_support import json_response
 from server.api.rehab_support import put_entry
 from server.api.rehab_support import run_transaction
 from server.api.rehab_support import search_all
+from server.audit.flask_integration import name_patient
 from server.fhir.interactions.read import current
 
 
@@ -69,6 +70,7 @@ def patch_goal(id_: str) -> flask.Response:
     change = schemas.load(goals.GoalPatchSchema(), rq.parse_body())
     stored = current(current_repo(), "Goal", id_, current_ctx(), "u")
     goal = orjson.loads(stored.body)
+    name_patient((goal.get("subject") or {}).get("reference"))
     new = dict(goal)
     if "achievement" in change:
         new["achievementStatus"] = goals.concept(change["achievement"])

@@ -379,20 +379,33 @@ def _bundle_facts(response: flask.Response, ran: Interaction) -> list[AuditFacts
 _OTHER = ("bulk", "rehab")
 # /rehab views of one patient's data: their events name the patient.
 _PATIENT_VIEWS = frozenset({"rehab.get_progress", "rehab.get_measures_csv"})
+# flask.g: the patient whose data a /rehab request read by another id (an episode, a goal), once read.
+REHAB_PATIENT = "audit_rehab_patient"
 _UNAUDITED = ("fhir.metadata", "rehab.get_catalog")  # public, patient-free documents
+
+
+def name_patient(reference: Any) -> None:
+    """Name the patient a /rehab request read data of (its event carries it, answered or refused after)."""
+    if isinstance(reference, str) and reference.startswith("Patient/"):
+        setattr(flask.g, REHAB_PATIENT, reference)
 
 
 def _other_facts(response: flask.Response) -> list[AuditFacts]:
     """One event for a /rehab or bulk request (export status, cancel, file download), or a denial.
 
     A /rehab write that succeeded was audited in its transaction, entry by entry, like FHIR.
-    The progress view names its patient. Bulk files are audited per download, one event each.
+    The progress view and the CSV name the patient of their URL; a request about an episode or a goal
+    names the patient it read (`name_patient`), so a refusal before that read names nobody. Bulk
+    files are audited per download, one event each.
     """
     status = response.status_code
     if getattr(flask.g.get("repo"), "audited", 0) and status < 400:
         return []
     args = flask.request.view_args or {}
-    patient = f"Patient/{args['id_']}" if flask.request.endpoint in _PATIENT_VIEWS else None
+    if flask.request.endpoint in _PATIENT_VIEWS:
+        patient = f"Patient/{args['id_']}"
+    else:
+        patient = flask.g.get(REHAB_PATIENT)
     # The query (method and path) says which: a file download, a status poll, a cancel, a view.
     facts = _facts(Interaction("operation"), status, query=_raw_request(), patient=patient)
     action = {"bulk.download": "R", "bulk.cancel": "D"}.get(str(flask.request.endpoint), "E")

@@ -559,3 +559,59 @@ def test_out_of_range_and_non_ascii_ids_and_numbers_are_client_errors(fhir: Fhir
         "PUT", "/AuditEvent/99999999999999999999999", {**VALID_EVENT, "id": "99999999999999999999999"}
     )
     assert put.status_code == 405  # numeric: the server's own trail, never written by clients
+
+
+def test_every_event_of_an_episode_names_its_patient(app: Any, fhir: FhirClient) -> None:
+    """Issue 17's endpoints: the episode view (before and after discharge), the episode list, a goal's
+    PATCH, re-certification, adherence and discharge, answered or refused after the episode was read,
+    each name the episode's patient; a token refused before it could read the episode names nobody."""
+    from tests.conftest import client_credentials_token
+    from tests.functional.test_episode import patient_token
+    from tests.functional.test_episode import post
+    from tests.functional.test_episode_discharge import DISCHARGE
+    from tests.functional.test_episode_discharge import episode_of_care
+    from tests.functional.test_episode_plan import CERT
+
+    pid, eid, refs = episode_of_care(fhir)  # writes: plan of care, goals, sessions, a day of adherence
+    pref = f"Patient/{pid}"
+    first = len(events(app))
+    assert fhir.call("GET", f"/rehab/episodes/{eid}").status_code == 200
+    assert fhir.call("GET", f"/EpisodeOfCare?patient={pid}").status_code == 200  # the page's episode list
+    goal = refs["goal"][0].split("/")[1]
+    r = fhir.call("PATCH", f"/rehab/goals/{goal}", {"note": "on track"}, content_type="application/json")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    renewed = {**CERT, "start": "2027-01-01", "end": "2027-02-15"}
+    assert post(fhir, f"/rehab/episodes/{eid}/recertification", renewed).status_code == 200
+    day = {"patient": pid, "date": "2026-11-22", "exercises": [{"exercise": "Bridges", "status": "done"}]}
+    assert post(fhir, "/rehab/adherence", day).status_code == 201
+    early = post(fhir, f"/rehab/episodes/{eid}/discharge", {**DISCHARGE, "date": "2026-11-01"})
+    assert early.status_code == 400  # refused after the episode was read: still this patient's
+    assert post(fhir, f"/rehab/episodes/{eid}/discharge", DISCHARGE).status_code == 201
+    again = post(fhir, f"/rehab/episodes/{eid}/recertification", renewed)
+    assert again.status_code == 400  # the episode is finished
+    assert fhir.call("GET", f"/rehab/episodes/{eid}").status_code == 200
+    mine = [r for r in events(app)[first:] if not str(r["resource"] or "").startswith("Practitioner/")]
+    assert mine and all(r["patient"] == pref for r in mine), [
+        (r["subtype"], r["outcome"], r["resource"], r["query"], r["patient"])
+        for r in mine
+        if r["patient"] != pref
+    ]
+    ops = {(r["outcome"], r["query"]) for r in mine if r["subtype"] == "operation"}
+    assert (0, f"GET /rehab/episodes/{eid}") in ops and (4, f"POST /rehab/episodes/{eid}/discharge") in ops
+    assert (4, f"POST /rehab/episodes/{eid}/recertification") in ops
+    written = {str(r["resource"]).split("/")[0] for r in mine if r["action"] in ("C", "U")}
+    assert {"Goal", "CarePlan", "ServiceRequest", "Observation", "Composition", "EpisodeOfCare"} <= written
+
+    # Refused before the episode is read (no search grant; another patient's token): no patient named.
+    first = len(events(app))
+    no_search = FhirClient(app.test_client(), client_credentials_token(app, "system/EpisodeOfCare.rs"))
+    assert no_search.call("GET", f"/rehab/episodes/{eid}").status_code == 403
+    other = fhir.create({"resourceType": "Patient"})["id"]
+    theirs = FhirClient(
+        app.test_client(), patient_token(app, other, "launch/patient openid fhirUser patient/*.rs")
+    )
+    assert theirs.call("GET", f"/rehab/episodes/{eid}").status_code == 404
+    refused = [
+        (r["outcome"], r["query"], r["patient"]) for r in events(app)[first:] if r["subtype"] == "operation"
+    ]
+    assert refused == [(8, f"GET /rehab/episodes/{eid}", None), (4, f"GET /rehab/episodes/{eid}", None)]

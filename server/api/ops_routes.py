@@ -23,6 +23,7 @@ from typing import Any
 import flask
 import orjson
 import prometheus_client
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.core import GaugeMetricFamily
 
 from server.audit.hook import classify
@@ -113,7 +114,7 @@ def check_metrics_access(ctx: Any) -> None:
 
 
 class _StateCollector:
-    """Database pool, export jobs, export worker and audit batches, read at scrape time."""
+    """Database pool, export jobs, export worker and the audit trail's backlog, read at scrape time."""
 
     def __init__(self, app: flask.Flask) -> None:
         self.app = app
@@ -140,13 +141,49 @@ class _StateCollector:
         except Exception as exc:  # the database is away: say so by leaving the family empty
             log.warning("metrics: export job counts unavailable: %s", type(exc).__name__)
         yield jobs
+        yield from self._audit()
+
+    def _audit(self) -> Any:
+        """The audit trail's backlog: writes not yet linked into the chain, and this process's queue."""
+        from server.audit import chain
+        from server.audit.store import pending_backlog
+
+        pending = GaugeMetricFamily(
+            "rehabfhir_audit_pending_rows",
+            "Committed writes whose audit records are not linked into the chain yet (PostgreSQL)",
+        )
+        lag = GaugeMetricFamily(
+            "rehabfhir_audit_chain_lag_seconds",
+            "Age of the oldest committed write whose audit records are not linked yet (0: none)",
+        )
+        try:
+            with self.app.extensions["rehabfhir.sessions"]() as session:
+                count, oldest = pending_backlog(session)
+            pending.add_metric([], count)
+            age = (chain.now() - oldest).total_seconds() if oldest is not None else 0.0
+            lag.add_metric([], max(0.0, age))
+        except Exception as exc:  # the database is away (or has no audit_pending): leave them empty
+            log.warning("metrics: audit backlog unavailable: %s", type(exc).__name__)
+        yield pending
+        yield lag
         batcher = self.app.extensions.get("rehabfhir.audit_batcher")
         if batcher is not None:
-            batches = GaugeMetricFamily(
+            queued = GaugeMetricFamily(
+                "rehabfhir_audit_queue_requests",
+                "Requests of this process whose audit events wait for the next group commit",
+            )
+            queued.add_metric([], batcher.waiting)
+            yield queued
+            batches = CounterMetricFamily(
                 "rehabfhir_audit_batches", "Audit group-commit transactions written by this process"
             )
             batches.add_metric([], batcher.batches)
             yield batches
+            records = CounterMetricFamily(
+                "rehabfhir_audit_records", "Audit events written by this process's group commits"
+            )
+            records.add_metric([], batcher.records)
+            yield records
 
 
 class Metrics:

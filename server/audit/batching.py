@@ -73,6 +73,11 @@ class GroupCommit:
         self.batches = 0  # transactions written (for tests and benchmarks)
         self.records = 0  # events written (for tests and benchmarks)
 
+    @property
+    def waiting(self) -> int:
+        """Requests whose events are queued for the next group, not yet taken by a leader (/metrics)."""
+        return len(self._queue)
+
     def expect(self) -> None:
         """A request has started: a leader may wait (up to `window`) for its events."""
         with self._lock:

@@ -124,6 +124,15 @@ def _already_linked(session: so.Session, pending: chain.Pending) -> bool:
     return found is not None
 
 
+def pending_backlog(session: so.Session) -> tuple[int, datetime | None]:
+    """How many committed writes wait in audit_pending to be linked, and when the oldest was written.
+
+    PostgreSQL only: on SQLite writes link in their own transaction, so the table stays empty.
+    """
+    count, oldest = session.execute(sa.select(sa.func.count(), sa.func.min(_P.c.created))).one()
+    return int(count), oldest
+
+
 def served_body(pk: int, recorded: datetime, body: str) -> str:
     """The stored AuditEvent JSON with its id and meta spliced in."""
     from server.audit.events import instant

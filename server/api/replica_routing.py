@@ -90,7 +90,7 @@ def init_app(app: flask.Flask, settings: Settings, engine: sa.Engine) -> None:
             return
         named, position = asked_position(request)
         if named and position is None:
-            replicas.routed[("primary", "malformed")] += 1
+            replicas.count_read("primary", "malformed")
             return
         session, _reason = replicas.read_session(position)
         if session is not None:

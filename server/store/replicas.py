@@ -109,6 +109,7 @@ class Replicas:
         default_factory=lambda: collections.deque(maxlen=_SAMPLES)
     )
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _routed_lock: threading.Lock = field(default_factory=threading.Lock)  # request threads count reads
     _turn: Iterator[int] = field(default_factory=itertools.count)
     _pid: int | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -253,8 +254,22 @@ class Replicas:
     def _count(
         self, session: so.Session | None, reason: str, replica: Replica | None = None
     ) -> tuple[so.Session | None, str]:
-        self.routed[(replica.name if replica else "primary", reason)] += 1
+        self.count_read(replica.name if replica else "primary", reason)
         return session, reason
+
+    def count_read(self, target: str, reason: str) -> None:
+        """Count one read served by `target` ("primary" or a replica's name) for `reason`.
+
+        Under a lock: a worker's request threads count at once, and `+=` on a Counter is a
+        read-modify-write that would lose counts between them.
+        """
+        with self._routed_lock:
+            self.routed[(target, reason)] += 1
+
+    def routed_counts(self) -> dict[tuple[str, str], int]:
+        """A copy of the read counts (safe to iterate while requests go on counting)."""
+        with self._routed_lock:
+            return dict(self.routed)
 
     # -- metrics (a Prometheus collector: the app's registry calls collect at scrape time) -------
 
@@ -284,6 +299,6 @@ class Replicas:
             " them and why",
             labels=["target", "reason"],
         )
-        for (target, reason), count in sorted(self.routed.items()):
+        for (target, reason), count in sorted(self.routed_counts().items()):
             reads.add_metric([target, reason], count)
         yield reads

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import pathlib
+import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,27 +49,49 @@ def _settings(database_url: str, replicas: str) -> Settings:
     )
 
 
+# The replica_app tests run on PostgreSQL only (SQLite has no replicas: see
+# test_sqlite_refuses_replicas): the session's database_url fixture is asked for its PostgreSQL
+# database alone (the same one the other tests use).
+on_postgres = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
+
 @pytest.fixture
 def replica_app(app: Any, database_url: str) -> Iterator[Any]:
-    """An app whose replica is its own (emptied) database; PostgreSQL only (SQLite refuses)."""
-    if not database_url.startswith("postgresql"):
-        with pytest.raises(ReplicaConfigError, match="needs a PostgreSQL DATABASE_URL"):
-            create_app(_settings(database_url, database_url))
-        yield None
-        return
+    """An app whose replica is its own (emptied) PostgreSQL database."""
+    assert database_url.startswith("postgresql")
     made = create_app(_settings(database_url, database_url))
     yield made
     made.extensions["rehabfhir.replicas"].stop()
     made.extensions["rehabfhir.engine"].dispose()
 
 
+def test_sqlite_refuses_replicas(tmp_path: pathlib.Path) -> None:
+    """SQLite serves one host: replicas of it are refused at start, and without them nothing routes."""
+    url = "sqlite:///" + str(tmp_path / "one-host.db")
+    with pytest.raises(ReplicaConfigError, match="needs a PostgreSQL DATABASE_URL"):
+        create_app(_settings(url, "postgresql+psycopg://postgres@127.0.0.1:5432/replica"))
+    with pytest.raises(ReplicaConfigError, match="needs a PostgreSQL DATABASE_URL"):
+        create_app(_settings(url, url))
+    made = create_app(_settings(url, ""))
+    try:
+        assert "rehabfhir.replicas" not in made.extensions
+        client = made.test_client()
+        fhir = FhirClient(client, client_credentials_token(made))
+        r = fhir.call("POST", "/Patient", PATIENT)
+        assert r.status_code == 201
+        assert "X-Commit-Position" not in r.headers and client.get_cookie("rehabfhir_position") is None
+        r = fhir.call("GET", "/Patient/" + r.get_json()["id"], headers={"X-Read-After": "0/1"})
+        assert r.status_code == 200 and r.get_json()["name"][0]["family"] == "Replica"
+    finally:
+        made.extensions["rehabfhir.engine"].dispose()
+
+
 def _routed(app: Any) -> collections.Counter[tuple[str, str]]:
-    return collections.Counter(app.extensions["rehabfhir.replicas"].routed)
+    return collections.Counter(app.extensions["rehabfhir.replicas"].routed_counts())
 
 
+@on_postgres
 def test_reads_go_to_the_replica_and_writes_to_the_primary(replica_app: Any) -> None:
-    if replica_app is None:  # SQLite: the fixture checked that replicas are refused
-        return
     fhir = FhirClient(replica_app.test_client(), client_credentials_token(replica_app))
     before = _routed(replica_app)
     created = fhir.create(PATIENT)
@@ -92,9 +117,8 @@ def test_reads_go_to_the_replica_and_writes_to_the_primary(replica_app: Any) -> 
     assert sum(n for (target, _), n in counted.items() if target == "primary") == 0
 
 
+@on_postgres
 def test_a_write_tells_its_position_and_a_read_naming_it_reads_it(replica_app: Any) -> None:
-    if replica_app is None:
-        return
     client = replica_app.test_client()
     fhir = FhirClient(client, client_credentials_token(replica_app))
     r = fhir.call("POST", "/Patient", PATIENT)
@@ -121,9 +145,32 @@ def test_a_write_tells_its_position_and_a_read_naming_it_reads_it(replica_app: A
     assert _routed(replica_app) - before == collections.Counter({("primary", "malformed"): 1})
 
 
+@on_postgres
+def test_the_position_cookie_alone_reads_the_write_back(replica_app: Any) -> None:
+    """A browser sends no X-Read-After: the rehabfhir_position cookie of its write is what routes its read."""
+    client = replica_app.test_client()
+    fhir = FhirClient(client, client_credentials_token(replica_app))
+    r = fhir.call("POST", "/Patient", PATIENT)
+    assert r.status_code == 201
+    cookie = client.get_cookie("rehabfhir_position")
+    assert cookie is not None and cookie.value == r.headers["X-Commit-Position"]
+    pid = r.get_json()["id"]
+    replica = replica_app.extensions["rehabfhir.replicas"].replicas[0].name
+    before = _routed(replica_app)
+    r = fhir.call("GET", f"/Patient/{pid}")  # no header: the client's cookie jar sends the position
+    assert r.status_code == 200 and r.get_json()["name"][0]["family"] == "Replica"
+    counted = _routed(replica_app) - before
+    assert sum(counted.values()) == 1 and sum(n for (t, _), n in counted.items() if t == replica) == 1
+    # The cookie is what is read: one naming a position nothing has replayed sends the read to the primary.
+    client.set_cookie("rehabfhir_position", "FFFFFFFF/0")
+    before = _routed(replica_app)
+    r = fhir.call("GET", f"/Patient/{pid}")
+    assert r.status_code == 200 and r.get_json()["id"] == pid
+    assert _routed(replica_app) - before == collections.Counter({("primary", "position"): 1})
+
+
+@on_postgres
 def test_metrics_show_lag_up_and_routing(replica_app: Any) -> None:
-    if replica_app is None:
-        return
     fhir = FhirClient(replica_app.test_client(), client_credentials_token(replica_app))
     assert fhir.call("GET", "/Patient").status_code == 200
     text = fhir.call("GET", "/metrics", headers={"Accept": "text/plain"}).get_data(as_text=True)
@@ -199,6 +246,35 @@ def test_an_export_waiting_for_its_replica_counts_one_read(monkeypatch: pytest.M
     monkeypatch.setattr(replicas, "_choose", lambda position: next(tries))
     assert replicas.export_session() == "session"
     assert replicas.routed == collections.Counter({("r:1", "position"): 1})
+    engine.dispose()
+
+
+def test_read_counts_from_many_threads_are_exact() -> None:
+    """Request threads count reads at once: none is lost, and a scrape may copy the counts meanwhile."""
+    engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")  # never connected
+    replicas = Replicas(engine, [Replica("r:1", engine, make_session_factory(engine))])
+    barrier = threading.Barrier(8)
+
+    def count(n: int) -> None:
+        barrier.wait()
+        for i in range(5000):
+            replicas.count_read("r:1" if n % 2 else "primary", "fresh" if i % 2 else "stale")
+            if i % 500 == 0:
+                assert sum(replicas.routed_counts().values()) <= 8 * 5000
+
+    threads = [threading.Thread(target=count, args=(n,)) for n in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a lost `+=` shows up
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert replicas.routed_counts() == {
+        (t, r): 10_000 for t in ("r:1", "primary") for r in ("fresh", "stale")
+    }
     engine.dispose()
 
 

@@ -1,9 +1,9 @@
 """/rehab/adherence on the "rehab" blueprint: the patient's home program, done or not, day by day.
 
 Usable by a patient app: a patient token with patient/Observation.c and patient/CarePlan.rs
-(and patient/Patient.r) records its own days; another patient "does not exist" (400 naming
-`patient`), as for every /rehab write. The plan is the one given (`plan`) or the patient's latest
-active CarePlan with exercises; an exercise the plan does not hold is a 400 naming
+records its own days; another patient "does not exist" (400 naming `patient`, with or without
+patient/Patient.r: the same answer as for an unknown id). The plan is the one given (`plan`) or
+the patient's latest active CarePlan with exercises; an exercise the plan does not hold is a 400 naming
 `exercises[i].exercise`, and nothing is stored.
 """
 
@@ -55,7 +55,12 @@ def post_adherence() -> flask.Response:
     chosen: dict[str, str] = {}
 
     def check(payload: dict[str, Any]) -> None:
-        name_patient(f"Patient/{payload['patient']}")  # the token may see the patient (checked before)
+        own = current_ctx().compartment_patient("Observation", "c")
+        if own is not None and own != payload["patient"]:
+            # A patient app's token that may not read Patients passed check_patient: another patient
+            # does not exist for it either (else "no active plan" would tell that one exists).
+            raise InvalidRequestError(f"Patient/{payload['patient']} does not exist", expression=("patient",))
+        name_patient(f"Patient/{payload['patient']}")
         ref, plan = _plan(payload)
         missing = adherence.not_in_plan(payload, plan)
         if missing:

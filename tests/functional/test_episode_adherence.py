@@ -4,13 +4,23 @@ per exercise and plan week. Runs on SQLite and PostgreSQL (the database_url fixt
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import pytest
+import requests
 
 from fhir_mapping import adherence
 from tests.conftest import FhirClient
 from tests.conftest import client_credentials_token
+from tests.conftest import running_server
+from tests.functional.auth_flows import PASSWORD
+from tests.functional.auth_flows import REDIRECT
+from tests.functional.auth_flows import add_app
+from tests.functional.auth_flows import add_user
+from tests.functional.auth_flows import authorize_params
+from tests.functional.auth_flows import hidden
+from tests.functional.auth_flows import query_of
 from tests.functional.test_episode import count
 from tests.functional.test_episode import patient
 from tests.functional.test_episode import patient_token
@@ -70,6 +80,71 @@ def test_a_patient_app_records_its_day(app: Any, fhir: FhirClient) -> None:
     )
     assert day(reader, pid, "2026-11-17", done).status_code == 403
     assert count(fhir, "Observation") == 2
+
+
+def http_patient_token(base: str, app: Any, pid: str, scope: str) -> str:
+    """A patient app's token from the running server: sign-in, consent and PKCE code exchange over HTTP."""
+    name = f"pat-{secrets.token_hex(4)}"
+    add_user(app, name, "patient", f"Patient/{pid}")
+    client_id, _ = add_app(app, scope)
+    verifier = secrets.token_urlsafe(48)
+    browser = requests.Session()
+    ask = {**authorize_params(client_id, scope, verifier), "aud": base}
+    page = browser.get(f"{base}/auth/authorize", params=ask, timeout=30).text
+    form = {"step": "login", "csrf_token": hidden(page, "csrf_token"), "username": name, "password": PASSWORD}
+    page = browser.post(f"{base}/auth/authorize", data=form, timeout=30).text
+    form = {"step": "consent", "csrf_token": hidden(page, "csrf_token"), "decision": "approve"}
+    r = browser.post(f"{base}/auth/authorize", data=form, allow_redirects=False, timeout=30)
+    assert r.status_code == 302, r.text
+    grant = {
+        "grant_type": "authorization_code",
+        "code": query_of(r.headers["Location"])["code"],
+        "redirect_uri": REDIRECT,
+        "client_id": client_id,
+        "code_verifier": verifier,
+    }
+    r = requests.post(f"{base}/auth/token", data=grant, timeout=30)
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])
+
+
+def test_a_patient_app_posts_its_day_over_http(app: Any, fhir: FhirClient, database_url: str) -> None:
+    """A real server (gunicorn) and a token got by the app launch over HTTP, with only the grants the route
+    needs (patient/Observation.c, patient/CarePlan.rs): its own day is stored; another patient's id is
+    refused as an unknown one (400 naming patient, not "no active plan", which would tell it exists)."""
+    pid, other = patient(fhir), patient(fhir)
+    plan = program(fhir, pid)
+    theirs = program(fhir, other).split("/")[1]
+    done = {"exercise": "Bridges", "status": "partly", "sets": 2, "reps": 8, "pain": 4}
+    with running_server(database_url, workers=1) as base:
+        scope = "launch/patient openid fhirUser patient/Observation.c patient/CarePlan.rs"
+        token = http_patient_token(base, app, pid, scope)
+
+        def send(body: dict[str, Any], bearer: str = token) -> requests.Response:
+            headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+            return requests.post(f"{base}/rehab/adherence", json=body, headers=headers, timeout=30)
+
+        r = send({"patient": pid, "date": "2026-11-17", "exercises": [done]})
+        assert r.status_code == 201, r.text
+        assert r.json()["plan"] == plan.split("/")[1] and r.json()["exercises"] == [done]
+        for body in ({"patient": other}, {"patient": other, "plan": theirs}, {"patient": "nobody"}):
+            r = send({**body, "date": "2026-11-17", "exercises": [done]})
+            assert r.status_code == 400, r.text
+            (problem,) = r.json()["issue"]
+            assert problem["expression"] == ["patient"]
+            assert problem["diagnostics"] == f"Patient/{body['patient']} does not exist"
+        r = send({"patient": pid, "plan": theirs, "date": "2026-11-17", "exercises": [done]})
+        assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["plan"]
+        # Tokens that must be refused: none (401), and one of the patient's that may not write Observations.
+        assert send({"patient": pid, "date": "2026-11-18", "exercises": [done]}, "").status_code == 401
+        reader = http_patient_token(
+            base, app, pid, "launch/patient openid patient/CarePlan.rs patient/Observation.rs"
+        )
+        r = send({"patient": pid, "date": "2026-11-18", "exercises": [done]}, reader)
+        assert r.status_code == 403 and r.json()["resourceType"] == "OperationOutcome"
+    (stored,) = [e["resource"] for e in fhir.call("GET", "/Observation").get_json()["entry"]]
+    assert adherence.read_done(stored) == done and stored["subject"] == {"reference": f"Patient/{pid}"}
+    assert stored["performer"] == [{"reference": f"Patient/{pid}"}]
 
 
 @pytest.mark.parametrize(

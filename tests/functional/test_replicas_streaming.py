@@ -4,7 +4,9 @@ A hot standby of the test cluster is started on its own port and data directory
 (tests/functional/replica_cluster.py: pg_basebackup, pg_ctl as the postgres user; stopped and
 removed afterwards). Two `rehabfhir serve` processes share the primary and the replica. Shown:
 reads are served by the replica, a read naming the position of a write made through the other
-host sees that write, and once the replica is stopped every read still answers 200 from the primary.
+host sees that write, an export kicked off on one host is served by the other, failed token
+requests spread over both hosts are limited as one (exactly the limit passes, then 429 on both),
+and once the replica is stopped every read still answers 200 from the primary.
 PostgreSQL only (SQLite has no replicas); the replication line it needs in pg_hba.conf is added
 when missing (see replica_cluster.allow_replication).
 """
@@ -26,6 +28,7 @@ import requests
 import sqlalchemy as sa
 
 from tests.conftest import fresh_postgres
+from tests.conftest import register_client
 from tests.conftest import spawn_server
 from tests.conftest import token_for
 from tests.functional.replica_cluster import streaming_replica
@@ -33,6 +36,7 @@ from tests.functional.replica_cluster import streaming_replica
 pytestmark = [pytest.mark.server, pytest.mark.replica]
 _READS = re.compile(r'^rehabfhir_db_reads_total\{reason="([^"]+)",target="([^"]+)"\} ([0-9.e+]+)$', re.M)
 PUBLIC = "http://fhir.clinic.test"
+TOKEN_FAILURES = 20  # the token endpoint's limit per address and minute (auth/flask_integration.py)
 MAX_LAG = 5.0
 _LAG = re.compile(r'^rehabfhir_db_replica_lag_seconds\{replica="[^"]+"\} ([0-9.e+-]+)$', re.M)
 
@@ -135,6 +139,23 @@ def test_two_hosts_read_from_a_streaming_replica_and_fall_back_when_it_stops(tmp
             exported = _reads(a) + _reads(b)
             assert exported[replica_name] == by_target[replica_name] + 1  # the job read from the replica
             assert exported["primary"] == by_target["primary"]
+
+            # Rate limiting as one: failed token requests alternate between the hosts (one address,
+            # 127.0.0.1); exactly the limit is answered 401, then both hosts answer 429, even to the
+            # right secret. The hosts share nothing but the database.
+            client_id, secret = register_client(db, "system/*.rs")
+            form = {"grant_type": "client_credentials", "scope": "system/*.rs"}
+
+            def token(base: str, password: str) -> requests.Response:
+                return requests.post(base + "/auth/token", data=form, auth=(client_id, password), timeout=30)
+
+            codes = [token((a, b)[n % 2], f"guess{n}").status_code for n in range(TOKEN_FAILURES)]
+            assert codes == [401] * TOKEN_FAILURES
+            for base in (a, b):
+                refused = token(base, secret)
+                assert refused.status_code == 429, refused.text
+                assert refused.json()["error"] == "too_many_requests"
+                assert 1 <= int(refused.headers["Retry-After"]) <= 60
 
             # The replica stops: every read still answers (from the primary), none fails.
             replica.stop()

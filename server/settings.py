@@ -179,12 +179,34 @@ class Settings:
         "second home for each head: `syslog[:/dev/log]` or an `http(s)://` URL (POSTed JSON, best effort)",
     )
     # Bulk Data $export (server/bulk).
+    export_store: str = setting(
+        "REHABFHIR_EXPORT_STORE",
+        "dir",
+        "`dir`: export files are kept in `REHABFHIR_EXPORT_DIR`; `s3`: in an S3-compatible bucket, each"
+        " file staged complete in that directory and then uploaded; downloads stream through the server"
+        " either way (docs/deploy.md)",
+    )
     export_dir: str = setting(
         "REHABFHIR_EXPORT_DIR",
         "",
         "where export files are written (must be writable by the server's user; several hosts: one"
-        " directory all of them mount, docs/deploy.md)",
+        " directory all of them mount, or the `s3` store, docs/deploy.md)",
         shown="`./export-files` (tests: a temporary directory)",
+    )
+    export_s3_bucket: str = setting(
+        "REHABFHIR_EXPORT_S3_BUCKET",
+        "",
+        "bucket of the `s3` export store (required with it); credentials come from the standard AWS"
+        " chain (`AWS_ACCESS_KEY_ID`…, a profile, an instance or pod role), not from these settings",
+    )
+    export_s3_prefix: str = setting(
+        "REHABFHIR_EXPORT_S3_PREFIX", "", "key prefix of export files: `<prefix>/<job id>/<Type>.ndjson`"
+    )
+    export_s3_endpoint_url: str = setting(
+        "REHABFHIR_EXPORT_S3_ENDPOINT_URL",
+        "",
+        "`http(s)://` endpoint of an S3-compatible service (MinIO, Ceph RGW…; addressed path-style);"
+        " empty: Amazon S3, its region from the AWS chain",
     )
     export_ttl_hours: float = setting(
         "REHABFHIR_EXPORT_TTL_HOURS", 24.0, "hours until export files are deleted"
@@ -252,9 +274,23 @@ class Settings:
             raise SettingsError(f"REHABFHIR_MODE must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.log_format not in ("json", "text"):
             raise SettingsError(f"REHABFHIR_LOG_FORMAT must be json or text, not {self.log_format!r}")
+        self._check_export_store()
         if self.mode == "production" and self.secret_key in ("", DEV_SECRET):
             raise SettingsError(
                 "REHABFHIR_MODE=production needs REHABFHIR_SECRET_KEY (not the development value)"
+            )
+
+    def _check_export_store(self) -> None:
+        if self.export_store not in ("dir", "s3"):
+            raise SettingsError(f"REHABFHIR_EXPORT_STORE must be dir or s3, not {self.export_store!r}")
+        if self.export_store == "s3" and not self.export_s3_bucket.strip():
+            raise SettingsError(
+                "REHABFHIR_EXPORT_STORE=s3 needs REHABFHIR_EXPORT_S3_BUCKET (the bucket's name)"
+            )
+        endpoint = self.export_s3_endpoint_url
+        if endpoint and not endpoint.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"REHABFHIR_EXPORT_S3_ENDPOINT_URL must be an http(s):// URL, not {endpoint!r}"
             )
 
     @property

@@ -5,7 +5,7 @@ https://hl7.org/fhir/uv/bulkdata/STU2/export.html
 
 from __future__ import annotations
 
-import shutil
+import logging
 
 import flask
 import orjson
@@ -13,8 +13,8 @@ import orjson
 from server.api.requests import base_url
 from server.bulk import manifest
 from server.bulk.config import BulkConfig
+from server.bulk.store import ExportStoreError
 from server.bulk.worker import ExportWorker
-from server.bulk.worker import job_dir
 from server.errors import ForbiddenError
 from server.errors import NotFoundError
 from server.fhir.operations.export import FILES_PATH
@@ -22,6 +22,7 @@ from server.fhir.operations.export import STATUS_PATH
 from server.settings import Settings
 from server.store import jobs
 
+log = logging.getLogger(__name__)
 bp = flask.Blueprint("bulk", __name__)
 NDJSON = "application/fhir+ndjson"
 
@@ -53,7 +54,10 @@ def cancel(job_id: str) -> flask.Response:
     job = _job(job_id)
     jobs.cancel(flask.g.session, job.id)
     if job.status != jobs.RUNNING:  # a running job's worker removes its own files
-        shutil.rmtree(job_dir(_config(), job.id), ignore_errors=True)
+        try:
+            _config().files().remove(job.id)
+        except ExportStoreError as exc:  # the job is cancelled and expired: cleanup removes them later
+            log.warning("export job %s cancelled, files not removed yet: %s", job.id, exc.diagnostics)
     return flask.Response(status=202)
 
 
@@ -65,10 +69,17 @@ def download(job_id: str, name: str) -> flask.Response:
     type_ = manifest.output_type(job, name)
     if type_ is not None:  # the token asking now must read the type (403 as for any type-level read)
         flask.g.access.require(type_, "r")
-    path = job_dir(_config(), job.id) / name
-    if not path.is_file():
+    stored = _config().files().fetch(job.id, name)  # a store that cannot be reached: 503
+    if stored is None:
         raise NotFoundError(f"The files of export {job_id} have expired", message_id="MSG_NO_EXIST")
-    return flask.send_file(path.resolve(), mimetype=NDJSON, conditional=False, etag=False)
+    if stored.path is not None:
+        return flask.send_file(stored.path.resolve(), mimetype=NDJSON, conditional=False, etag=False)
+    # The bucket's object streams through this answer: no presigned URL, so this route's access
+    # check and the audit decide every download.
+    response = flask.Response(stored.chunks, mimetype=NDJSON)
+    if stored.size is not None:
+        response.content_length = stored.size
+    return response
 
 
 def init_app(app: flask.Flask, settings: Settings) -> None:

@@ -6,7 +6,9 @@ One daemon thread per server process. Jobs are claimed through server.store.jobs
 on PostgreSQL), so any number of processes share the queue; a job whose worker died is
 claimed again once its heartbeat is stale and starts over. Files are written a batch of lines
 at a time from a streaming query (server-side cursor) to `<export_dir>/<job id>/<Type>.ndjson`:
-the stored JSON is written as stored, no model is built, and memory holds one batch.
+the stored JSON is written as stored, no model is built, and memory holds one batch. Each file
+is written complete as `<Type>.part`, then published to the export store (server/bulk/store.py):
+renamed in the directory, or uploaded to the bucket and the staging file removed.
 
 A job runs under the access of the token that kicked it off, rebuilt from the scopes recorded
 on the job (never SYSTEM): each type's query is narrowed by `restrict_query` and, when the
@@ -17,9 +19,6 @@ is then judged by `permits` before it is written.
 from __future__ import annotations
 
 import logging
-import os
-import pathlib
-import shutil
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -31,6 +30,8 @@ from sqlalchemy import orm as so
 
 from auth import scopes as scope_rules
 from server.bulk.config import BulkConfig
+from server.bulk.store import ExportStore
+from server.bulk.store import ExportStoreError
 from server.errors import FhirError
 from server.fhir.access import AccessContext
 from server.fhir.access import permits
@@ -56,11 +57,6 @@ class CancelledError(Exception):
     """The job was cancelled (or taken over) while it ran."""
 
 
-def job_dir(config: BulkConfig, job_id: str) -> pathlib.Path:
-    """The directory holding one job's files."""
-    return pathlib.Path(config.export_dir) / job_id
-
-
 def grant_context(job: jobs.JobView) -> AccessContext:
     """The kick-off token's access, rebuilt from the scopes recorded on the job."""
     if job.grant_scopes is None:
@@ -84,7 +80,7 @@ class _Run:
     ) -> None:
         self.factory, self.config, self.job, self.worker = factory, config, job, worker
         self.reads = reads
-        self.directory = job_dir(config, job.id)
+        self.files = config.files()
         self.ctx = AccessContext()  # grants nothing until run() rebuilds the kick-off grant
         self.errors: list[dict[str, Any]] = []
         self.last_beat = time.monotonic()
@@ -167,8 +163,7 @@ class _Run:
             self.beat(f"{progress}: {read} read")
 
     def _write(self, name: str, batches: Iterable[list[str]], progress: str) -> int:
-        path = self.directory / name
-        part = path.with_suffix(".part")
+        part = self.files.part(self.job.id, name)
         count = 0
         with open(part, "w", encoding="utf-8", buffering=1 << 20) as out:
             for batch in batches:
@@ -178,15 +173,14 @@ class _Run:
                     count += len(batch)
                     self.beat(f"{progress}: {count} written")
         if count:
-            os.replace(part, path)
+            self.files.publish(self.job.id, name, part)
         else:
             part.unlink()
         return count
 
     def run(self) -> None:
         self.ctx = grant_context(self.job)
-        shutil.rmtree(self.directory, ignore_errors=True)  # a reclaimed job starts over
-        self.directory.mkdir(parents=True)
+        self.files.begin(self.job.id)  # a reclaimed job starts over
         output: list[dict[str, Any]] = []
         until = self.job.transaction_time or jobs.now()
         with self._reading() as session:
@@ -213,6 +207,7 @@ class _Run:
         if self.errors:
             count = self._write(ERROR_FILE, [[orjson.dumps(e).decode() for e in self.errors]], "errors")
             errors.append({"type": "OperationOutcome", "file": ERROR_FILE, "count": count})
+        self.files.finish(self.job.id)
         with self.factory() as session:
             if not jobs.complete(session, self.job.id, self.worker, output, errors, self.config.ttl):
                 raise CancelledError(self.job.id)
@@ -227,6 +222,9 @@ def run_job(
 ) -> None:
     """Carry out one claimed job; failures are recorded on the job, cancellation removes its files.
 
+    An export store that cannot be reached fails the job (its status answers the OperationOutcome);
+    files it could not remove then are removed when the job expires.
+
     `reads` (read replicas configured) gives the session the resources are read from: a replica
     that has replayed the job's kick-off, or None for the primary. Claims, heartbeats and the
     outcome always go through `factory` (the primary).
@@ -235,13 +233,23 @@ def run_job(
     try:
         run.run()
     except CancelledError:
-        shutil.rmtree(run.directory, ignore_errors=True)
+        _remove(run.files, job.id)
     except Exception as exc:  # recorded on the job, answered by the status URL
         log.exception("export job %s failed", job.id)
         message = exc.diagnostics if isinstance(exc, FhirError) else f"{type(exc).__name__}: {exc}"
         with factory() as session:
             jobs.fail(session, job.id, worker, message, config.ttl)
-        shutil.rmtree(run.directory, ignore_errors=True)
+        _remove(run.files, job.id)
+
+
+def _remove(files: ExportStore, job_id: str) -> bool:
+    """Remove a job's files; on a store error log it and return False (expiry tries again)."""
+    try:
+        files.remove(job_id)
+    except ExportStoreError as exc:
+        log.warning("export job %s: files not removed yet: %s", job_id, exc.diagnostics)
+        return False
+    return True
 
 
 class ExportWorker(PollingWorker):
@@ -279,10 +287,14 @@ class ExportWorker(PollingWorker):
         return self.cleanup()
 
     def cleanup(self) -> list[str]:
-        """Remove the files and rows of expired jobs; return their ids."""
+        """Remove the files and rows of expired jobs; return their ids.
+
+        A job whose files the store could not remove (unreachable) keeps its row: the next cleanup
+        tries again.
+        """
+        files = self.config.files()
         with self.factory() as session:
             ids = jobs.expired(session, jobs.now())
-            for job_id in ids:
-                shutil.rmtree(job_dir(self.config, job_id), ignore_errors=True)
-            jobs.forget(session, ids)
-        return ids
+            removed = [job_id for job_id in ids if _remove(files, job_id)]
+            jobs.forget(session, removed)
+        return removed

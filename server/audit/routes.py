@@ -30,7 +30,9 @@ from server.errors import NotFoundError
 from server.fhir.access import AccessContext
 from server.fhir.bundles import Entry
 from server.fhir.bundles import bundle_text
+from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
+from server.fhir.interactions.capabilities import contribute
 from server.fhir.interactions.create import create
 from server.fhir.interactions.update import update
 from server.fhir.search.paging import nonnegative
@@ -182,6 +184,37 @@ def write(id_: str | None = None, rest: str | None = None) -> flask.Response:
         return to_flask(update(repo, ctx, request, "AuditEvent", id_ or ""))
     fi.forbid_writes()
     raise AssertionError("unreachable")
+
+
+# What AuditEvent serves: the trail's search, read, vread and history (each event has one version),
+# and the create another system submits. Never update, patch or delete (append-only:
+# hook.AuditedRepository); a PUT to a new non-numeric id is taken as a create, not declared as update.
+INTERACTIONS = ("read", "vread", "history-instance", "search-type", "create")
+EXPORT_NDJSON = "https://rehabfhir.org/fhir/OperationDefinition/AuditEvent-export-ndjson"
+
+
+@contribute
+def _capabilities(statement: dict[str, Any], req: FhirRequest) -> None:
+    """Declare AuditEvent as this blueprint serves it: append-only, its own search, $export-ndjson."""
+    for entry in statement["rest"][0]["resource"]:
+        if entry["type"] != "AuditEvent":
+            continue
+        entry["documentation"] = (
+            "Append-only: the server's own trail (numeric ids) and events other systems submit "
+            "(POST, IHE RESTful ATNA, a system/ scope with AuditEvent create). No event is ever "
+            "changed or deleted (405)."
+        )
+        entry["interaction"] = [{"code": code} for code in INTERACTIONS]
+        entry["versioning"] = "versioned"
+        entry["readHistory"] = False
+        entry["updateCreate"] = False
+        entry["conditionalUpdate"] = False
+        entry["conditionalDelete"] = "not-supported"
+        # The trail's search takes its own parameters (store.SORTS), and no _include/_revinclude.
+        entry["searchParam"] = [p for p in entry.get("searchParam", ()) if p["name"] in store.SORTS]
+        entry.pop("searchInclude", None)
+        entry.pop("searchRevInclude", None)
+        entry.setdefault("operation", []).append({"name": "export-ndjson", "definition": EXPORT_NDJSON})
 
 
 def _require_submitter(ctx: AccessContext) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -80,3 +81,64 @@ def test_system_level_declares_transaction_batch_history_and_export(statement: d
         "search-system",
     ]
     assert [op["name"] for op in rest["operation"]].count("export") == 1
+
+
+# -- AuditEvent: declared exactly as served --------------------------------------------------
+
+_EVENT = {
+    "resourceType": "AuditEvent",
+    "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110"},
+    "recorded": "2026-01-01T00:00:00Z",
+    "agent": [{"requestor": True, "who": {"display": "another system's user"}}],
+    "source": {"observer": {"display": "another system"}},
+}
+
+
+def _concrete(rule: str, id_: str) -> str:
+    """A path the rule matches: an existing event's id, its version 1, the $verify operation."""
+    path = rule.replace("<type_>", "AuditEvent").replace("<id_>", id_).replace("<vid>", "1")
+    path = path.replace("<path:rest>", "_history/1").replace("$<name>", "$verify")
+    assert "<" not in path, rule
+    return path
+
+
+def test_audit_event_declares_every_interaction_it_serves_and_no_other(
+    app: Any, fhir: Any, statement: dict[str, Any]
+) -> None:
+    entry = next(e for e in statement["rest"][0]["resource"] if e["type"] == "AuditEvent")
+    declared = {i["code"] for i in entry["interaction"]}
+    operations = {op["name"] for op in entry["operation"]}
+    assert not declared & {"update", "patch", "delete"}  # append-only
+    assert "export-ndjson" in operations
+    submitted = fhir.create(_EVENT)["id"]
+    trail = fhir.call("GET", "/AuditEvent?_count=1").get_json()["entry"][0]["resource"]["id"]
+    served: dict[str, list[str]] = {}
+    refused: dict[str, list[str]] = {}
+    # Every Flask rule an AuditEvent request can reach (those of AuditEvent's own and the
+    # per-type ones), on an event of the server's own trail and on a submitted one: what it
+    # answers is served; what it refuses is not.
+    rules = [
+        r
+        for r in app.url_map.iter_rules()
+        if re.match(r"/(AuditEvent|<type_>)(/|$)", r.rule) and "<target>" not in r.rule
+    ]
+    assert any(r.rule.startswith("/AuditEvent") for r in rules)
+    for rule in rules:
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            for id_ in (trail, submitted):
+                path = _concrete(rule.rule, id_)
+                parts = [p for p in path.split("/") if p]
+                named = routing.interaction_of(method, parts).subtype
+                body = {**_EVENT, "id": id_} if method in ("POST", "PUT") else None
+                r = fhir.call(method, path, body, headers={"Accept": "*/*"})
+                seen = f"{method} {path}: {r.status_code}"
+                assert r.status_code < 500, seen
+                if named == "operation":
+                    if r.status_code < 400:
+                        assert parts[-1].lstrip("$") in operations, seen
+                elif r.status_code < 300:
+                    served.setdefault(named, []).append(seen)
+                else:
+                    refused.setdefault(named, []).append(seen)
+    assert set(served) == declared, (served, declared)  # every declared one answers, none else
+    assert {"update", "patch", "delete"} <= set(refused), refused

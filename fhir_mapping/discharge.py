@@ -8,6 +8,14 @@ narrative (cmp-1) and `entry` references to what it cites: reason for discharge,
 treated, outcome measures (baseline vs discharge Observations), goals (met or not), visits (the
 session Encounters), home program (the CarePlans, with adherence). No LOINC section codes are
 sent (none verified). GET /Composition/{id}/$document returns it as a `document` Bundle.
+
+Discharge also ends the plan of care, in the same transaction (`closing`): each CarePlan of the
+episode and each ServiceRequest linked to it (the visits) still in force (active, on-hold) becomes
+`completed` (CodeSystem request-status in hl7.fhir.r4b.core 4.3.0: "fully performed. No further
+activity will occur"), and each goal of the episode's plans still sought becomes `completed` when
+met (achievementStatus achieved or sustaining), else `cancelled` (goal-status: "the goal has been
+abandoned"); its achievementStatus stays as measured. Each is a PUT with If-Match on the version
+read, so a change made meanwhile fails the discharge (412) instead of being overwritten.
 """
 
 from __future__ import annotations
@@ -20,11 +28,14 @@ from marshmallow import fields
 from marshmallow import validate
 
 from fhir_mapping import codes
+from fhir_mapping import goals as goal_status
 from fhir_mapping.schemas import IdOf
 from fhir_mapping.schemas import date_only
 
 DISCHARGE_SUMMARY = codes.coding(codes.LOINC, "18842-5", "Discharge summary")
 XHTML = "http://www.w3.org/1999/xhtml"
+IN_FORCE = ("active", "on-hold")  # CarePlan and ServiceRequest statuses a discharge completes
+MET = ("achieved", "sustaining")  # goal-achievement codes of a goal met
 
 
 class DischargeSchema(Schema):
@@ -101,7 +112,7 @@ def summary(
         "reason": reason,
         "condition": view.get("condition"),
         "measures": measure_rows(measures),
-        "goals": [{**g, "met": g.get("achievement") in ("achieved", "sustaining")} for g in goals],
+        "goals": [{**g, "met": g.get("achievement") in MET} for g in goals],
         "visits": {
             "used": view["visits_used"],
             "authorized": poc["visits_authorized"] if poc else None,
@@ -190,3 +201,19 @@ def composition(
         "event": [{"period": period, "detail": [{"reference": episode}]}],
         "section": sections,
     }
+
+
+def closing(
+    requests: list[tuple[str, dict[str, Any]]], goals: list[tuple[str, dict[str, Any]]]
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(Type/id, stored, new) of what a discharge closes: CarePlans and ServiceRequests still in force
+    completed, goals still sought completed when met, else cancelled (achievementStatus kept)."""
+    out = []
+    for ref, resource in requests:
+        if resource.get("status") in IN_FORCE:
+            out.append((ref, resource, {**resource, "status": "completed"}))
+    for ref, goal in goals:
+        if goal_status.sought(goal):
+            met = goal_status.achievement_of(goal) in MET
+            out.append((ref, goal, {**goal, "lifecycleStatus": "completed" if met else "cancelled"}))
+    return out

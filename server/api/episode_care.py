@@ -40,10 +40,14 @@ def _certifications(plan: str, request: str, version: int) -> list[dict[str, Any
 PlanOfCare = tuple[tuple[str, str], dict[str, Any], dict[str, Any], list[dict[str, Any]]]
 
 
-def find(episode: str, patient: str) -> PlanOfCare | None:
-    """Return the plan of care of an episode: (CarePlan and ServiceRequest refs), both, certifications."""
+def find(episode: str, patient: str, statuses: tuple[str, ...] = ("active",)) -> PlanOfCare | None:
+    """Return the plan of care of an episode: (CarePlan and ServiceRequest refs), both, certifications.
+
+    `statuses`: of the CarePlan and its visits; a finished episode's plan of care is `completed`
+    (the discharge completed it), and its view still shows it.
+    """
     for ref, request in search_all("ServiceRequest", [("subject", patient)]):
-        if episodes.episode_of(request) != episode or request["status"] != "active":
+        if episodes.episode_of(request) != episode or request["status"] not in statuses:
             continue
         based = str(((request.get("basedOn") or [{}])[0]).get("reference") or "")
         plan = (
@@ -51,7 +55,7 @@ def find(episode: str, patient: str) -> PlanOfCare | None:
             if based.startswith("CarePlan/")
             else None
         )
-        if plan_of_care.is_visits(request) and plan is not None and plan["status"] == "active":
+        if plan_of_care.is_visits(request) and plan is not None and plan["status"] in statuses:
             version = int(plan["meta"]["versionId"])
             return (based, ref), plan, request, _certifications(based, ref, version)
     return None

@@ -82,6 +82,17 @@ READS: dict[str, tuple[tuple[str, str], ...]] = {
         ("QuestionnaireResponse", "s"),
         ("ServiceRequest", "s"),
         ("Observation", "s"),
+        # What the summary cites and the closed plan of care references must resolve for the token.
+        ("Patient", "r"),
+        ("Practitioner", "r"),
+        ("Condition", "r"),
+        ("Observation", "r"),
+        ("Encounter", "r"),
+        ("Goal", "r"),
+        # The plan of care ends with the episode.
+        ("CarePlan", "u"),
+        ("ServiceRequest", "u"),
+        ("Goal", "u"),
     ),
     RECERTIFICATION: (
         ("EpisodeOfCare", "r"),
@@ -416,7 +427,10 @@ ID_OPERATIONS: dict[str, IdOperation] = {
         "Discharge: close the episode and write the discharge summary document",
         "One transaction: a Composition (LOINC 18842-5 Discharge summary; sections: reason, "
         "condition, baseline vs discharge of every measure, goals met or not, visits used, home program "
-        "with adherence) and the EpisodeOfCare PUT back finished (If-Match). The document is "
+        "with adherence) and the EpisodeOfCare PUT back finished (If-Match). The plan of care ends "
+        "with it: the episode's CarePlans and visits ServiceRequest still in force become completed, "
+        "its goals still sought completed when met, else cancelled (achievementStatus kept), each "
+        "with If-Match; adherence can no longer be recorded against the plan. The document is "
         "GET /Composition/{id}/$document (a FHIR `document` Bundle). 400 naming `episode` when it is "
         "already closed, `date` before its start, `author` when no practitioner can be named (the "
         "token's fhirUser or the care manager are used when none is given).",

@@ -3,8 +3,9 @@
 Usable by a patient app: a patient token with patient/Observation.c and patient/CarePlan.rs
 records its own days; another patient "does not exist" (400 naming `patient`, with or without
 patient/Patient.r: the same answer as for an unknown id). The plan is the one given (`plan`) or
-the patient's latest active CarePlan with exercises; an exercise the plan does not hold is a 400 naming
-`exercises[i].exercise`, and nothing is stored.
+the patient's latest active CarePlan with exercises; a plan no longer active, or of a finished
+episode, is a 400 naming `plan`; an exercise the plan does not hold is a 400 naming
+`exercises[i].exercise`; and nothing is stored.
 """
 
 from __future__ import annotations
@@ -12,25 +13,43 @@ from __future__ import annotations
 from typing import Any
 
 import flask
+import orjson
 
 from fhir_mapping import adherence
+from fhir_mapping import episodes
 from server.api.rehab_support import bp
 from server.api.rehab_support import check_exists
 from server.api.rehab_support import current_ctx
+from server.api.rehab_support import current_repo
 from server.api.rehab_support import search_all
 from server.api.rehab_support import submit
 from server.audit.flask_integration import name_patient
 from server.errors import InvalidRequestError
 
 
-def _active_plans(patient: str) -> list[tuple[str, dict[str, Any]]]:
-    """The patient's active CarePlans with exercises, latest first."""
+def _plans(patient: str, statuses: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+    """The patient's CarePlans with exercises in one of `statuses`, latest first."""
     found = [
         (ref, plan)
         for ref, plan in search_all("CarePlan", [("subject", f"Patient/{patient}")])
-        if plan["status"] == "active" and adherence.plan_exercises(plan)
+        if plan["status"] in statuses and adherence.plan_exercises(plan)
     ]
     return sorted(found, key=lambda kv: str((kv[1].get("period") or {}).get("start") or ""), reverse=True)
+
+
+def _finished_episode(plan: dict[str, Any]) -> str | None:
+    """The finished EpisodeOfCare a plan belongs to, if it does (its status is the server's to check,
+    whether or not the token may read episodes: a patient app's may not)."""
+    episode = episodes.episode_of(plan)
+    stored = current_repo().read_resource("EpisodeOfCare", episode) if episode else None
+    if stored is None or stored.deleted or orjson.loads(stored.body).get("status") not in episodes.CLOSED:
+        return None
+    return f"EpisodeOfCare/{episode}"
+
+
+def _active_plans(patient: str) -> list[tuple[str, dict[str, Any]]]:
+    """The plans a patient's day may be recorded against: active, of no finished episode, latest first."""
+    return [(ref, plan) for ref, plan in _plans(patient, ("active",)) if _finished_episode(plan) is None]
 
 
 def _plan(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -40,6 +59,12 @@ def _plan(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if plan["subject"].get("reference") != f"Patient/{patient}" or plan["status"] != "active":
             raise InvalidRequestError(
                 f"CarePlan/{payload['plan']} is not an active plan of Patient/{patient}", expression=("plan",)
+            )
+        finished = _finished_episode(plan)
+        if finished is not None:
+            raise InvalidRequestError(
+                f"CarePlan/{payload['plan']} is the plan of {finished}, which is finished",
+                expression=("plan",),
             )
         return f"CarePlan/{payload['plan']}", plan
     plans = _active_plans(patient)
@@ -79,8 +104,17 @@ def post_adherence() -> flask.Response:
 
 
 def progress_adherence(patient: str, observations: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Adherence % per exercise and week of each active plan (none without a CarePlan search grant)."""
+    """Adherence % per exercise and week of each active plan, and of each completed plan with days
+    recorded (a discharged episode's home program keeps its record); none without CarePlan search."""
     if not current_ctx().can("CarePlan", "s"):
         return []
     found = [obs for _, obs in observations]
-    return [adherence.report(ref, plan, found) for ref, plan in _active_plans(patient)]
+    reports = [
+        (plan["status"], adherence.report(ref, plan, found))
+        for ref, plan in _plans(patient, ("active", "completed"))
+    ]
+    return [
+        report
+        for status, report in reports
+        if status == "active" or any(e["days_recorded"] for e in report["exercises"])
+    ]

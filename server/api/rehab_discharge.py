@@ -3,9 +3,13 @@
 One transaction (scopes and audit as for any FHIR transaction): the discharge summary Composition
 (fhir_mapping.discharge) is created and the EpisodeOfCare is PUT back `finished`, its period ended
 and the status it had kept in `statusHistory`, with If-Match on the version read (two discharges at
-once cannot both win; a second one is a 400 naming `episode`). The summary covers the episode's
-period: measures of the patient dated from the episode's start to the discharge date, the goals of
-the episode's plans, its session Encounters, and its plans' home programs with their adherence.
+once cannot both win; a second one is a 400 naming `episode`). The plan of care ends with it
+(discharge.closing): the episode's CarePlans and linked ServiceRequests still in force become
+`completed`, its plans' goals still sought `completed` if met else `cancelled`, each a PUT with
+If-Match on the version read (so the token needs their updates too, or nothing is written).
+The summary covers the episode's period: measures of the patient dated from the episode's start
+to the discharge date, the goals of the episode's plans, its session Encounters, and its plans'
+home programs with their adherence.
 GET /Composition/{id}/$document returns the document.
 """
 
@@ -57,8 +61,31 @@ def _closed(episode: dict[str, Any], end: str) -> dict[str, Any]:
     return {**unstamped(episode), "status": "finished", "period": period, "statusHistory": history}
 
 
+def _goals(plans: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """The goals of the episode's plans that the token may read ("Goal/id", Goal)."""
+    refs = [str(g.get("reference") or "") for _, plan in plans for g in plan.get("goal") or []]
+    found = []
+    for ref in dict.fromkeys(r for r in refs if r.startswith("Goal/")):
+        goal = read_visible("Goal", ref.split("/", 1)[1])
+        if goal is not None:
+            found.append((ref, goal))
+    return found
+
+
+def _requests(id_: str, patient: str) -> list[tuple[str, dict[str, Any]]]:
+    """The ServiceRequests linked to the episode (its plan of care's visits)."""
+    return [
+        (ref, r)
+        for ref, r in search_all("ServiceRequest", [("subject", patient)])
+        if episodes.episode_of(r) == id_
+    ]
+
+
 def _gather(
-    payload: dict[str, Any], view: dict[str, Any], linked: list[tuple[str, dict[str, Any]]]
+    payload: dict[str, Any],
+    view: dict[str, Any],
+    plans: list[tuple[str, dict[str, Any]]],
+    episode_goals: list[tuple[str, dict[str, Any]]],
 ) -> dict[str, Any]:
     """The summary's facts: measures in the episode's period, the plans' goals and home programs."""
     start, end = str(view.get("start") or "")[:10], payload["date"]
@@ -71,12 +98,7 @@ def _gather(
         <= end
     ]
     measures = analytics.report(dated)["measures"]
-    plans = [(ref, r) for ref, r in linked if r["resourceType"] == "CarePlan"]
-    goal_views = []
-    for ref in dict.fromkeys(g["reference"] for _, plan in plans for g in plan.get("goal") or []):
-        goal = read_visible("Goal", ref.split("/", 1)[1])
-        if goal is not None:
-            goal_views.append(goals.view(ref, goal, measures))
+    goal_views = [goals.view(ref, goal, measures) for ref, goal in episode_goals]
     everything = [obs for _, obs in observations]
     program = [
         adherence.report(ref, plan, everything) for ref, plan in plans if adherence.plan_exercises(plan)
@@ -95,7 +117,10 @@ def post_discharge(id_: str) -> flask.Response:
     if payload["date"] < str(view.get("start") or "")[:10]:
         raise InvalidRequestError(f"{payload['date']} is before the episode's start", expression=("date",))
     author = _author(payload, episode)
-    summary = _gather(payload, view, linked)
+    plans = [(ref, r) for ref, r in linked if r["resourceType"] == "CarePlan"]
+    episode_goals = _goals(plans)
+    summary = _gather(payload, view, plans, episode_goals)
+    ended = discharge.closing([*plans, *_requests(id_, episode["patient"]["reference"])], episode_goals)
     condition = ((episode.get("diagnosis") or [{}])[0].get("condition") or {}).get("reference")
     composition = discharge.composition(
         summary,
@@ -113,6 +138,7 @@ def post_discharge(id_: str) -> flask.Response:
         "entry": [
             {"fullUrl": urn(), "resource": composition, "request": {"method": "POST", "url": "Composition"}},
             put_entry(f"EpisodeOfCare/{id_}", episode, _closed(episode, payload["date"])),
+            *(put_entry(ref, old, new) for ref, old, new in ended),
         ],
     }
     body = run_transaction(bundle)

@@ -107,7 +107,9 @@ def clinic(id_: str) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], 
     episode, linked = episode_resources(id_)
     condition = _first(episode, ("diagnosis", "condition"), "Condition")
     referral = _first(episode, ("referralRequest",), "ServiceRequest")
-    found = episode_care.find(id_, episode["patient"]["reference"])
+    # A finished episode's plan of care was completed with it (rehab_discharge): still the one it had.
+    statuses = ("active", "completed") if episode["status"] in episodes.CLOSED else ("active",)
+    found = episode_care.find(id_, episode["patient"]["reference"], statuses)
     plan = (found[0], int(found[1]["meta"]["versionId"]), found[3]) if found else None
     view = episodes.clinic_view((f"EpisodeOfCare/{id_}", episode), condition, referral, linked, plan)
     return episode, linked, view

@@ -17,6 +17,7 @@ from tests.functional.test_episode import patient_token
 from tests.functional.test_episode import post
 from tests.functional.test_episode import practitioner
 from tests.functional.test_episode_goals import KNEE
+from tests.functional.test_episode_goals import TUG
 from tests.functional.test_episode_plan import CERT
 from tests.functional.test_rehab import SESSION
 
@@ -36,7 +37,7 @@ def knee(fhir: FhirClient, pid: str, eid: str, date: str, value: float) -> None:
     assert post(fhir, "/rehab/assessments", body).status_code == 201
 
 
-def episode_of_care(fhir: FhirClient) -> tuple[str, str, dict[str, Any]]:
+def episode_of_care(fhir: FhirClient, *goals: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     """A patient's whole episode: plan of care, two assessments, two sessions, a day of home program."""
     pid = patient(fhir)
     eid = open_episode(fhir, pid, care_manager=practitioner(fhir, "pt1"))
@@ -44,7 +45,7 @@ def episode_of_care(fhir: FhirClient) -> tuple[str, str, dict[str, Any]]:
         "patient": pid,
         "episode": eid,
         "date": "2026-11-20",
-        "goals": [KNEE],
+        "goals": list(goals or [KNEE]),
         "exercises": [BRIDGES],
     }
     r = post(fhir, "/rehab/plans", {**plan, "certification": CERT})
@@ -128,6 +129,102 @@ def test_discharge_closes_the_episode_and_writes_the_document(fhir: FhirClient) 
     late = post(fhir, "/rehab/sessions", {"patient": pid, "episode": eid, **SESSION})
     assert late.status_code == 400 and late.get_json()["issue"][0]["expression"] == ["episode"]
     assert count(fhir, "Composition") == 1
+
+
+def test_discharge_ends_the_plan_of_care(fhir: FhirClient) -> None:
+    """The episode's CarePlan and its visits ServiceRequest are completed, its goals completed when met
+    (the knee) else cancelled (TUG, never measured), their achievementStatus kept; no day of home program
+    can be added to the plan any more; the views still show the plan of care and the days recorded."""
+    pid, eid, refs = episode_of_care(fhir, KNEE, TUG)
+    (careplan,), (visits,), (knee_goal, tug_goal) = refs["careplan"], refs["visits"], refs["goal"]
+    before = {ref: fhir.call("GET", f"/{ref}").get_json() for ref in (careplan, visits, knee_goal, tug_goal)}
+    assert before[careplan]["status"] == before[visits]["status"] == "active"
+    assert before[knee_goal]["achievementStatus"]["coding"][0]["code"] == "achieved"
+    assert post(fhir, f"/rehab/episodes/{eid}/discharge", DISCHARGE).status_code == 201
+    after = {ref: fhir.call("GET", f"/{ref}").get_json() for ref in before}
+    assert after[careplan]["status"] == "completed" and after[visits]["status"] == "completed"
+    assert (after[knee_goal]["lifecycleStatus"], after[tug_goal]["lifecycleStatus"]) == (
+        "completed",
+        "cancelled",
+    )
+    assert after[knee_goal]["achievementStatus"] == before[knee_goal]["achievementStatus"]
+    assert "achievementStatus" not in after[tug_goal]
+    for ref, new in after.items():  # one new version each, nothing else changed
+        assert int(new["meta"]["versionId"]) == int(before[ref]["meta"]["versionId"]) + 1
+        changed = {k for k in new if new[k] != before[ref].get(k)} - {"meta"}
+        assert changed == ({"lifecycleStatus"} if ref.startswith("Goal/") else {"status"}), (ref, changed)
+
+    # No more home program days on the plan, named or not: 400 naming plan, nothing stored.
+    done = {"exercise": "Bridges", "status": "done"}
+    day = {"patient": pid, "date": "2026-11-30", "exercises": [done]}
+    stored = count(fhir, "Observation")
+    for body in (day, {**day, "plan": careplan.split("/")[1]}):
+        r = post(fhir, "/rehab/adherence", body)
+        assert r.status_code == 400 and r.get_json()["issue"][0]["expression"] == ["plan"], r.get_data(
+            as_text=True
+        )
+    assert count(fhir, "Observation") == stored
+
+    # The episode view keeps its plan of care; progress keeps the day recorded and the goals' outcome.
+    view = fhir.call("GET", f"/rehab/episodes/{eid}").get_json()
+    poc = view["plan_of_care"]
+    assert (poc["careplan"], poc["visits_used"], poc["certifications"]) == (careplan, 2, 1)
+    assert view["status"] == "finished" and view["plans"][0]["status"] == "completed"
+    progress = fhir.call("GET", f"/rehab/patients/{pid}/progress").get_json()
+    (report,) = progress["adherence"]
+    assert report["plan"] == careplan and report["exercises"][0]["days_recorded"] == 1
+    goals = {g["goal"]: (g["lifecycle"], g["achievement"]) for g in progress["goals"]}
+    assert goals == {knee_goal: ("completed", "achieved"), tug_goal: ("cancelled", None)}
+
+
+def test_a_plan_of_a_finished_episode_takes_no_adherence(fhir: FhirClient) -> None:
+    """An episode finished through plain FHIR leaves its plan active: its days are still refused."""
+    pid, eid, refs = episode_of_care(fhir)
+    episode = fhir.call("GET", f"/EpisodeOfCare/{eid}").get_json()
+    closed = {k: v for k, v in episode.items() if k != "meta"} | {"status": "finished"}
+    assert fhir.call("PUT", f"/EpisodeOfCare/{eid}", closed).status_code == 200
+    day = {"patient": pid, "date": "2026-11-22", "exercises": [{"exercise": "Bridges", "status": "done"}]}
+    stored = count(fhir, "Observation")
+    r = post(fhir, "/rehab/adherence", {**day, "plan": refs["careplan"][0].split("/")[1]})
+    assert r.status_code == 400 and r.get_json()["issue"][0]["expression"] == ["plan"]
+    assert f"EpisodeOfCare/{eid}" in r.get_json()["issue"][0]["diagnostics"]
+    r = post(fhir, "/rehab/adherence", day)  # the active plan is not chosen either
+    assert r.status_code == 400 and r.get_json()["issue"][0]["expression"] == ["plan"]
+    assert count(fhir, "Observation") == stored
+
+
+def test_a_token_that_may_not_close_the_plan_is_refused(app: Any, fhir: FhirClient) -> None:
+    """Closing the plan of care is part of the discharge: without CarePlan update, 403 and nothing written."""
+    _, eid, refs = episode_of_care(fhir)
+    types = ("Patient", "Practitioner", "EpisodeOfCare", "Condition", "Encounter", "CarePlan")
+    scope = " ".join(
+        f"system/{t}.rs" for t in (*types, "QuestionnaireResponse", "ServiceRequest", "Observation", "Goal")
+    )
+    scope += " system/Composition.cr system/EpisodeOfCare.u system/ServiceRequest.u system/Goal.u"
+    no_plan_update = FhirClient(app.test_client(), client_credentials_token(app, scope))
+    r = post(no_plan_update, f"/rehab/episodes/{eid}/discharge", DISCHARGE)
+    assert r.status_code == 403, r.get_data(as_text=True)
+    assert fhir.call("GET", f"/EpisodeOfCare/{eid}").get_json()["status"] == "active"
+    assert fhir.call("GET", "/" + refs["careplan"][0]).get_json()["status"] == "active"
+    assert fhir.call("GET", "/" + refs["goal"][0]).get_json()["lifecycleStatus"] == "active"
+    assert count(fhir, "Composition") == 0
+    scope += " system/CarePlan.u"  # with it, the same discharge goes through
+    allowed = FhirClient(app.test_client(), client_credentials_token(app, scope))
+    r = post(allowed, f"/rehab/episodes/{eid}/discharge", DISCHARGE)
+    assert r.status_code == 201, r.get_data(as_text=True)
+    assert fhir.call("GET", "/" + refs["careplan"][0]).get_json()["status"] == "completed"
+
+
+def test_the_scopes_the_document_declares_discharge(app: Any, fhir: FhirClient) -> None:
+    """GET /rehab/openapi.json's security for the discharge: those system scopes alone are enough."""
+    _, eid, _ = episode_of_care(fhir)
+    document = fhir.call("GET", "/rehab/openapi.json").get_json()
+    security = document["paths"]["/rehab/episodes/{id}/discharge"]["post"]["security"]
+    scope = " ".join(s for req in security for s in req["smart"] if s.startswith("system/"))
+    assert {"system/CarePlan.u", "system/ServiceRequest.u", "system/Goal.u"} <= set(scope.split())
+    declared = FhirClient(app.test_client(), client_credentials_token(app, scope))
+    r = post(declared, f"/rehab/episodes/{eid}/discharge", DISCHARGE)
+    assert r.status_code == 201, r.get_data(as_text=True)
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,11 @@ from server.settings import Settings
 
 def create_app(settings: Settings | None = None) -> flask.Flask:
     """Build the Flask app: storage, error handlers, blueprints."""
+    from server import memory
     from server.api import wiring
     from server.api.flask_app import RehabFlask
+
+    memory.limit_arenas()  # before the worker's threads exist: they share two malloc arenas
 
     settings = settings or Settings.from_env()
     app = RehabFlask(__name__)

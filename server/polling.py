@@ -15,6 +15,8 @@ import threading
 import time
 import uuid
 
+from server import memory
+
 log = logging.getLogger("rehabfhir.workers")
 
 
@@ -75,8 +77,11 @@ class PollingWorker:
                 if time.monotonic() - last_housekeeping >= self.housekeeping_seconds:
                     last_housekeeping = time.monotonic()
                     self.housekeeping()
+                worked = False
                 while not self._stop.is_set() and self.run_once():
-                    pass
+                    worked = True
+                if worked:
+                    memory.trim()  # an export job's buffers back to the system, not kept per arena
             except Exception as exc:  # the database may be away for a moment: keep polling
                 log.warning("%s %s: poll failed: %s", self.thread_name, self.id, exc)
             self._wake.wait(self.poll_seconds)

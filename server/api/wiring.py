@@ -10,6 +10,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from server import memory
 from server.api.error_handlers import register_error_handlers
 from server.api.fhir_routes import bp as fhir_bp
 from server.fhir.access import DENY
@@ -67,6 +68,8 @@ def _init_app(app: flask.Flask, settings: Settings, engine: sa.Engine) -> None:
             session = flask.g.get("session")
             if session is not None:
                 session.close()
+        if (flask.request.content_length or 0) >= memory.BIG_BODY:
+            response.call_on_close(memory.trim)  # after the answer is sent: the body's heap back
         return response
 
     @app.teardown_request

@@ -188,12 +188,32 @@ class SqliteWatch(Watch):
             return self.cache.epoch
 
 
+def libpq_hosts(url: sa.URL) -> sa.URL:
+    """SQLAlchemy's multi-host URL (`?host=pg-a:5432&host=pg-b:5432`) in libpq's form (`host=a,b port=p,p`).
+
+    The listener connects with psycopg directly, and libpq reads `host=pg-b:5432` as a host name
+    (docs/deploy.md suggests the multi-host form for pg_auto_failover). Other URLs are unchanged.
+    """
+    hosts = url.query.get("host")
+    hosts = (hosts,) if isinstance(hosts, str) else tuple(hosts or ())
+    if not any(":" in h and not h.startswith("/") for h in hosts):
+        return url
+    names, ports = [], []
+    for host in hosts:
+        name, sep, port = host.rpartition(":")
+        names.append(name if sep and not host.startswith("/") else host)
+        ports.append(port if sep and not host.startswith("/") else str(url.port or 5432))
+    return url.difference_update_query(["host", "port"]).update_query_dict(
+        {"host": ",".join(names), "port": ",".join(ports)}
+    )
+
+
 class PgWatch(Watch):
     """A listener thread per worker (started on first use in the process) on its own connection."""
 
     def __init__(self, cache: TokenCache, database_url: str | sa.URL) -> None:
         super().__init__(cache)
-        url = sa.make_url(database_url).set(drivername="postgresql")
+        url = libpq_hosts(sa.make_url(database_url).set(drivername="postgresql"))
         url = url.update_query_dict({"application_name": APPLICATION_NAME})
         self._conninfo = url.render_as_string(hide_password=False)
         self.listen_channel = CHANNEL

@@ -223,3 +223,34 @@ def test_a_listener_whose_notifications_do_not_arrive_is_never_trusted(database_
     finally:
         watch.stop()
         engine.dispose()
+
+
+def test_a_multi_host_url_listens(database_url: str) -> None:
+    """SQLAlchemy's multi-host URL (`?host=a:5432&host=b:5432`, docs/deploy.md's pg_auto_failover form)
+    is given to libpq as `host=a,b port=5432,5432`: the listener connects and is trusted (libpq took
+    `b:5432` for a host name, so no worker ever heard a revocation). SQLite: no listener."""
+    from auth.revocation import TokenCache
+    from auth.revocation import libpq_hosts
+    from auth.revocation import watch_for
+    from server.store.session import make_engine
+
+    url = sa.make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        assert libpq_hosts(url) == url
+        return
+    port = url.port or 5432
+    multi = url.set(host=None, port=None).update_query_dict(
+        {"host": [f"{url.host}:{port}", f"localhost:{port}"]}
+    )
+    plain = libpq_hosts(multi)
+    assert plain.query["host"] == f"{url.host},localhost" and plain.query["port"] == f"{port},{port}"
+    assert libpq_hosts(url) == url  # one host: unchanged
+    engine = make_engine(database_url)
+    cache = TokenCache(8)
+    watch = watch_for(cache, engine, multi.render_as_string(hide_password=False))
+    try:
+        assert isinstance(watch, PgWatch)
+        assert watch.wait_live(10) and watch.sync(None) == cache.epoch
+    finally:
+        watch.stop()
+        engine.dispose()

@@ -42,6 +42,19 @@ PAIN = codes.coding(codes.LOINC, "72514-3", "Pain severity - 0-10 verbal numeric
 HOME_PROGRAM = f"{codes.BASE}/CodeSystem/home-program"
 STATUSES = {"done": 1.0, "partly": 0.5, "not-done": 0.0}
 _COMPONENTS = {"status": "adherence", "sets": "sets-done", "reps": "repetitions-done"}
+# The home-program CodeSystem (seeded by fhir_mapping/terminology.py): exactly the codes written here,
+# the components' codes and the adherence component's values. code -> (display, definition)
+HOME_PROGRAM_CONCEPTS = {
+    "adherence": (
+        "Adherence",
+        "How much of a home program exercise the patient did on the day (value: done | partly | not-done)",
+    ),
+    "sets-done": ("Sets done", "Number of sets of the exercise done on the day (valueInteger)"),
+    "repetitions-done": ("Repetitions done", "Repetitions done in each set on the day (valueInteger)"),
+    "done": ("Done", "Done as prescribed (counts 1 in adherence)"),
+    "partly": ("Partly done", "Done in part (counts 1/2 in adherence)"),
+    "not-done": ("Not done", "Not done (counts 0 in adherence)"),
+}
 
 
 class DoneSchema(Schema):

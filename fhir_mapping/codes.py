@@ -47,6 +47,8 @@ EXT_REPS = f"{EXT}/exercise-repetitions"
 EXT_HOLD = f"{EXT}/exercise-hold"
 EXT_LOAD = f"{EXT}/exercise-load"
 EXT_PROGRESSION = f"{EXT}/exercise-progression"
+# The body site (and side) a Goal is about: Goal has no bodySite element (valueCodeableConcept).
+EXT_GOAL_SITE = f"{EXT}/goal-body-site"
 # A treatment parameter on a Procedure: complex extension with "parameter" (valueCoding from
 # our CodeSystem) and "value" (valueQuantity in UCUM). Procedure has no parameter element.
 EXT_PARAMETER = f"{EXT}/procedure-parameter"

@@ -35,7 +35,7 @@ from fhir_mapping.transaction import patient_of
 
 EXERCISE_THERAPY = codes.coding(codes.SNOMED, "229065009", "Exercise therapy (regime/therapy)")
 ASSESS_PLAN = codes.coding(codes.US_CORE_CAREPLAN, "assess-plan", "Assessment and Plan of Treatment")
-EXT_GOAL_SITE = f"{codes.EXT}/goal-body-site"
+EXT_GOAL_SITE = codes.EXT_GOAL_SITE
 
 
 def _auto_description(goal: dict[str, Any]) -> str:

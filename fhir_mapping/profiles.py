@@ -5,12 +5,21 @@ https://hl7.org/fhir/R4B/extensibility.html#Extension and
 https://hl7.org/fhir/R4B/structuredefinition.html
 
 Each extension's canonical URL is its StructureDefinition.url; the context and value type are
-those the builders in this package write (tests/unit/fhir_mapping/test_profiles.py checks every
-extension a built resource carries against these definitions).
+those the builders in this package write. Three kinds, each resolvable:
+- ours (under codes.EXT): defined here;
+- core extensions (CORE_EXTENSIONS): their official StructureDefinitions from hl7.fhir.r4b.core
+  4.3.0, kept whole in fhir_mapping/data/r4b_core_extensions.json (scripts/extract_core_extensions.py);
+- extensions of an implementation guide outside the core package (ELSEWHERE): they resolve in
+  that IG, at the canonical named (README, "Profiles"); this server serves no copy.
+tests/unit/fhir_mapping/test_mapping_profiles.py walks every extension the builders put on a
+resource and checks its URL, value type and context against these definitions.
 """
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 from fhir_mapping import codes
@@ -52,6 +61,13 @@ SIMPLE = (
     (codes.EXT_ASSISTIVE, "AssistiveDevice", "Observation", "string", "Assistive device used in the test"),
     (codes.EXT_PROTOCOL, "TestProtocol", "Observation", "code", "Protocol the timed test followed"),
     (
+        codes.EXT_GOAL_SITE,
+        "GoalBodySite",
+        "Goal",
+        "CodeableConcept",
+        "Body site (and side) the goal is about",
+    ),
+    (
         codes.EXT_SESSION_TIMING,
         "SessionTiming",
         "Observation",
@@ -59,6 +75,20 @@ SIMPLE = (
         "Taken just before (pre-treatment) or after (post-treatment) a session",
     ),
 )
+# Core extensions we write (episodes.EXT_EPISODE, observations.BODY_POSITION_EXT and
+# questionnaires.ORDINAL, MIN_VALUE, MAX_VALUE): their official definitions, as the package holds them.
+_CORE = "http://hl7.org/fhir/StructureDefinition"
+CORE_EXTENSIONS = (
+    f"{_CORE}/workflow-episodeOfCare",
+    f"{_CORE}/observation-bodyPosition",
+    f"{_CORE}/ordinalValue",
+    f"{_CORE}/minValue",
+    f"{_CORE}/maxValue",
+)
+# Extensions of implementation guides not in the core package -> where their canonical resolves.
+ELSEWHERE = {
+    codes.LATERALITY_EXT: "mCODE, package hl7.fhir.us.mcode (STU3 3.0.0 and later)",
+}
 # Complex: procedure-parameter = parameter (Coding from our CodeSystem) + value (Quantity, UCUM).
 PARAMETER_PARTS = (("parameter", "Coding", "Which treatment parameter"), ("value", "Quantity", "Its value"))
 
@@ -126,9 +156,24 @@ def _parameter() -> dict[str, Any]:
     return _sd(codes.EXT_PARAMETER, "ProcedureParameter", "Procedure", "A treatment parameter", elements)
 
 
-def extension_definitions() -> list[dict[str, Any]]:
-    """Every extension StructureDefinition of ours."""
+def own_extension_definitions() -> list[dict[str, Any]]:
+    """The StructureDefinitions of our own extensions (under codes.EXT)."""
     return [*(_simple(*row) for row in SIMPLE), _parameter()]
+
+
+@lru_cache(maxsize=1)
+def _core_text() -> str:
+    return resources.files("fhir_mapping").joinpath("data", "r4b_core_extensions.json").read_text("utf-8")
+
+
+def core_extension_definitions() -> list[dict[str, Any]]:
+    """The official StructureDefinitions (hl7.fhir.r4b.core 4.3.0) of the core extensions we write."""
+    return json.loads(_core_text())  # type: ignore[no-any-return]
+
+
+def extension_definitions() -> list[dict[str, Any]]:
+    """Every extension StructureDefinition the server seeds and serves: ours, then the core ones."""
+    return [*own_extension_definitions(), *core_extension_definitions()]
 
 
 def value_type(url: str) -> str | None:

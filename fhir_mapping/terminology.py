@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_mapping import adherence
 from fhir_mapping import codes
 from fhir_mapping import profiles
 from fhir_mapping.assessments import ENCOUNTER_TYPES
@@ -80,7 +81,7 @@ def concepts() -> list[dict[str, Any]]:
 
 
 def code_systems() -> list[dict[str, Any]]:
-    """Our CodeSystem resources: pt-measures and pt-body-sites."""
+    """Our CodeSystem resources: pt-measures, pt-body-sites and home-program (adherence components)."""
     measures = {
         "resourceType": "CodeSystem",
         "id": "pt-measures",
@@ -108,7 +109,22 @@ def code_systems() -> list[dict[str, Any]]:
         "content": "complete",
         "concept": [{"code": k, "display": v[0]} for k, v in BODY_SITES.items()],
     }
-    return [measures, sites]
+    home_program = {
+        "resourceType": "CodeSystem",
+        "id": "home-program",
+        "url": adherence.HOME_PROGRAM,
+        "version": VERSION,
+        "name": "HomeProgram",
+        "title": "Home program adherence: what a patient did of an exercise on a day",
+        "status": "active",
+        "caseSensitive": True,
+        "content": "complete",
+        "concept": [
+            {"code": code, "display": display, "definition": definition}
+            for code, (display, definition) in adherence.HOME_PROGRAM_CONCEPTS.items()
+        ],
+    }
+    return [measures, sites, home_program]
 
 
 def value_sets() -> list[dict[str, Any]]:

@@ -260,3 +260,26 @@ def test_a_plan_repeating_every_0_days_expects_no_days(fhir: FhirClient) -> None
     assert r.status_code == 200, r.get_data(as_text=True)
     (report,) = r.get_json()["adherence"]
     assert [(e["exercise"], e["expected_per_week"]) for e in report["exercises"]] == [("Walk", None)]
+
+
+def test_the_definitions_an_adherence_observation_uses_resolve(app: Any, fhir: FhirClient) -> None:
+    """Its component codes' CodeSystem and the episode link's extension are served by their canonical URL."""
+    from fhir_mapping import episodes
+    from server.api.rehab_routes import seed_terminology
+
+    seed_terminology(app, app.config["REHABFHIR_SETTINGS"])
+    found = fhir.call("GET", f"/CodeSystem?url={adherence.HOME_PROGRAM}").get_json()
+    (system,) = [e["resource"] for e in found["entry"]]
+    assert {c["code"] for c in system["concept"]} == {
+        "adherence",
+        "sets-done",
+        "repetitions-done",
+        "done",
+        "partly",
+        "not-done",
+    }
+    r = fhir.call("GET", f"/CodeSystem/$lookup?system={adherence.HOME_PROGRAM}&code=not-done")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    found = fhir.call("GET", f"/StructureDefinition?url={episodes.EXT_EPISODE}").get_json()
+    (sd,) = [e["resource"] for e in found["entry"]]
+    assert sd["version"] == "4.3.0" and {"type": "element", "expression": "CarePlan"} in sd["context"]

@@ -99,6 +99,9 @@ def grant_of(claims: dict[str, Any], kid: str) -> Grant:
         unrestricted=False,
         rules=rules,
         fhir_user=str(claims["fhirUser"]) if claims.get("fhirUser") else None,
+        # What a subscription the token creates records: revoking either stops its deliveries.
+        token_id=str(claims["jti"]) if claims.get("jti") else None,
+        token_family=str(claims["fam"]) if claims.get("fam") else None,
     )
     family = str(claims["fam"]) if claims.get("fam") else None
     return Grant(context, kid, float(claims["exp"]), str(claims.get("jti")), family)

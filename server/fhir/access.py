@@ -20,10 +20,12 @@ version's JSON. Nothing filters on its own. The rules:
     Location, Medication, terminology) is readable but never writable by a patient rule.
   - parameter restrictions (`patient/Observation.rs?category=...`): the version matches the
     parameters, evaluated on its own index rows (so history and vread are judged per version).
-- Owned types (Subscription): a version is permitted only to the client that owns it, named
-  by the owner tag (`OWNER_TAG`) the server puts on every version it stores; any grant,
-  `system/` included, is judged so (as $status, $events and PUT /Subscription/id refuse other
-  clients): only the in-process `SYSTEM` context sees every client's.
+- Owned types (Subscription): a version is permitted only to its owner, named by the one owner
+  tag the server puts on every version it stores: the client alone for a backend service's
+  token (`OWNER_TAG`, code the client id), the client and the signed-in user otherwise
+  (`OWNER_USER_TAG`, code `<user>@<client>`; see `owner_subject`), so two users of one app
+  never see each other's. Any grant, `system/` included, is judged so (as $status, $events and
+  PUT /Subscription/id refuse others): only the in-process `SYSTEM` context sees every owner's.
 - A deletion (tombstone) version is judged by the version before it.
 - Searches are narrowed in SQL first (`restrict_query`: compartment, no other patient, the
   restriction parameters) so that paging stays right; every page is then checked per version.
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -48,9 +51,11 @@ if TYPE_CHECKING:
     from server.fhir.search.query import SearchQuery
 
 INTERACTIONS = "cruds"
-# Resources that belong to the client that created them: the owner tag names it on every version.
+# Resources that belong to whoever created them: the owner tag names the owner on every version.
 OWNED_TYPES = frozenset({"Subscription"})
-OWNER_TAG = "https://rehabfhir.org/fhir/CodeSystem/owner-client"
+OWNER_TAG = "https://rehabfhir.org/fhir/CodeSystem/owner-client"  # code: the client (no user)
+OWNER_USER_TAG = "https://rehabfhir.org/fhir/CodeSystem/owner-client-user"  # code: <user>@<client>
+OWNER_TAGS = (OWNER_TAG, OWNER_USER_TAG)
 WRITES = frozenset("cud")
 _NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
@@ -90,6 +95,9 @@ class AccessContext:
     unrestricted: bool = False
     rules: tuple[ScopeRule, ...] = ()
     fhir_user: str | None = None
+    # The token's jti and refresh-token family (what auth revokes): what it creates keeps them.
+    token_id: str | None = None
+    token_family: str | None = None
 
     def _granting(self, type_: str, interaction: str) -> list[ScopeRule]:
         return [r for r in self.rules if r.covers(type_, interaction)]
@@ -226,15 +234,40 @@ def _params_ok(type_: str, params: tuple[tuple[str, str], ...], resource: dict[s
     return matches(tests, resource)
 
 
-def owner_tag(client_id: str) -> dict[str, str]:
-    """The meta.tag naming the client that owns a resource of an owned type."""
-    return {"system": OWNER_TAG, "code": client_id}
+def owner_subject(ctx: AccessContext) -> str | None:
+    """Who besides the client owns what this token creates: its user (the token's `sub`), else its
+    patient; None for a backend service (client_credentials), whose client alone owns it.
+
+    The user id, not fhirUser: two accounts may name the same fhirUser, and an account's
+    fhirUser can be changed; the id is the identity the grant was given to.
+    """
+    if ctx.user:
+        return ctx.user
+    return f"Patient/{ctx.patient}" if ctx.patient else None
+
+
+def owner_tag(client_id: str, subject: str | None = None) -> dict[str, str]:
+    """The meta.tag naming the owner (a client, or a client and a user) of a resource of an owned type.
+
+    The subject is percent-encoded (no "@" in it), so `<subject>@<client>` names one pair only.
+    """
+    if subject is None:
+        return {"system": OWNER_TAG, "code": client_id}
+    return {"system": OWNER_USER_TAG, "code": f"{quote(subject, safe='/:')}@{client_id}"}
+
+
+def owner_of(ctx: AccessContext) -> dict[str, str] | None:
+    """The owner tag of what `ctx` creates (None for a context without a client: it owns nothing)."""
+    if not ctx.client_id:
+        return None
+    return owner_tag(ctx.client_id, owner_subject(ctx))
 
 
 def _owned(ctx: AccessContext, resource: dict[str, Any]) -> bool:
     meta = resource.get("meta")
     tags = meta.get("tag") if isinstance(meta, dict) else None
-    return bool(ctx.client_id) and isinstance(tags, list) and owner_tag(ctx.client_id or "") in tags
+    mine = owner_of(ctx)
+    return mine is not None and isinstance(tags, list) and mine in tags
 
 
 def permits(ctx: AccessContext, type_: str, interaction: str, resource: dict[str, Any] | None) -> bool:
@@ -424,9 +457,20 @@ def _type_confinement(ctx: AccessContext, type_: str, interaction: str, in_compa
 
 
 def _owner_tests(ctx: AccessContext, type_: str) -> list[Any]:
-    """`_tag=<owner tag>|<client>`: the caller's own resources (none for a context without a client)."""
-    system = OWNER_TAG if ctx.client_id else OWNER_TAG + "#none"  # a system no version is tagged with
-    return list(_restriction_tests((type_,), (("_tag", f"{system}|{ctx.client_id or '-'}"),)))
+    """`_tag=<owner tag>`: the caller's own resources (none for a context without a client)."""
+    tag = owner_of(ctx)
+    if tag is None:
+        value = f"{OWNER_TAG}#none|-"  # a system no version is tagged with
+    else:
+        value = f"{_escaped(tag['system'])}|{_escaped(tag['code'])}"
+    return list(_restriction_tests((type_,), (("_tag", value),)))
+
+
+def _escaped(text: str) -> str:
+    """A token search value's part with its separators escaped (R4B search.html#escaping)."""
+    for ch in "\\|,$":
+        text = text.replace(ch, "\\" + ch)
+    return text
 
 
 def _confine(ctx: AccessContext, types: tuple[str, ...], interaction: str, in_compartment: bool) -> list[Any]:

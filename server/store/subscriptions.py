@@ -46,11 +46,15 @@ class SubscriptionState(Base):
     heartbeat: so.Mapped[int | None] = so.mapped_column(sa.Integer, nullable=True)  # seconds
     timeout: so.Mapped[int] = so.mapped_column(sa.Integer)  # seconds
     max_count: so.Mapped[int] = so.mapped_column(sa.Integer)
-    # The creating token: the client that owns it and the grant every notification is judged by.
+    # The creating token: the client (and user: `subject`) that own it, the grant every notification
+    # is judged by, and the token's jti and refresh family, whose revocation turns it off.
     client_id: so.Mapped[str | None] = so.mapped_column(sa.String(255), nullable=True)
+    subject: so.Mapped[str | None] = so.mapped_column(sa.String(255), nullable=True)
     grant_scopes: so.Mapped[str] = so.mapped_column(sa.Text)
     patient: so.Mapped[str | None] = so.mapped_column(sa.String(64), nullable=True)
     user_id: so.Mapped[str | None] = so.mapped_column(sa.String(255), nullable=True)
+    token_id: so.Mapped[str | None] = so.mapped_column(sa.String(255), nullable=True)
+    token_family: so.Mapped[str | None] = so.mapped_column(sa.String(255), nullable=True)
     base_url: so.Mapped[str] = so.mapped_column(sa.Text)
     events: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)  # eventsSinceSubscriptionStart
     delivered: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)  # highest number sent
@@ -107,6 +111,9 @@ class StateView:
     last_sent: datetime | None
     error: str | None
     ends: datetime | None = None
+    subject: str | None = None
+    token_id: str | None = None
+    token_family: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

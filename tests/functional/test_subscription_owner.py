@@ -100,3 +100,79 @@ def test_another_clients_subscription_is_not_found(
     # delete: as invisible as read
     assert not_found(b.call("DELETE", f"/Subscription/{mine}"))
     assert a.call("GET", f"/Subscription/{mine}").status_code == 200
+
+
+# -- two users of one app: the owner is the client and the user ------------------------------------
+
+USER_SCOPE = "openid fhirUser offline_access user/Subscription.cruds user/Observation.rs"
+
+
+def user_token(app: Any, client_id: str, username: str, scope: str = USER_SCOPE) -> dict[str, Any]:
+    """A signed-in user's token response for the public app `client_id` (authorization code + PKCE)."""
+    import secrets
+
+    from tests.functional.auth_flows import authorize_params
+    from tests.functional.auth_flows import exchange
+    from tests.functional.auth_flows import get_code
+
+    c = app.test_client()
+    verifier = secrets.token_urlsafe(48)
+    code = get_code(c, authorize_params(client_id, scope, verifier), username)["code"]
+    r = exchange(c, client_id, code, verifier)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    return dict(r.get_json())
+
+
+def test_another_user_of_the_same_app_does_not_see_a_subscription(
+    app: Any,
+    worker: DeliveryWorker,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    from server.fhir.access import OWNER_USER_TAG
+    from tests.functional.auth_flows import add_app
+    from tests.functional.auth_flows import add_user
+
+    client_id, _ = add_app(app, USER_SCOPE)
+    # Both name the same fhirUser: still two owners (the owner is the signed-in user, not fhirUser).
+    add_user(app, "alice", "practitioner", "Practitioner/p1")
+    add_user(app, "bob", "practitioner", "Practitioner/p1")
+    a = FhirClient(app.test_client(), user_token(app, client_id, "alice")["access_token"])
+    b = FhirClient(app.test_client(), user_token(app, client_id, "bob")["access_token"])
+    body = subscription("measure-observation", receiver.url, header=["Authorization: Bearer alice-secret"])
+    mine = subscribe(a, worker, body)
+    stored = a.call("GET", f"/Subscription/{mine}")
+    assert stored.status_code == 200 and stored.get_json()["status"] == "active"
+    tags = [t for t in stored.get_json()["meta"]["tag"] if t["system"] == OWNER_USER_TAG]
+    assert len(tags) == 1 and tags[0]["code"].endswith("@" + client_id) and owner_of(stored.get_json()) == []
+
+    # B (same client id): read, vread, history, search, update, $status, $events: as if it did not exist
+    assert not_found(b.call("GET", f"/Subscription/{mine}"))
+    assert not_found(b.call("GET", f"/Subscription/{mine}/_history/1"))
+    assert not_found(b.call("GET", f"/Subscription/{mine}/_history"))
+    assert b.call("GET", "/Subscription").get_json()["total"] == 0
+    assert b.call("GET", f"/Subscription?_id={mine}").get_json()["total"] == 0
+    assert not_found(b.call("GET", f"/Subscription/{mine}/$status"))
+    assert not_found(b.call("GET", f"/Subscription/{mine}/$events"))
+    # A PUT of the served resource would send A's stored header to B's endpoint: refused, unchanged.
+    theirs = {k: v for k, v in stored.get_json().items() if k != "meta"}
+    assert not_found(b.call("PUT", f"/Subscription/{mine}", theirs))
+    assert not_found(b.call("DELETE", f"/Subscription/{mine}"))
+    # B's own subscription on the same app is B's only
+    own = subscribe(b, worker, subscription("measure-observation", receiver.url))
+    found = b.call("GET", "/Subscription").get_json()
+    assert (found["total"], ids(found)) == (1, {own})
+    assert not_found(a.call("GET", f"/Subscription/{own}"))
+
+    # A still has it all
+    assert a.call("GET", f"/Subscription/{mine}").get_json()["meta"]["versionId"] == "2"
+    assert len(a.call("GET", f"/Subscription/{mine}/_history").get_json()["entry"]) == 2
+    found = a.call("GET", "/Subscription").get_json()
+    assert (found["total"], ids(found)) == (1, {mine})
+    st = a.call("GET", f"/Subscription/{mine}/$status")
+    assert st.status_code == 200 and st.get_json()["entry"][0]["resource"]["status"] == "active"
+    assert a.call("GET", f"/Subscription/{mine}/$events").status_code == 200
+    again = a.call("PUT", f"/Subscription/{mine}", theirs)
+    assert again.status_code == 200, again.get_data(as_text=True)
+    receiver.received.clear()
+    worker.run_until_idle()  # the new handshake keeps A's stored header
+    assert [h["Authorization"] for h, _ in receiver.received] == ["Bearer alice-secret"]

@@ -30,9 +30,10 @@ from server.errors import InvalidRequestError
 from server.errors import MethodNotAllowedError
 from server.errors import NotFoundError
 from server.errors import ValidationFailedError
-from server.fhir.access import OWNER_TAG
+from server.fhir.access import OWNER_TAGS
 from server.fhir.access import AccessContext
-from server.fhir.access import owner_tag
+from server.fhir.access import owner_of
+from server.fhir.access import owner_subject
 from server.fhir.access import permits
 from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
@@ -262,9 +263,13 @@ def check(resource: dict[str, Any], ctx: AccessContext, cfg: Config) -> dict[str
         "timeout": timeout,
         "max_count": _one_int(channel, MAX_COUNT, where, 1) or 1,
         "client_id": ctx.client_id,
+        "subject": owner_subject(ctx),
         "grant_scopes": " ".join(sorted(ctx.scopes)),
         "patient": ctx.patient,
         "user_id": ctx.user,
+        # What auth revokes: delivery stops when either is (server.subscriptions.grants).
+        "token_id": ctx.token_id,
+        "token_family": ctx.token_family,
     }
 
 
@@ -284,7 +289,7 @@ def _store(
     resource = _redacted(resource)
     resource["status"] = "requested"  # the handshake decides when it is active
     resource.pop("error", None)
-    resource["meta"] = _owner_meta(resource.get("meta"), ctx.client_id or "")
+    resource["meta"] = _owner_meta(resource.get("meta"), ctx)
     with repo.transaction():
         if id_ is None:
             id_ = extra.get("assigned_id") or str(uuid.uuid4())
@@ -292,7 +297,7 @@ def _store(
             resp = create(repo, ctx, req, TYPE, body=resource, assigned_id=id_)
         else:
             old = cfg.store.state(repo, id_)
-            if old is not None and old.client_id != ctx.client_id:  # another client's: invisible
+            if old is not None and not owns(ctx, old):  # another owner's: invisible
                 raise NotFoundError(f"No subscription {id_}", message_id="MSG_NO_EXIST")
             values["headers"] = _restored(values["headers"], old)
             resp = update(repo, ctx, req, TYPE, id_, body=resource)
@@ -300,12 +305,18 @@ def _store(
     return resp
 
 
-def _owner_meta(meta: Any, client_id: str) -> dict[str, Any]:
-    """The request's meta with the owner tag (server.fhir.access) naming the creating client only."""
+def _owner_meta(meta: Any, ctx: AccessContext) -> dict[str, Any]:
+    """The request's meta with one owner tag (server.fhir.access): the creating client and user."""
     meta = dict(meta) if isinstance(meta, dict) else {}
-    tags = [t for t in meta.get("tag") or [] if not (isinstance(t, dict) and t.get("system") == OWNER_TAG)]
-    meta["tag"] = [*tags, owner_tag(client_id)]
+    tags = [t for t in meta.get("tag") or [] if not (isinstance(t, dict) and t.get("system") in OWNER_TAGS)]
+    mine = owner_of(ctx)
+    meta["tag"] = [*tags, mine] if mine is not None else tags
     return meta
+
+
+def owns(ctx: AccessContext, state: Any) -> bool:
+    """Whether the caller is the subscription's owner: its client, and its user when it has one."""
+    return bool(ctx.client_id) and state.client_id == ctx.client_id and state.subject == owner_subject(ctx)
 
 
 def create_subscription(
@@ -418,7 +429,7 @@ def _owned(repo: FhirRepository, ctx: AccessContext, id_: str | None) -> Any:
     state = _cfg().store.state(repo, id_ or "")
     if state is None:
         raise NotFoundError(f"No subscription {id_}", message_id="MSG_NO_EXIST")
-    if not ctx.unrestricted and state.client_id != ctx.client_id:  # another client's: invisible
+    if not ctx.unrestricted and not owns(ctx, state):  # another owner's: invisible
         raise NotFoundError(f"No subscription {id_}", message_id="MSG_NO_EXIST")
     return state
 

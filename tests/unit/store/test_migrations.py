@@ -41,7 +41,7 @@ def test_the_history_has_one_head() -> None:
     from server.store.migrate import alembic_config
 
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["a004"], "a new revision must revise the single head, not branch off"
+    assert script.get_heads() == ["s003"], "a new revision must revise the single head, not branch off"
 
 
 def test_heads_read_from_the_scripts_equal_alembics() -> None:
@@ -74,5 +74,5 @@ def test_upgrade_head_reaches_the_one_head(tmp_path) -> None:  # type: ignore[no
     engine = make_engine(f"sqlite:///{tmp_path}/m.db")
     upgrade(engine, "head")  # singular: fails with "Multiple head revisions" on a branched history
     with engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_heads() == ("a004",)
+        assert MigrationContext.configure(conn).get_current_heads() == ("s003",)
     engine.dispose()

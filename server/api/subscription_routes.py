@@ -17,6 +17,7 @@ from server.settings import Settings
 from server.store.repository import SqlRepository
 from server.store.subscriptions import SqlStore
 from server.subscriptions import outbox
+from server.subscriptions.grants import AuthGrants
 from server.subscriptions.worker import DeliveryConfig
 from server.subscriptions.worker import DeliveryWorker
 
@@ -52,6 +53,8 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
     worker = DeliveryWorker(
         app.extensions["rehabfhir.sessions"],
         DeliveryConfig.from_settings(settings),
+        # The owner's grant as auth sees it now (revocation, the client's and user's scopes).
+        AuthGrants(app.extensions["rehabfhir.auth"].server),
         audit=None if batcher is None else batcher.write,
         server=settings.public_base_url,
     )

@@ -8,9 +8,11 @@ go out from one process at a time, oldest first, up to its max count per notific
 cursor (`delivered`) moves only after the receiver answered 2xx: a crash between sending and
 recording sends that notification again (at least once), never out of order. A failed POST is
 retried after retry_seconds * 2^(failures-1); the subscription is `error` meanwhile and `off`
-after max_attempts failures in a row. Each event is judged again under the owner's grant when
-sent: what the grant no longer permits is left out (its number is skipped). Every attempt is
-audited.
+after max_attempts failures in a row. Before each lease's work the owner's grant is looked up as
+it stands now (server.subscriptions.grants): revoked, or its client or user gone, the
+subscription is turned `off` with the reason and nothing more is sent; else each event is
+judged under the recorded scopes narrowed to what the client and user may still have, and
+what that no longer permits is left out (its number is skipped). Every attempt is audited.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from server.settings import Settings
 from server.store import subscriptions as store
 from server.store.jobs import now
 from server.store.repository import SqlRepository
+from server.subscriptions.grants import GrantCheck
 from server.subscriptions.outbox import grant_context
 
 log = logging.getLogger(__name__)
@@ -103,11 +106,13 @@ class DeliveryWorker(PollingWorker):
         self,
         factory: Callable[[], so.Session],
         config: DeliveryConfig,
+        grants: GrantCheck,
         audit: Callable[[list[Any]], None] | None = None,
         server: str = "",
     ) -> None:
         super().__init__()
         self.factory, self.config, self.audit, self.server = factory, config, audit, server
+        self.grants = grants
 
     @property
     def poll_seconds(self) -> float:
@@ -149,11 +154,16 @@ class DeliveryWorker(PollingWorker):
 
     def _deliver(self, state: Any) -> None:
         if subscription.ended(state, now()):
-            error = "Subscription.end reached"
-            with self.factory() as session:
-                store.update(session, state.id, self.id, status=store.OFF, error=error)
-            self._set_resource_status(state, store.OFF, error)
+            self._turn_off(state, "Subscription.end reached")
             return
+        with self.factory() as session:
+            standing = self.grants.standing(session, state)
+        if standing.scopes is None:
+            error = f"The owner's grant was withdrawn: {standing.withdrawn}"
+            log.warning("subscription %s turned off: %s", state.id, error)
+            self._turn_off(state, error)
+            return
+        state = replace(state, grant_scopes=standing.scopes)  # what the grant still covers
         if state.status == store.REQUESTED:
             self._send(state, "handshake", [], state.delivered)
             return
@@ -161,6 +171,11 @@ class DeliveryWorker(PollingWorker):
             self._send_events(state)
             return
         self._send(state, "heartbeat", [], state.delivered)
+
+    def _turn_off(self, state: Any, error: str) -> None:
+        with self.factory() as session:
+            store.update(session, state.id, self.id, status=store.OFF, error=error)
+        self._set_resource_status(state, store.OFF, error)
 
     def _send_events(self, state: Any) -> None:
         ctx = grant_context(state)

@@ -109,7 +109,10 @@ def worker(app: Any) -> Iterator[DeliveryWorker]:
     app.extensions[WORKER].stop()
     seed_topics(app, app.config["REHABFHIR_SETTINGS"])
     config = DeliveryConfig(worker=False, retry_seconds=0.0, max_attempts=3)
-    yield DeliveryWorker(app.extensions["rehabfhir.sessions"], config, audit=app.extensions[WORKER].audit)
+    app_worker = app.extensions[WORKER]
+    yield DeliveryWorker(
+        app.extensions["rehabfhir.sessions"], config, app_worker.grants, audit=app_worker.audit
+    )
     # Left paused: the tests after these write nothing anyone subscribed to (the tables are emptied).
 
 
@@ -445,7 +448,9 @@ def test_restart_in_the_middle_of_a_backlog(
         fhir.create(obs("a", (PT, "tug"), value=v))
     worker.run_once()  # event 1 delivered
     # A worker that dies holding the lease after sending event 2 but before recording it.
-    dying = DeliveryWorker(app.extensions["rehabfhir.sessions"], replace(worker.config, lease_seconds=0.2))
+    dying = DeliveryWorker(
+        app.extensions["rehabfhir.sessions"], replace(worker.config, lease_seconds=0.2), worker.grants
+    )
     with app.extensions["rehabfhir.sessions"]() as session:
         state = store.claim(session, dying.id, timedelta(seconds=0.2))
     assert state is not None and state.delivered == 1
@@ -454,7 +459,7 @@ def test_restart_in_the_middle_of_a_backlog(
     post(state, sub.notification(replace(state, events=2), "event-notification", [(event[0], None)]))
     assert worker.run_once() is False  # leased by the dead worker
     time.sleep(0.3)
-    restarted = DeliveryWorker(app.extensions["rehabfhir.sessions"], worker.config)
+    restarted = DeliveryWorker(app.extensions["rehabfhir.sessions"], worker.config, worker.grants)
     restarted.run_until_idle()
     assert receiver.numbers(id_) == [1, 2, 2, 3, 4, 5]  # at least once, never out of order
 
@@ -468,7 +473,9 @@ def test_two_workers_share_a_backlog_in_order(
     for v in range(8):
         fhir.create(obs("a", (PT, "tug"), value=v))
     # Two processes' workers at once: the lease lets one at a time send, oldest event first.
-    workers = [DeliveryWorker(app.extensions["rehabfhir.sessions"], worker.config) for _ in range(2)]
+    workers = [
+        DeliveryWorker(app.extensions["rehabfhir.sessions"], worker.config, worker.grants) for _ in range(2)
+    ]
     threads = [threading.Thread(target=w.run_until_idle) for w in workers]
     for t in threads:
         t.start()

@@ -33,6 +33,15 @@ def seed_topics(app: flask.Flask, settings: Settings) -> list[str]:
         return topics.seed(SqlRepository(session), SYSTEM, req)
 
 
+def config(settings: Settings) -> subscription.Config:
+    """The subscription checks' storage and limits: plain http to loopback in development mode only."""
+    return subscription.Config(
+        SqlStore(),
+        allow_loopback=settings.mode == "development",
+        max_timeout=settings.subscription_max_timeout,
+    )
+
+
 def init_app(app: flask.Flask, settings: Settings) -> None:
     """Seed the topics, hand the storage in, hook the outbox and start this process's worker."""
     try:
@@ -41,13 +50,7 @@ def init_app(app: flask.Flask, settings: Settings) -> None:
             log.info("seeded subscription topics: %s", ", ".join(written))
     except Exception:  # a server without its tables yet still starts
         log.warning("could not seed the subscription topics", exc_info=True)
-    subscription.use(
-        subscription.Config(
-            SqlStore(),
-            allow_loopback=settings.mode == "development",
-            max_timeout=settings.subscription_max_timeout,
-        )
-    )
+    subscription.use(config(settings))
     outbox.enable(app.extensions["rehabfhir.engine"])
     batcher = app.extensions.get("rehabfhir.audit_batcher")
     worker = DeliveryWorker(

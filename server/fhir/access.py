@@ -26,6 +26,7 @@ version's JSON. Nothing filters on its own. The rules:
   (`OWNER_USER_TAG`, code `<user>@<client>`; see `owner_subject`), so two users of one app
   never see each other's. Any grant, `system/` included, is judged so (as $status, $events and
   PUT /Subscription/id refuse others): only the in-process `SYSTEM` context sees every owner's.
+  Under a `patient/` rule an owned version may point to no patient but the token's.
 - A deletion (tombstone) version is judged by the version before it.
 - Searches are narrowed in SQL first (`restrict_query`: compartment, no other patient, the
   restriction parameters) so that paging stays right; every page is then checked per version.
@@ -270,6 +271,11 @@ def _owned(ctx: AccessContext, resource: dict[str, Any]) -> bool:
     return mine is not None and isinstance(tags, list) and mine in tags
 
 
+def _patient_only(patient: str, resource: dict[str, Any]) -> bool:
+    """An owned version under a patient rule: it points to no patient but the token's."""
+    return not (patients_of(resource) - {patient})
+
+
 def permits(ctx: AccessContext, type_: str, interaction: str, resource: dict[str, Any] | None) -> bool:
     """Return whether `ctx` may perform `interaction` on this version of a resource of `type_`."""
     if ctx.unrestricted:
@@ -281,9 +287,15 @@ def permits(ctx: AccessContext, type_: str, interaction: str, resource: dict[str
         return False
     if type_ in OWNED_TYPES and not _owned(ctx, resource):
         return False
+    owned = type_ in OWNED_TYPES
     for rule in granting:
         if rule.context == "patient" and (
-            ctx.patient is None or not _patient_ok(ctx.patient, type_, interaction, resource)
+            ctx.patient is None
+            or not (
+                _patient_only(ctx.patient, resource)
+                if owned
+                else _patient_ok(ctx.patient, type_, interaction, resource)
+            )
         ):
             continue
         if rule.params and not _params_ok(type_, rule.params, resource):

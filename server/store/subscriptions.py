@@ -313,6 +313,15 @@ def prune(session: so.Session, before: datetime) -> int:
     return int(gone)
 
 
+def owned(session: so.Session, client_id: str, subject: str | None, limit: int) -> list[StateView]:
+    """The subscriptions of one owner (a client, and its user when `subject` is given), by id."""
+    mine = _T.c.subject.is_(None) if subject is None else _T.c.subject == subject
+    rows = session.execute(
+        sa.select(_T).where(_T.c.client_id == client_id, mine).order_by(_T.c.id).limit(limit)
+    )
+    return [_view(row) for row in rows]
+
+
 def forget(session: so.Session, id_: str) -> None:
     """Stop a deleted subscription (its events stay until the state row goes)."""
     session.info.pop(LIVE_CACHE, None)
@@ -334,3 +343,7 @@ class SqlStore:
     def events(self, repo: Any, id_: str, since: int, until: int, limit: int) -> list[EventView]:
         """Stored events numbered since..until, oldest first."""
         return events(repo.session, id_, since, until, limit)
+
+    def owned(self, repo: Any, client_id: str, subject: str | None, limit: int) -> list[StateView]:
+        """The subscriptions of one owner (client and user), by id, at most `limit`."""
+        return owned(repo.session, client_id, subject, limit)

@@ -153,6 +153,7 @@ def test_another_user_of_the_same_app_does_not_see_a_subscription(
     assert b.call("GET", f"/Subscription?_id={mine}").get_json()["total"] == 0
     assert not_found(b.call("GET", f"/Subscription/{mine}/$status"))
     assert not_found(b.call("GET", f"/Subscription/{mine}/$events"))
+    assert b.call("GET", f"/Subscription/$status?id={mine}").get_json()["total"] == 0
     # A PUT of the served resource would send A's stored header to B's endpoint: refused, unchanged.
     theirs = {k: v for k, v in stored.get_json().items() if k != "meta"}
     assert not_found(b.call("PUT", f"/Subscription/{mine}", theirs))
@@ -171,6 +172,8 @@ def test_another_user_of_the_same_app_does_not_see_a_subscription(
     st = a.call("GET", f"/Subscription/{mine}/$status")
     assert st.status_code == 200 and st.get_json()["entry"][0]["resource"]["status"] == "active"
     assert a.call("GET", f"/Subscription/{mine}/$events").status_code == 200
+    listed = a.call("GET", "/Subscription/$status").get_json()
+    assert [e["resource"]["subscription"]["reference"] for e in listed["entry"]] == [f"Subscription/{mine}"]
     again = a.call("PUT", f"/Subscription/{mine}", theirs)
     assert again.status_code == 200, again.get_data(as_text=True)
     receiver.received.clear()

@@ -30,7 +30,6 @@ from server.subscriptions.worker import DeliveryWorker
 from server.subscriptions.worker import post
 from tests.conftest import FhirClient
 from tests.conftest import client_credentials_token
-from tests.functional.test_referential_integrity import patient_token
 
 pytestmark = pytest.mark.pg
 PT = topics.PT_MEASURES
@@ -506,16 +505,6 @@ def test_a_patient_scoped_subscriber_never_hears_of_another_patient(
     assert sent == [{"reference": "Patient/a"}]
     events = me.call("GET", f"/Subscription/{id_}/$events").get_json()
     assert [e["eventNumber"] for e in events["entry"][0]["resource"]["notificationEvent"]] == ["1"]
-
-
-def test_a_patient_token_cannot_own_a_subscription(
-    app: Any, fhir: FhirClient, worker: DeliveryWorker, receiver: Receiver
-) -> None:
-    # A Subscription points to no patient: patient/ rules never write it (server.fhir.access).
-    patients(fhir, "a")
-    me = FhirClient(app.test_client(), patient_token(app, "a"))
-    r = me.call("POST", "/Subscription", subscription("measure-observation", receiver.url))
-    assert r.status_code == 403 and r.get_json()["issue"][0]["code"] == "forbidden"
 
 
 def test_a_narrowed_grant_withholds_at_delivery(

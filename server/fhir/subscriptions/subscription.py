@@ -43,6 +43,7 @@ from server.fhir.interactions.create import create
 from server.fhir.interactions.update import update
 from server.fhir.operations import registry
 from server.fhir.repository import FhirRepository
+from server.fhir.resources import ID_RE
 from server.fhir.subscriptions import topics
 
 SD = f"{topics.IG}/StructureDefinition/"
@@ -75,6 +76,9 @@ class Store(Protocol):
 
     def events(self, repo: FhirRepository, id_: str, since: int, until: int, limit: int) -> list[Any]:
         """Its stored events (EventView) numbered since..until, oldest first."""
+
+    def owned(self, repo: FhirRepository, client_id: str, subject: str | None, limit: int) -> list[Any]:
+        """The states of one owner's subscriptions (client, and user when given), by id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,6 +444,68 @@ def status_operation(
 ) -> FhirResponse:
     """Subscription/id/$status: a Bundle with the subscription's SubscriptionStatus (query-status)."""
     return FhirResponse(200, notification(_owned(repo, ctx, id_), "query-status", []))
+
+
+MAX_STATUSES = 1000  # Subscription/$status answers for at most this many subscriptions
+
+
+def _parameters(body: Any) -> list[tuple[str, str]]:
+    """(name, value) of a POSTed Parameters resource's primitive parameters (anything else: none)."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        return []
+    parameters = body.get("parameter")
+    out = []
+    for parameter in parameters if isinstance(parameters, list) else ():
+        if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
+            continue
+        values = [v for k, v in parameter.items() if k.startswith("value") and isinstance(v, str)]
+        out.extend((parameter["name"], v) for v in values)
+    return out
+
+
+@registry.register(TYPE, "status", instance=False)
+def statuses_operation(
+    repo: FhirRepository, ctx: AccessContext, req: FhirRequest, type_: str, id_: str | None
+) -> FhirResponse:
+    """Subscription/$status?id=a,b&status=active: a searchset of the caller's SubscriptionStatus.
+
+    Ids the caller does not own (or that do not exist) are left out, as a search leaves out what
+    the caller may not see; without an id, every subscription of the caller (at most MAX_STATUSES).
+    """
+    ctx.require(TYPE, "r")
+    cfg = _cfg()
+    given = [*req.params, *_parameters(req.body)]
+    ids = [i for key, value in given if key == "id" for i in value.split(",") if i]
+    wanted_status = {s for key, value in given if key == "status" for s in value.split(",") if s}
+    if len(ids) > MAX_STATUSES:
+        raise InvalidRequestError(f"At most {MAX_STATUSES} ids", expression=("id",))
+    for value in ids:
+        if not ID_RE.fullmatch(value):
+            raise InvalidRequestError(f"{value[:80]!r} is not a resource id", expression=("id",))
+    if ctx.unrestricted:
+        states = [cfg.store.state(repo, i) for i in dict.fromkeys(ids)]
+    elif not ctx.client_id:
+        states = []
+    elif ids:
+        states = [s for s in (cfg.store.state(repo, i) for i in dict.fromkeys(ids)) if s and owns(ctx, s)]
+    else:
+        states = cfg.store.owned(repo, ctx.client_id, owner_subject(ctx), MAX_STATUSES)
+    found = [s for s in states if s is not None and (not wanted_status or s.status in wanted_status)]
+    entries = []
+    for state in found:
+        status = notification(state, "query-status", [])["entry"][0]["resource"]
+        entries.append(
+            {"fullUrl": f"urn:uuid:{status['id']}", "resource": status, "search": {"mode": "match"}}
+        )
+    bundle = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "searchset",
+        "timestamp": _instant(None),
+        "total": len(entries),
+        "entry": entries,
+    }
+    return FhirResponse(200, bundle)
 
 
 _MAX_NUMBER = 2**63 - 1  # the event number column is a BIGINT: a larger bound matches no fewer events

@@ -1,6 +1,7 @@
 """The episode of care on the patient page, in a real browser (issue 17): plan of care with the visits
-used of those authorized and the over-limit warning, the plan's goals, the discharge summary and its
-print stylesheet. The episode is written over HTTP through /rehab with a system token."""
+used of those authorized and the over-limit warning, the plan's goals, a day of home program in the
+adherence table, the goals' status once discharged, the discharge summary and its print stylesheet.
+The episode is written over HTTP through /rehab with a system token."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def _post(site: Site, token: str, path: str, body: dict[str, Any]) -> dict[str, 
 
 @pytest.fixture(scope="module")
 def episode(site: Site) -> str:
-    """Ada's episode: a plan of care for 2 visits, 3 sessions (one over), a knee measure, discharged."""
+    """Ada's episode: a plan of care for 2 visits with daily Bridges, one day of them done, 3 sessions
+    (one over), a knee measure meeting the goal, discharged."""
     token = token_for(site.base, site.database_url)
     opened = {
         "patient": "ada",
@@ -49,8 +51,12 @@ def episode(site: Site) -> str:
     }
     eid = _post(site, token, "/rehab/episodes", opened)["references"]["episode"][0].split("/")[1]
     plan = {"patient": "ada", "episode": eid, "date": "2026-11-20", "goals": [KNEE], "certification": CERT}
-    plan["exercises"] = [{"exercise": "Bridges", "sets": 3, "reps": 10}]
-    _post(site, token, "/rehab/plans", plan)
+    daily = {"times": 1, "period": 1, "period_unit": "d"}
+    plan["exercises"] = [{"exercise": "Bridges", "sets": 3, "reps": 10, "frequency": daily}]
+    careplan = _post(site, token, "/rehab/plans", plan)["references"]["careplan"][0].split("/")[1]
+    done = {"exercise": "Bridges", "status": "done", "sets": 3, "reps": 10}
+    day = {"patient": "ada", "plan": careplan, "date": "2026-11-21", "exercises": [done]}
+    assert _post(site, token, "/rehab/adherence", day)["plan"] == careplan
     for day, value in (("2026-11-20", 95), ("2026-11-27", 125)):
         finding = {"measure": "joint_rom_knee_flexion", "value": value, "unit": "deg", "side": "left"}
         body = {"patient": "ada", "episode": eid, "date": f"{day}T10:00:00Z", "findings": [finding]}
@@ -103,6 +109,37 @@ def test_patient_page_shows_the_episode_and_its_discharge_summary(
     assert any("95" in c for c in cells) and any("125" in c for c in cells)
     assert summary.locator(".narrative [href], .narrative script, .narrative [style]").count() == 0
     shot(page, "20-episode-discharge")
+    assert page.console_errors == []
+    assert failed_requests(page, site) == []
+
+
+def test_adherence_and_goal_status_as_the_page_draws_them(page: Any, site: Site, episode: str) -> None:
+    """One day of daily Bridges done in week 1 of the plan (from its start, 2026-11-20): 1 of 7 days, 14 %,
+    still shown once the discharge completed the plan; the knee goal met (125 of 120 deg): achieved."""
+    sign_in(page, site, "/app/patients/ada", site.clinician)
+    page.locator(f"article.episode[data-episode='{episode}'] .episode-goals li").wait_for()
+    # The seeded plan-1 (active, Bridges, no day recorded) has its row too: this one has week 1.
+    row = page.locator(
+        "#adherence-table tbody tr", has=page.locator("li", has_text="Week 1 (from 2026-11-20)")
+    )
+    expect(row).to_have_count(1)
+    cells = row.locator("td").all_inner_texts()
+    assert [c.strip() for c in cells[:3]] == ["Bridges", "7 days a week", "14 %"]
+    week = row.locator("ul.weeks li")
+    assert week.all_inner_texts() == ["Week 1 (from 2026-11-20): 14 %"]
+    assert week.get_attribute("title") == "1 of 7 days"
+    assert row.locator("meter").get_attribute("value") == "14"
+    # The goals table: the episode's knee goal achieved (its lifecycle is completed since discharge);
+    # the seeded TUG goal, outside the episode, still sought and moved by the measurements: improving.
+    knee = page.locator("#goal-table tbody tr", has_text="Knee flexion")
+    expect(knee).to_have_count(1)
+    assert knee.locator("td").last.inner_text() == "achieved"
+    assert knee.locator("td").nth(1).inner_text() == "120 deg"
+    tug = page.locator("#goal-table tbody tr", has_text="Timed Up and Go under 10 seconds")
+    assert tug.locator("td").last.inner_text() == "improving"
+    article = page.locator(f"article.episode[data-episode='{episode}']")
+    assert article.locator(".episode-goals li").inner_text().endswith(": Achieved")
+    shot(page, "22-episode-adherence-goals")
     assert page.console_errors == []
     assert failed_requests(page, site) == []
 

@@ -9,6 +9,7 @@ the repository search, confined to what the token may see.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from fhir_mapping import transaction
 from server.api import requests as rq
 from server.errors import InvalidRequestError
 from server.errors import NotFoundError
+from server.errors import PreconditionFailedError
 from server.fhir.access import AccessContext
 from server.fhir.access import restrict_query
 from server.fhir.access import version_visible
@@ -35,6 +37,8 @@ _PAGE = 1000
 
 Build = Callable[[dict[str, Any]], list[transaction.Entry]]
 Read = Callable[[list[transaction.Entry]], dict[str, Any]]
+
+log = logging.getLogger("rehabfhir.rehab")
 
 
 def current_repo() -> FhirRepository:
@@ -110,10 +114,19 @@ def submit(
         check_episode(payload["episode"], payload["patient"])
     before = check(payload) if check is not None else None
     entries = episodes.link(build(payload), payload.get("episode"))
-    updates = track(payload["patient"], entries) if track is not None else []
-    bundle = transaction.bundle(entries)
-    bundle["entry"] += [put_entry(*u) for u in updates]
-    body = run_transaction(bundle)
+    for attempt in range(1, TRACK_ATTEMPTS + 1):
+        updates = track(payload["patient"], entries) if track is not None else []
+        bundle = orjson.loads(orjson.dumps(transaction.bundle(entries)))  # each attempt its own copy
+        bundle["entry"] += [put_entry(*u) for u in updates]
+        try:
+            body = run_transaction(bundle)
+            break
+        except PreconditionFailedError:
+            # Another request changed a tracked resource (a goal) since `track` read it: the
+            # transaction wrote nothing; read again and recompute, up to TRACK_ATTEMPTS times.
+            if not updates or attempt == TRACK_ATTEMPTS:
+                raise
+            log.info("a tracked resource changed meanwhile: attempt %d of %d", attempt + 1, TRACK_ATTEMPTS)
     view = read(entries)
     if extra is not None:
         view.update(extra(entries))
@@ -127,6 +140,9 @@ def submit(
 
 
 # (Type/id, the stored resource, the new one, what changed): a PUT with If-Match on the stored version.
+# Two measurements of one patient at once: the second's If-Match on the goal fails (412); it reads
+# the goal again and recomputes, so neither clinician sees an error for the other's write.
+TRACK_ATTEMPTS = 3
 Update = tuple[str, dict[str, Any], dict[str, Any], str]
 
 

@@ -184,3 +184,80 @@ def test_patch_refusals(app: Any, fhir: FhirClient) -> None:
     assert r.status_code == 404
     r = confined.call("PATCH", f"/rehab/goals/{mine.split('/')[1]}", body, content_type="application/json")
     assert r.status_code == 200, r.get_data(as_text=True)
+
+
+def test_a_goal_changed_meanwhile_is_read_again_not_refused(fhir: FhirClient, monkeypatch: Any) -> None:
+    """Two measurements at once: the second's If-Match on the goal fails (another write moved it
+    after `track` read it). The server reads the goal again and recomputes instead of answering
+    412. Played by a goal note written between the read and the transaction, on its first try."""
+    from server.api import rehab_goals
+    from server.api import rehab_support
+
+    pid = patient(fhir)
+    (knee,) = plan(fhir, pid, KNEE)
+    measure(fhir, pid, "2026-11-20", knee=95)
+    one = fhir.call("GET", f"/Observation?subject=Patient/{pid}&_summary=count").get_json()["total"]
+    real_track, calls = rehab_goals.track, []
+    other = FhirClient(fhir.c.application.test_client(), fhir.token)
+
+    def track_then_someone_writes(patient_ref: str, entries: Any) -> Any:
+        updates = real_track(patient_ref, entries)
+        calls.append(len(updates))
+        if len(calls) == 1:  # another clinician's write commits after this read
+            goal = other.call("GET", f"/{knee}").get_json()
+            goal.pop("meta")
+            goal["note"] = [{"text": "reviewed with the patient"}]
+            assert other.call("PUT", f"/{knee}", goal).status_code == 200
+        return updates
+
+    monkeypatch.setattr(rehab_goals, "track", track_then_someone_writes)
+    monkeypatch.setattr(rehab_support, "TRACK_ATTEMPTS", 3)
+    r = post(
+        fhir,
+        "/rehab/assessments",
+        {
+            "patient": pid,
+            "date": "2026-11-27T10:00:00Z",
+            "findings": [{"measure": "joint_rom_knee_flexion", "value": 105, "unit": "deg", "side": "left"}],
+        },
+    )
+    assert r.status_code == 201, r.get_data(as_text=True)
+    assert calls == [1, 1]  # read, refused by If-Match, read again
+    goal = fhir.call("GET", f"/{knee}").get_json()
+    assert goal["note"] == [{"text": "reviewed with the patient"}]  # the other write is kept
+    assert goals.achievement_of(goal) == "improving" and goal["meta"]["versionId"] == "4"
+    # Two assessments' Observations in all: the refused try wrote nothing.
+    assert (
+        fhir.call("GET", f"/Observation?subject=Patient/{pid}&_summary=count").get_json()["total"] == 2 * one
+    )
+
+
+def test_a_goal_that_keeps_changing_is_refused_after_the_last_attempt(
+    fhir: FhirClient, monkeypatch: Any
+) -> None:
+    from server.api import rehab_goals
+
+    pid = patient(fhir)
+    (knee,) = plan(fhir, pid, KNEE)
+    real_track = rehab_goals.track
+    other = FhirClient(fhir.c.application.test_client(), fhir.token)
+
+    def always_someone_writes(patient_ref: str, entries: Any) -> Any:
+        updates = real_track(patient_ref, entries)
+        goal = other.call("GET", f"/{knee}").get_json()
+        goal.pop("meta")
+        assert other.call("PUT", f"/{knee}", goal).status_code == 200
+        return updates
+
+    monkeypatch.setattr(rehab_goals, "track", always_someone_writes)
+    r = post(
+        fhir,
+        "/rehab/assessments",
+        {
+            "patient": pid,
+            "date": "2026-11-27T10:00:00Z",
+            "findings": [{"measure": "joint_rom_knee_flexion", "value": 105, "unit": "deg", "side": "left"}],
+        },
+    )
+    assert r.status_code == 412 and r.get_json()["resourceType"] == "OperationOutcome"
+    assert fhir.call("GET", f"/Observation?subject=Patient/{pid}&_summary=count").get_json()["total"] == 0

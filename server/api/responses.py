@@ -35,6 +35,8 @@ def to_flask(resp: FhirResponse) -> flask.Response:
     body = resp.body
     if body is None:
         out = flask.Response(status=resp.status)
+    elif not isinstance(body, str | dict):  # a stream of text (NDJSON): sent as it comes
+        out = flask.Response(body, status=resp.status, content_type=resp.headers.get("Content-Type"))
     else:
         pretty = _wants_pretty(req)
         if isinstance(body, str) and not pretty:

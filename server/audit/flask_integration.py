@@ -5,8 +5,9 @@
 - after_request audits everything else (reads, searches, history, operations, each bundle
   entry, failures and denials) in a transaction of its own, before the response is sent;
   if that fails the response becomes a 500 OperationOutcome (fail closed).
-- Blueprint "audit" (registered before "fhir") serves GET /AuditEvent (search), /AuditEvent/<id>,
-  /AuditEvent/$export-ndjson and refuses every write with 405.
+- AuditEvent's routes are in the route table (server/fhir/routing.py); server/audit/routes.py
+  provides their handlers: search, read, /AuditEvent/$export-ndjson, submitted events, and 405
+  for every other write.
 https://profiles.ihe.net/ITI/BALP/
 """
 
@@ -450,7 +451,7 @@ def _unexpect(*_: Any) -> None:
 
 def _audited(request: flask.Request) -> bool:
     """Whether `_audit_response` writes events for the request (auth events: `_audit_auth`)."""
-    return request.blueprint in ("fhir", "audit", *_OTHER) and request.endpoint not in _UNAUDITED
+    return request.blueprint in ("fhir", *_OTHER) and request.endpoint not in _UNAUDITED
 
 
 def _audit_response(response: flask.Response) -> flask.Response:
@@ -500,12 +501,11 @@ def _audit_auth(response: flask.Response) -> flask.Response:
 
 
 def init_app(app: flask.Flask, settings: Settings) -> None:
-    """Register the audit hooks and the AuditEvent blueprint (before the fhir blueprint)."""
+    """Register the audit hooks, and the handlers of the AuditEvent routes (they are in the route table)."""
     cfg = AuditSettings.from_settings(settings)
     app.extensions[EXTENSION] = cfg
-    from server.audit.routes import bp
+    from server.audit import routes  # noqa: F401  (provides the handlers of the audit_* routes)
 
-    app.register_blueprint(bp)
     if not cfg.enabled:
         log.warning("REHABFHIR_AUDIT=off: the audit trail is NOT written (benchmarks only)")
         return

@@ -1,10 +1,15 @@
-"""Blueprint "audit": AuditEvent over FHIR, append-only (the server's trail, and submitted events).
+"""AuditEvent over FHIR, append-only: the server's trail, and events other systems submit.
+
+The routes are in the one route table (server/fhir/routing.py, the audit_* endpoints): Flask,
+batch and transaction entries, the audit trail and the metrics all take them from there. This
+module provides their handlers, which read the trail's own tables (server/audit/store.py):
 
 GET /AuditEvent?date=ge..&agent=..&entity=..&patient=..&type=..&subtype=..&action=..&outcome=..
-&source=..&_sort=..&_count=..&_offset=..; GET /AuditEvent/<id>; GET /AuditEvent/$export-ndjson
-(the same filters, NDJSON oldest first); GET /AuditEvent/$verify (via the operation registry).
-POST /AuditEvent (or PUT with a new non-numeric id) stores an event another system submits
-(IHE RESTful ATNA), kept in the resource store; every other write answers 405.
+&source=..&_sort=..&_count=..&_offset=.. (also GET/POST /AuditEvent/_search); GET /AuditEvent/<id>,
+/AuditEvent/<id>/_history and /AuditEvent/<id>/_history/1 (each event has one version);
+GET /AuditEvent/$export-ndjson (the same filters, NDJSON oldest first); GET /AuditEvent/$verify
+(via the operation registry). POST /AuditEvent (or PUT with a new non-numeric id) stores an event
+another system submits (IHE RESTful ATNA), kept in the resource store; every other write answers 405.
 https://hl7.org/fhir/R4B/auditevent.html
 """
 
@@ -13,20 +18,21 @@ from __future__ import annotations
 import json
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import flask
 
-from server.api import fhir_routes
-from server.api import requests as rq
-from server.api.responses import to_flask
 from server.audit import flask_integration as fi
 from server.audit import store
 from server.audit.events import chain_pk
+from server.audit.events import instant
 from server.audit.events import trail_id
 from server.errors import ForbiddenError
 from server.errors import InvalidRequestError
 from server.errors import NotFoundError
+from server.fhir import routing
 from server.fhir.access import AccessContext
 from server.fhir.bundles import Entry
 from server.fhir.bundles import bundle_text
@@ -34,33 +40,27 @@ from server.fhir.http import FhirRequest
 from server.fhir.http import FhirResponse
 from server.fhir.interactions.capabilities import contribute
 from server.fhir.interactions.create import create
+from server.fhir.interactions.history import history
+from server.fhir.interactions.read import read
 from server.fhir.interactions.update import update
+from server.fhir.interactions.vread import vread
+from server.fhir.search.dates import parse_date_range
 from server.fhir.search.paging import nonnegative
 from server.fhir.search.paging import page_size
 from server.fhir.search.params import check_text
 
-bp = flask.Blueprint("audit", __name__)
-_WRITES = ["POST", "PUT", "PATCH", "DELETE"]
+AUDIT = routing.AUDIT_EVENT
 _RESULT = {"_count", "_offset", "_sort", "_format", "_pretty", "_total", "_summary", "_elements"}
+Params = routing.Params
 
 
-def _ctx() -> AccessContext:
-    return fi._ctx()
-
-
-@bp.before_request
-def _negotiate() -> None:
-    rq.check_accept()
-
-
-def _query(params: list[tuple[str, str]], patient: str | None) -> store.AuditQuery:
-    s = rq.settings()
-    filters, sort, count, offset = [], [], s.default_page_size, 0
-    strict = "strict" in (flask.request.headers.get("Prefer") or "")
+def _query(params: list[tuple[str, str]], patient: str | None, req: FhirRequest) -> store.AuditQuery:
+    filters, sort, count, offset = [], [], req.default_count, 0
+    strict = "strict" in (req.header("prefer") or "")
     for name, value in params:
         check_text(name, value)
         if name == "_count":
-            count = page_size(value, default=s.default_page_size, maximum=s.max_page_size)
+            count = page_size(value, default=req.default_count, maximum=req.max_count)
         elif name == "_offset":
             offset = nonnegative(value, "_offset")
         elif name == "_sort":
@@ -78,22 +78,20 @@ def _query(params: list[tuple[str, str]], patient: str | None) -> store.AuditQue
     return store.AuditQuery(tuple(filters), tuple(sort), count, offset, patient)
 
 
-def _link(params: list[tuple[str, str]], offset: int | None) -> str:
+def _link(base: str, params: list[tuple[str, str]], offset: int | None) -> str:
     kept = [(k, v) for k, v in params if k != "_offset"]
     if offset:
         kept.append(("_offset", str(offset)))
-    return f"{rq.base_url()}/AuditEvent" + ("?" + urllib.parse.urlencode(kept) if kept else "")
+    return f"{base}/AuditEvent" + ("?" + urllib.parse.urlencode(kept) if kept else "")
 
 
-@bp.get("/AuditEvent")
-def search() -> flask.Response:
+def search(repo: Any, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
     """Search the audit trail (auditors; a patient sees events about their own record)."""
-    ctx = _ctx()
     fi.require_auditor(ctx, "s")
-    params = list(flask.request.args.items(multi=True))
-    query = _query(params, ctx.patient)
-    rows, total = store.search(flask.g.session, query, rq.base_url())
-    base = rq.base_url()
+    params = list(req.params)
+    query = _query(params, ctx.patient, req)
+    base = req.base_url
+    rows, total = store.search(repo.session, query, base)
     entries = [
         Entry(
             {"fullUrl": f"{base}/AuditEvent/{r.pk}", "search": {"mode": "match"}},
@@ -101,22 +99,20 @@ def search() -> flask.Response:
         )
         for r in rows
     ]
-    links = [("self", _link(params, query.offset))]
+    links = [("self", _link(base, params, query.offset))]
     if query.offset + query.count < total and query.count:
-        links.append(("next", _link(params, query.offset + query.count)))
+        links.append(("next", _link(base, params, query.offset + query.count)))
     if query.offset:
-        links.append(("previous", _link(params, max(0, query.offset - query.count))))
-    return to_flask(FhirResponse(200, bundle_text("searchset", entries, total=total, links=links)))
+        links.append(("previous", _link(base, params, max(0, query.offset - query.count))))
+    return FhirResponse(200, bundle_text("searchset", entries, total=total, links=links))
 
 
-@bp.get("/AuditEvent/$export-ndjson")
-def export_ndjson() -> flask.Response:
+def export_ndjson(repo: Any, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
     """Stream the events of a time range (the same filters as search) as NDJSON."""
-    ctx = _ctx()
     fi.require_auditor(ctx, "s")
-    query = _query(list(flask.request.args.items(multi=True)), ctx.patient)
+    query = _query(list(req.params), ctx.patient, req)
     sessions = flask.current_app.extensions["rehabfhir.sessions"]
-    base = rq.base_url()
+    base = req.base_url
 
     def lines() -> Iterator[str]:
         # Its own session, closed when the stream ends: a server-side cursor's transaction
@@ -127,63 +123,105 @@ def export_ndjson() -> flask.Response:
         finally:
             session.close()
 
-    return flask.Response(lines(), status=200, content_type=fi.NDJSON)
+    return FhirResponse(200, lines(), {"Content-Type": fi.NDJSON})
 
 
-@bp.get("/AuditEvent/<id_>")
-def read(id_: str) -> flask.Response:
-    """Read one AuditEvent (or run an AuditEvent operation such as $verify)."""
-    if id_.startswith("$"):
-        return _operation(id_[1:])
-    ctx = _ctx()
-    fi.require_auditor(ctx, "r")
-    if not trail_id(id_):  # an event another system submitted: stored like any resource
-        return fhir_routes.serve("read_route", type_="AuditEvent", id_=id_)
+def _trail_row(repo: Any, ctx: AccessContext, id_: str) -> Any:
+    """The record of the trail's event `id_` the token may see, else 404."""
     pk = chain_pk(id_)
-    row = None if pk is None else store.read(flask.g.session, pk, ctx.patient)
+    row = None if pk is None else store.read(repo.session, pk, ctx.patient)
     if row is None:
         raise fi.not_found(id_)
-    headers = {"ETag": 'W/"1"'}
-    return to_flask(FhirResponse(200, store.served_body(row.pk, row.recorded, row.body), headers))
+    return row
 
 
-@bp.post("/AuditEvent/$<name>")
-def operation_post(name: str) -> flask.Response:
-    """Run an AuditEvent operation by POST."""
-    return _operation(name)
+def read_event(repo: Any, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
+    """Read one AuditEvent: of the trail (numeric id), or one another system submitted."""
+    id_ = p["id_"]
+    fi.require_auditor(ctx, "r")
+    if not trail_id(id_):  # an event another system submitted: stored like any resource
+        return read(repo, ctx, req, AUDIT, id_)
+    row = _trail_row(repo, ctx, id_)
+    return FhirResponse(200, store.served_body(row.pk, row.recorded, row.body), {"ETag": 'W/"1"'})
 
 
-def _operation(name: str) -> flask.Response:
-    from server.fhir.operations import registry
+def vread_event(repo: Any, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
+    """Read a version of an AuditEvent: a trail event has version 1 only."""
+    id_, vid = p["id_"], p["vid"]
+    fi.require_auditor(ctx, "r")
+    if not trail_id(id_):
+        return vread(repo, ctx, req, AUDIT, id_, vid)
+    row = _trail_row(repo, ctx, id_)
+    if vid != "1":
+        raise NotFoundError(f"AuditEvent/{id_} has no version {vid!r}", message_id="MSG_NO_VERSION")
+    return FhirResponse(200, store.served_body(row.pk, row.recorded, row.body), {"ETag": 'W/"1"'})
 
-    op = registry.find("AuditEvent", None, name)
-    if op is None:
-        raise NotFoundError(f"Unknown operation ${name} on AuditEvent")
-    return to_flask(op(flask.g.repo, _ctx(), rq.fhir_request(), "AuditEvent", None))
+
+def _within(recorded: datetime, req: FhirRequest) -> bool:
+    """Whether a trail event's only version is in the history _since and _at ask for."""
+    since, at = req.param("_since"), req.param("_at")
+    if since is not None and recorded < parse_date_range(since)[0]:
+        return False
+    return at is None or recorded < parse_date_range(at)[1]
 
 
-@bp.route("/AuditEvent", methods=_WRITES)
-@bp.route("/AuditEvent/<id_>", methods=_WRITES)
-@bp.route("/AuditEvent/<id_>/<path:rest>", methods=_WRITES)
-def write(id_: str | None = None, rest: str | None = None) -> flask.Response:
-    """Submitting a new AuditEvent (POST, or PUT with a new id) is a create; anything else is 405.
+def history_event(repo: Any, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
+    """The history of an AuditEvent: a trail event's one version (its creation), else the stored one's."""
+    id_ = p["id_"]
+    fi.require_auditor(ctx, "r")
+    if not trail_id(id_):
+        return history(repo, ctx, req, AUDIT, id_)
+    row = _trail_row(repo, ctx, id_)
+    base = f"{req.base_url}/AuditEvent/{row.pk}"
+    entries = []
+    if _within(row.recorded, req):
+        members = {
+            "fullUrl": base,
+            "request": {"method": "POST", "url": AUDIT},
+            "response": {"status": "201", "etag": 'W/"1"', "lastModified": instant(row.recorded)},
+        }
+        entries.append(Entry(members, store.served_body(row.pk, row.recorded, row.body)))
+    links = [("self", f"{base}/_history")]
+    return FhirResponse(200, bundle_text("history", entries, total=len(entries), links=links))
 
-    IHE RESTful ATNA: other systems record their audit events here. The server's own trail
-    (numeric ids) and every stored event are never changed or deleted (AuditedRepository).
+
+def create_event(repo: Any, ctx: AccessContext, req: FhirRequest, p: Params, **extra: Any) -> FhirResponse:
+    """Record an event another system submits (IHE RESTful ATNA): a backend with AuditEvent create."""
+    _require_submitter(ctx)
+    return create(repo, ctx, replace(req, body=_as_submitted_by(req.body, ctx, req.base_url)), AUDIT, **extra)
+
+
+def update_event(repo: Any, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
+    """PUT with a new non-numeric id records a submitted event; an existing one is never changed (405).
+
+    The server's own trail (numeric ids) and every stored event are never changed or deleted
+    (hook.AuditedRepository refuses it inside the write's transaction).
     """
-    method = flask.request.method
-    is_create = rest is None and method == "POST" and id_ is None
-    if is_create or (rest is None and method == "PUT" and id_ is not None and not trail_id(id_)):
-        ctx = _ctx()
-        _require_submitter(ctx)
-        body = _as_submitted_by(rq.parse_body(), ctx)
-        request = rq.fhir_request(body)
-        repo = flask.g.repo
-        if is_create:
-            return to_flask(create(repo, ctx, request, "AuditEvent"))
-        return to_flask(update(repo, ctx, request, "AuditEvent", id_ or ""))
+    id_ = p["id_"]
+    if trail_id(id_):
+        fi.forbid_writes()
+    _require_submitter(ctx)
+    return update(repo, ctx, replace(req, body=_as_submitted_by(req.body, ctx, req.base_url)), AUDIT, id_)
+
+
+def refuse(repo: Any, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
+    """Any other write (patch, delete, conditional update or delete): 405, AuditEvent is append-only."""
     fi.forbid_writes()
     raise AssertionError("unreachable")
+
+
+routing.provide(
+    {
+        "audit_search": search,
+        "audit_export_ndjson": export_ndjson,
+        "audit_read": read_event,
+        "audit_vread": vread_event,
+        "audit_history": history_event,
+        "audit_create": create_event,
+        "audit_update": update_event,
+        "audit_refuse": refuse,
+    }
+)
 
 
 # What AuditEvent serves: the trail's search, read, vread and history (each event has one version),
@@ -226,7 +264,7 @@ def _require_submitter(ctx: AccessContext) -> None:
         )
 
 
-def _as_submitted_by(body: Any, ctx: AccessContext) -> Any:
+def _as_submitted_by(body: Any, ctx: AccessContext, base: str) -> Any:
     """Record the authenticated client as the event's audit source (IHE ATNA: source.observer).
 
     The audit source is the system that detected and reported the event; here that is the
@@ -238,9 +276,7 @@ def _as_submitted_by(body: Any, ctx: AccessContext) -> Any:
     source = dict(body.get("source") or {}) if isinstance(body.get("source"), dict) else {}
     claimed = source.get("observer")
     # The system: this server's namespace of registered OAuth client ids.
-    observer = {
-        "identifier": {"system": rq.base_url() + "/auth/clients", "value": ctx.client_id or "unknown"}
-    }
+    observer = {"identifier": {"system": base + "/auth/clients", "value": ctx.client_id or "unknown"}}
     if claimed and claimed != observer and not source.get("site"):
         source["site"] = f"observer claimed by the submitter: {json.dumps(claimed, sort_keys=True)}"
     source["observer"] = observer

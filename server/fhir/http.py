@@ -6,6 +6,7 @@ https://hl7.org/fhir/R4B/http.html
 from __future__ import annotations
 
 import email.utils
+from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -68,10 +69,12 @@ class FhirResponse:
 
     `interaction` is a server.fhir.routing.Interaction: set by the handler when it knows
     better than its route, else by routing.run from the route (the audit reads it, never the URL).
+    A body that is an iterator of text is streamed as it comes, with the Content-Type its headers
+    name (AuditEvent/$export-ndjson); no bundle entry answers with one.
     """
 
     status: int
-    body: str | dict[str, Any] | None = None
+    body: str | dict[str, Any] | Iterator[str] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     interaction: Any = None
 

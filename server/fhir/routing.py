@@ -112,6 +112,47 @@ def _operation(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, p: Pa
     return op(repo, ctx, req, type_, id_)  # type: ignore[no-any-return]
 
 
+def _audit_operation(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
+    return _operation(repo, ctx, req, {**p, "type_": AUDIT_EVENT})
+
+
+# -- handlers provided from outside this layer ------------------------------------------------
+# AuditEvent is served from the audit trail's own tables, which this layer may not reach (it
+# imports neither Flask nor SQLAlchemy nor server.audit). Its routes are in the table like every
+# other route (Flask rules, bundle entries, the interaction the audit and the metrics see); their
+# handlers are provided by server/audit/routes.py, by name, when it is imported (create_app).
+AUDIT_EVENT = "AuditEvent"
+_PROVIDED: dict[str, Handler] = {}
+_WANTED: set[str] = set()
+
+
+def _provided(name: str) -> Handler:
+    """A handler that runs what `provide` registered as `name`."""
+    _WANTED.add(name)
+
+    def handler(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, p: Params, **extra: Any) -> Any:
+        impl = _PROVIDED.get(name)
+        if impl is None:  # the app was built without the module that serves it
+            raise NotFoundError(f"{req.method} {req.path or '/'} is not served here")
+        return impl(repo, ctx, req, p, **extra)
+
+    handler.__name__ = name
+    return handler
+
+
+def provide(handlers: Mapping[str, Handler]) -> None:
+    """Register the handlers of the routes that name them (see `_provided`)."""
+    unknown = set(handlers) - _WANTED
+    if unknown:
+        raise KeyError(f"no route wants the handler(s) {sorted(unknown)}")
+    _PROVIDED.update(handlers)
+
+
+def missing_handlers() -> set[str]:
+    """The names routes want and nobody provided (empty in a wired app)."""
+    return _WANTED - set(_PROVIDED)
+
+
 def _bundle(repo: FhirRepository, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
     from server.fhir.interactions.bundle import process_bundle  # it dispatches through this table
 
@@ -208,6 +249,64 @@ ROUTES: tuple[Route, ...] = (
         lambda r, c, q, p: subscriptions.refuse_patch(),
         body="patch",
     ),
+    # AuditEvent (append-only): the server's trail and events other systems submit. Every write
+    # but a submission is refused; the handlers are provided by server/audit/routes.py.
+    Route("audit_search", ("GET",), "/AuditEvent", "search-type", _provided("audit_search")),
+    Route(
+        "audit_search_post",
+        ("GET", "POST"),
+        "/AuditEvent/_search",
+        "search-type",
+        _provided("audit_search"),
+        body="form",
+    ),
+    Route("audit_create", ("POST",), "/AuditEvent", "create", _provided("audit_create"), body="resource"),
+    Route(
+        "audit_conditional_update",
+        ("PUT",),
+        "/AuditEvent",
+        "update",
+        _provided("audit_refuse"),
+        criteria=True,
+    ),
+    Route(
+        "audit_conditional_delete",
+        ("DELETE",),
+        "/AuditEvent",
+        "delete",
+        _provided("audit_refuse"),
+        criteria=True,
+    ),
+    Route(
+        "audit_export_ndjson",
+        ("GET",),
+        "/AuditEvent/$export-ndjson",
+        "operation",
+        _provided("audit_export_ndjson"),
+        in_bundle=False,  # a stream of NDJSON, not a resource
+    ),
+    Route(
+        "audit_operation",
+        ("GET", "POST"),
+        "/AuditEvent/$<name>",
+        "operation",
+        _audit_operation,
+        body="optional",
+    ),
+    Route("audit_read", ("GET",), "/AuditEvent/<id_>", "read", _provided("audit_read")),
+    Route(
+        "audit_update", ("PUT",), "/AuditEvent/<id_>", "update", _provided("audit_update"), body="resource"
+    ),
+    Route("audit_patch", ("PATCH",), "/AuditEvent/<id_>", "patch", _provided("audit_refuse")),
+    Route("audit_delete", ("DELETE",), "/AuditEvent/<id_>", "delete", _provided("audit_refuse")),
+    Route(
+        "audit_history",
+        ("GET",),
+        "/AuditEvent/<id_>/_history",
+        "history-instance",
+        _provided("audit_history"),
+    ),
+    Route("audit_vread", ("GET",), "/AuditEvent/<id_>/_history/<vid>", "vread", _provided("audit_vread")),
     Route("read_route", ("GET",), _INSTANCE, "read", lambda r, c, q, p: read(r, c, q, p["type_"], p["id_"])),
     Route(
         "update_route",

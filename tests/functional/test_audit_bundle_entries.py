@@ -151,3 +151,31 @@ def test_create_matching_an_earlier_entry_of_the_batch_is_audited_too(fhir: Fhir
     ref = "/".join(r.get_json()["entry"][0]["response"]["location"].split("/")[-4:])
     pref = "/".join(ref.split("/")[:2])
     assert summary(events(app)) == [("create", "C", 0, ref, pref), ("create", "C", 0, ref, pref)]
+
+
+def test_audit_event_entries_run_the_audit_event_routes(fhir: FhirClient, app: Any) -> None:
+    """A bundle entry on AuditEvent is served as the same request alone: the trail, the submitter."""
+    fhir.create({"resourceType": "Patient"})
+    pk = str(events(app)[0]["pk"])
+    event = {
+        "resourceType": "AuditEvent",
+        "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110"},
+        "recorded": "2026-01-01T00:00:00Z",
+        "agent": [{"requestor": True, "who": {"display": "another system's user"}}],
+        "source": {"observer": {"display": "claimed by the body"}},
+    }
+    bundle = _bundle(
+        "batch",
+        {"request": {"method": "GET", "url": f"AuditEvent?_id={pk}"}},
+        {"request": {"method": "GET", "url": f"AuditEvent/{pk}/_history/1"}},
+        {"resource": event, "request": {"method": "POST", "url": "AuditEvent"}},
+        {"request": {"method": "DELETE", "url": f"AuditEvent/{pk}"}},
+    )
+    r = fhir.call("POST", "/", bundle)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert _statuses(r) == ["200", "200", "201", "405"]
+    found, version, made, _ = r.get_json()["entry"]
+    assert [e["resource"]["id"] for e in found["resource"]["entry"]] == [pk]  # the trail's search
+    assert version["resource"]["id"] == pk  # a trail event's version 1
+    observer = made["resource"]["source"]["observer"]  # recorded as submitted by the token's client
+    assert observer["identifier"]["system"].endswith("/auth/clients")

@@ -141,4 +141,6 @@ def test_audit_event_declares_every_interaction_it_serves_and_no_other(
                 else:
                     refused.setdefault(named, []).append(seen)
     assert set(served) == declared, (served, declared)  # every declared one answers, none else
+    for code in ("read", "vread", "history-instance"):  # on the trail and on a submitted event alike
+        assert all(any(f"/{id_}" in seen for seen in served[code]) for id_ in (trail, submitted)), code
     assert {"update", "patch", "delete"} <= set(refused), refused

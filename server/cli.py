@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import click
 from flask.cli import FlaskGroup
@@ -37,8 +38,20 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     upgrade(engine)
     engine.dispose()
     base = settings.public_base_url
-    click.echo(f"rehabfhir serving FHIR R4B at {base}/ on {engine.url.render_as_string()}")
-    click.echo(f"pages: {base}/app/ (sign in with a `rehabfhir user add` account)")
+    lines = (
+        f"rehabfhir serving FHIR R4B at {base}/ on {engine.url.render_as_string()}",
+        f"pages: {base}/app/ (sign in with a `rehabfhir user add` account)",
+    )
+    if settings.log_format == "json":  # one JSON object per line, as the app and gunicorn log
+        from server.api.ops_routes import JsonFormatter
+
+        formatter = JsonFormatter()
+        for line in lines:
+            record = logging.LogRecord("rehabfhir.serve", logging.INFO, __file__, 0, line, None, None)
+            click.echo(formatter.format(record), err=True)
+    else:
+        for line in lines:
+            click.echo(line)
     run_gunicorn(f"{host}:{port}", workers, threads, settings)
 
 
@@ -52,9 +65,35 @@ def serve_settings(settings: Settings, host: str, port: int) -> Settings:
     return dataclasses.replace(settings, base_url=f"http://{shown}:{port}")
 
 
+def gunicorn_logger_class(settings: Settings) -> type:
+    """gunicorn's logger for these settings: its error log (start-up, workers, signals) in the app's format.
+
+    With REHABFHIR_LOG_FORMAT=json each of gunicorn's lines is one JSON object on stderr, with the
+    app's fields (time, level, logger "gunicorn.error", message, exception), like the app's own
+    lines. A logger class, not `logconfig_dict`: with a log config gunicorn builds an access-log
+    line for every request even when no access log is kept, and the app logs each request itself.
+    """
+    from gunicorn import glogging
+
+    from server.api.ops_routes import JsonFormatter
+
+    json_lines = settings.log_format == "json"
+
+    class Logger(glogging.Logger):  # type: ignore[misc]
+        def setup(self, cfg: object) -> None:
+            super().setup(cfg)
+            if json_lines:
+                for handler in self.error_log.handlers:
+                    handler.setFormatter(JsonFormatter())
+
+    return Logger
+
+
 def run_gunicorn(bind: str, workers: int, threads: int, settings: Settings | None = None) -> None:
     """Run the app under gunicorn with the gthread worker (settings: from the environment if None)."""
     from gunicorn.app.base import BaseApplication
+
+    settings = settings or Settings.from_env()
 
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -64,12 +103,14 @@ def run_gunicorn(bind: str, workers: int, threads: int, settings: Settings | Non
                 "threads": threads,
                 "worker_class": "gthread",
                 "accesslog": None,  # the app logs each request (JSON, without query strings)
+                "logger_class": gunicorn_logger_class(settings),
+                "loglevel": settings.log_level.lower(),
                 "timeout": 120,
             }.items():
                 self.cfg.set(key, value)
 
         def load(self) -> object:
-            return create_app(settings or Settings.from_env())
+            return create_app(settings)
 
     _App().run()
 

@@ -19,6 +19,7 @@ from server.audit import chain
 from server.settings import Settings
 from tests.conftest import as_owner
 from tests.conftest import client_credentials_token
+from tests.conftest import spawn_server
 from tests.functional.auth_flows import add_app
 from tests.functional.auth_flows import add_user
 from tests.functional.auth_flows import authorize_params
@@ -202,3 +203,53 @@ def test_each_request_logs_one_json_line_without_content_or_names(
 def test_a_made_up_request_id_is_replaced(app: Any) -> None:
     r = app.test_client().get("/healthz", headers={"X-Request-Id": "bad id!"})
     assert r.headers["X-Request-Id"] != "bad id!" and len(r.headers["X-Request-Id"]) == 32
+
+
+@pytest.mark.server
+def test_serve_writes_only_json_lines_gunicorn_s_too(tmp_path: pathlib.Path) -> None:
+    import urllib.request
+
+    out = tmp_path / "serve.log"
+    env = {"REHABFHIR_LOG_FORMAT": "json", "REHABFHIR_LOG_LEVEL": "INFO"}
+    with out.open("wb") as sink:
+        proc, base = spawn_server(f"sqlite:///{tmp_path}/serve.db", 1, env, output=sink)
+        try:
+            assert urllib.request.urlopen(base + "/healthz", timeout=5).status == 200
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    lines = [line for line in out.read_text().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    by_logger: dict[str, list[str]] = {}
+    for entry in entries:
+        assert {"time", "level", "logger", "message"} <= set(entry), entry
+        by_logger.setdefault(entry["logger"], []).append(entry["message"])
+    gunicorn = by_logger.get("gunicorn.error", [])
+    assert any(m.startswith("Starting gunicorn") for m in gunicorn), by_logger
+    assert any(m.startswith("Booting worker") for m in gunicorn), by_logger
+    assert any(m.startswith("Handling signal") or "Shutting down" in m for m in gunicorn), by_logger
+    assert any(m.startswith("rehabfhir serving FHIR R4B at") for m in by_logger.get("rehabfhir.serve", []))
+    assert "request" in by_logger.get("rehabfhir.request", [])  # the app's own line for /healthz
+
+
+def test_gunicorn_logs_in_the_configured_format() -> None:
+    import io
+    import logging as std_logging
+
+    from gunicorn.config import Config
+
+    from server.cli import gunicorn_logger_class
+
+    for fmt, is_json in (("json", True), ("text", False)):
+        cfg = Config()
+        logger = gunicorn_logger_class(Settings(log_format=fmt, testing=True))(cfg)
+        (handler,) = logger.error_log.handlers
+        stream = io.StringIO()
+        handler.setStream(stream)
+        logger.info("Listening at: %s", "http://127.0.0.1:1")
+        line = stream.getvalue().strip()
+        if is_json:
+            assert json.loads(line)["message"] == "Listening at: http://127.0.0.1:1"
+        else:
+            assert line.endswith("Listening at: http://127.0.0.1:1") and not line.startswith("{")
+        assert isinstance(handler, std_logging.StreamHandler)

@@ -154,24 +154,11 @@ def _per_patient(base: AuditFacts, patients: tuple[str, ...]) -> list[AuditFacts
 # -- writes: inside the write's transaction ------------------------------------------------
 
 
-def _is_patch(write: Write) -> bool:
-    if flask.request.method == "PATCH":
-        return True
-    target = f"{write.stored.type}/{write.stored.id}"
-    return target in getattr(flask.g, "audit_patched", ())
-
-
-def _write_facts(write: Write, subtype: str | None = None) -> list[AuditFacts]:
+def _write_facts(write: Write) -> list[AuditFacts]:
+    """The events of one write, with the interaction its handler named (hook.Write)."""
     stored = write.stored
-    if subtype is None:
-        subtype = (
-            "delete"
-            if stored.deleted
-            else "create"
-            if stored.method == "POST"
-            else ("patch" if _is_patch(write) else "update")
-        )
-    base = _facts(Interaction(subtype), 200, resource=f"{stored.type}/{stored.id}/_history/{stored.version}")
+    resource = f"{stored.type}/{stored.id}/_history/{stored.version}"
+    base = _facts(Interaction(write.interaction), 200, resource=resource)
     return _per_patient(base, write.patients)
 
 
@@ -207,7 +194,7 @@ def _provenance(inner: Any, writes: list[Write]) -> list[Write]:
     provenance.setdefault("recorded", chain.now().isoformat(timespec="milliseconds") + "Z")
     write = prepare_write("Provenance", provenance)
     stored = inner.create_resource("Provenance", write, id_)
-    return [Write(stored, _patients("Provenance", id_, write))]
+    return [Write(stored, _patients("Provenance", id_, write), "create")]
 
 
 def _on_commit(inner: Any, writes: list[Write]) -> None:
@@ -293,13 +280,6 @@ def _capture_bundle() -> None:
     raw = req.environ["wsgi.input"].read(length)
     req.environ["wsgi.input"] = io.BytesIO(raw)
     flask.g.audit_bundle = raw
-    try:
-        entries = orjson.loads(raw).get("entry") or []
-        flask.g.audit_patched = {
-            "/".join(_entry_parts(e)[0][:2]) for e in entries if _entry_method(e) == "PATCH"
-        }
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        flask.g.audit_patched = set()
 
 
 def _entry_method(entry: Any) -> str:

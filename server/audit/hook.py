@@ -28,10 +28,11 @@ APPEND_ONLY = "AuditEvent is append-only: the server's trail and submitted event
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """One stored version and the patients whose compartment it is in."""
+    """One stored version, the patients whose compartment it is in, and the interaction that wrote it."""
 
     stored: StoredResource
     patients: tuple[str, ...]
+    interaction: str  # create, update, patch or delete: what the handler asked for, never guessed
 
 
 def _patients(type_: str, id_: str, write: WriteRequest | None) -> tuple[str, ...]:
@@ -70,8 +71,8 @@ class AuditedRepository:
             self._on_commit(self.inner, writes)
             self.audited += len(writes)
 
-    def _record(self, stored: StoredResource, patients: tuple[str, ...]) -> StoredResource:
-        self._writes.append(Write(stored, patients))
+    def _record(self, stored: StoredResource, patients: tuple[str, ...], interaction: str) -> StoredResource:
+        self._writes.append(Write(stored, patients, interaction))
         return stored
 
     def _refuse_change(self, type_: str, id_: str) -> None:
@@ -86,16 +87,16 @@ class AuditedRepository:
         """Create (the server assigns the id, so an AuditEvent may always be created), noting it."""
         with self.transaction():
             stored = self.inner.create_resource(type_, write, id_)
-            return self._record(stored, _patients(type_, id_, write))
+            return self._record(stored, _patients(type_, id_, write), "create")
 
     def update_resource(
         self, type_: str, id_: str, write: WriteRequest, if_match: int | None = None
     ) -> tuple[StoredResource, bool]:
-        """Update, noting the new version."""
+        """Update (or patch: the write says which), noting the new version."""
         with self.transaction():
             self._refuse_change(type_, id_)
             stored, created = self.inner.update_resource(type_, id_, write, if_match)
-            self._record(stored, _patients(type_, id_, write))
+            self._record(stored, _patients(type_, id_, write), write.interaction or "update")
             return stored, created
 
     def delete_resource(self, type_: str, id_: str, if_match: int | None = None) -> StoredResource | None:
@@ -106,7 +107,7 @@ class AuditedRepository:
             before = self.inner.read_resource(type_, id_)
             stored = self.inner.delete_resource(type_, id_, if_match)
             if stored is not None and before is not None and not before.deleted:
-                self._record(stored, patients_of_text(before.body, type_))
+                self._record(stored, patients_of_text(before.body, type_), "delete")
             return stored
 
 

@@ -39,11 +39,17 @@ class StoredResource:
 
 @dataclass(frozen=True, slots=True)
 class WriteRequest:
-    """What a create or update stores: the validated resource and its derived index data."""
+    """What a create or update stores: the validated resource and its derived index data.
+
+    `interaction` is the one that asked for the write when the repository method does not say
+    it ("patch" stores through update_resource); the audit trail records it. "": the method's own
+    (create_resource: create, update_resource: update).
+    """
 
     resource: dict[str, Any]
     rows: IndexRows | None = None
     compartments: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    interaction: str = ""
 
 
 @dataclass(frozen=True, slots=True)

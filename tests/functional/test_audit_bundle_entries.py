@@ -7,6 +7,7 @@ writes, instead of re-deriving either from the entry's request.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from tests.conftest import FhirClient
@@ -179,3 +180,34 @@ def test_audit_event_entries_run_the_audit_event_routes(fhir: FhirClient, app: A
     assert version["resource"]["id"] == pk  # a trail event's version 1
     observer = made["resource"]["source"]["observer"]  # recorded as submitted by the token's client
     assert observer["identifier"]["system"].endswith("/auth/clients")
+
+
+def _patch_entry(ref: str, operations: bytes) -> dict[str, Any]:
+    data = base64.b64encode(operations).decode()
+    resource = {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": data}
+    return {"request": {"method": "PATCH", "url": ref}, "resource": resource}
+
+
+def test_patch_then_update_of_one_resource_audited_as_each(fhir: FhirClient, app: Any) -> None:
+    """Each write names the interaction that made it: never guessed from the request or the Bundle."""
+    p = fhir.create({"resourceType": "Patient"})
+    pref = f"Patient/{p['id']}"
+    before = len(events(app))
+    for kind in ("batch", "transaction"):
+        bundle = _bundle(
+            kind,
+            _patch_entry(pref, b'[{"op":"add","path":"/active","value":true}]'),
+            {"resource": {**p, "gender": "other"}, "request": {"method": "PUT", "url": pref}},
+        )
+        r = fhir.call("POST", "/", bundle)
+        assert r.status_code == 200, r.get_data(as_text=True)
+        assert _statuses(r) == ["200", "200"], r.get_data(as_text=True)
+    rows = summary(events(app)[before:])
+    assert sorted(rows) == sorted(
+        [
+            ("patch", "U", 0, f"{pref}/_history/2", pref),
+            ("update", "U", 0, f"{pref}/_history/3", pref),
+            ("patch", "U", 0, f"{pref}/_history/4", pref),
+            ("update", "U", 0, f"{pref}/_history/5", pref),
+        ]
+    ), rows

@@ -6,6 +6,7 @@ https://hl7.org/fhir/R4B/http.html#patch
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import jsonpatch
@@ -57,7 +58,7 @@ def patch(
         patched = apply_patch(orjson.loads(stored.body or "{}"), operations)
         if patched.get("id") != id_ or patched.get("resourceType") != type_:
             raise UnprocessableError("JSON Patch must not change resourceType or id")
-        write = prepare_write(type_, patched)
+        write = replace(prepare_write(type_, patched), interaction="patch")  # the audit names it
         check_write(ctx, type_, "u", write.resource)
         check_references(repo, ctx, req, type_, write.resource)
         new, _ = repo.update_resource(type_, id_, write, if_match=stored.version)

@@ -5,6 +5,7 @@ https://hl7.org/fhir/R4B/http.html#update
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from server.errors import InvalidRequestError
@@ -48,7 +49,7 @@ def update(
     resource = req.body if body is None else body
     if isinstance(resource, dict) and resource.get("resourceType") == type_:
         check_body_id(resource, id_)
-    write = prepare_write(type_, resource)
+    write = replace(prepare_write(type_, resource), interaction="update")  # the audit names it
     check_visible(repo, ctx, type_, id_, "u")
     check_write(ctx, type_, "u", write.resource)
     if_match = req.header("if-match")

@@ -50,9 +50,19 @@ class StructureError(FhirError):
 
 
 class ValidationFailedError(FhirError):
-    """The resource does not validate against the FHIR model."""
+    """The resource breaks the base rules of FHIR: its model, a required binding, an invariant, the
+    type a reference may name. R4B http.html: "400 Bad Request - resource could not be parsed or
+    failed basic FHIR validation rules" (a batch entry gets the same status)."""
 
-    status, issue_code = 422, "processing"
+    status, issue_code = 400, "processing"
+
+
+class BusinessRuleError(ValidationFailedError):
+    """Valid FHIR that breaks a profile it claims or a rule of this server (a reference that must
+    resolve, what a Subscription may ask for). R4B http.html: "422 Unprocessable Entity - The
+    proposed resource violated applicable FHIR profiles or server business rules"."""
+
+    status = 422
 
 
 class UnprocessableError(FhirError):

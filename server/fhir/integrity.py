@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from server.errors import BusinessRuleError
 from server.errors import FhirError
-from server.errors import ValidationFailedError
 from server.errors import VersionConflictError
 from server.fhir.access import AccessContext
 from server.fhir.access import check_visible
@@ -136,7 +136,7 @@ def check_references(
             issues.append(not_found(where, reference))
     if issues:
         first = issues[0]
-        raise ValidationFailedError(
+        raise BusinessRuleError(
             f"{type_} has {len(issues)} reference(s) that do not resolve; first: {first['diagnostics']}",
             expression=first["expression"],
             issues=issues,

@@ -178,7 +178,7 @@ def test_formats_and_pretty(fhir: FhirClient) -> None:
             "POST",
             "/Observation",
             {"resourceType": "Observation", "valueQuantity": {"value": "high"}},
-            422,
+            400,
             "processing",
         ),
         (

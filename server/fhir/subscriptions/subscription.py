@@ -25,11 +25,11 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from server.errors import BusinessRuleError
 from server.errors import ForbiddenError
 from server.errors import InvalidRequestError
 from server.errors import MethodNotAllowedError
 from server.errors import NotFoundError
-from server.errors import ValidationFailedError
 from server.fhir.access import OWNER_TAGS
 from server.fhir.access import AccessContext
 from server.fhir.access import owner_of
@@ -106,8 +106,8 @@ def _cfg() -> Config:
     return _config
 
 
-def _invalid(message: str, where: str) -> ValidationFailedError:
-    return ValidationFailedError(message, expression=(where,), message_id="MSG_SUBSCRIPTION_INVALID")
+def _invalid(message: str, where: str) -> BusinessRuleError:
+    return BusinessRuleError(message, expression=(where,), message_id="MSG_SUBSCRIPTION_INVALID")
 
 
 def _ext(element: Any, url: str) -> list[Any]:

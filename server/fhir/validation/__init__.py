@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from server.errors import BusinessRuleError
 from server.errors import ValidationFailedError
 from server.fhir.validation import profiles
 from server.fhir.validation.walker import check as check_base
@@ -35,11 +36,13 @@ def check(
 
 def enforce(type_: str, resource: dict[str, Any]) -> None:
     """Raise ValidationFailedError listing every error-severity issue of the resource."""
-    issues = check(type_, resource)
+    base = check_base(type_, resource)
+    issues = base + profiles.claimed_issues(type_, resource)
     if not issues:
         return
     first = issues[0]
-    raise ValidationFailedError(
+    error = ValidationFailedError if base else BusinessRuleError  # 400 for the base rules, 422 profiles
+    raise error(
         f"{type_} failed validation: {len(issues)} error(s); first: {first['diagnostics']}",
         expression=first.get("expression", ()),
         issues=issues,

@@ -144,3 +144,18 @@ def test_audit_event_declares_every_interaction_it_serves_and_no_other(
     for code in ("read", "vread", "history-instance"):  # on the trail and on a submitted event alike
         assert all(any(f"/{id_}" in seen for seen in served[code]) for id_ in (trail, submitted)), code
     assert {"update", "patch", "delete"} <= set(refused), refused
+
+
+def test_subscription_declares_no_patch_and_no_conditional_update(
+    fhir: Any, statement: dict[str, Any]
+) -> None:
+    """A Subscription is changed only by PUT /Subscription/id (checked again, new handshake)."""
+    entry = next(e for e in statement["rest"][0]["resource"] if e["type"] == "Subscription")
+    declared = {i["code"] for i in entry["interaction"]}
+    assert "patch" not in declared and {"create", "update", "read"} <= declared
+    assert entry["conditionalUpdate"] is False
+    patch = [{"op": "replace", "path": "/status", "value": "off"}]
+    r = fhir.call("PATCH", "/Subscription/any", patch, content_type="application/json-patch+json")
+    assert r.status_code == 405 and r.get_json()["resourceType"] == "OperationOutcome"
+    r = fhir.call("PUT", "/Subscription?status=active", {"resourceType": "Subscription"})
+    assert r.status_code == 405

@@ -546,5 +546,8 @@ def declare(statement: dict[str, Any], req: FhirRequest) -> None:
     if entry is None:
         return
     statement.setdefault("instantiates", []).append(SERVER_STATEMENT)
+    # Changed only by PUT /Subscription/id (refuse_patch): no patch, no conditional update.
+    entry["interaction"] = [i for i in entry.get("interaction", ()) if i.get("code") != "patch"]
+    entry["conditionalUpdate"] = False
     entry.setdefault("supportedProfile", []).append(PROFILE)
     entry.setdefault("operation", []).extend({"name": n, "definition": d} for n, d in OPERATIONS.items())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
 import flask
@@ -21,6 +22,7 @@ from fhir_mapping import episodes
 from fhir_mapping import schemas
 from fhir_mapping import transaction
 from server.api import requests as rq
+from server.audit.flask_integration import name_patient
 from server.errors import InvalidRequestError
 from server.errors import NotFoundError
 from server.errors import PreconditionFailedError
@@ -63,6 +65,20 @@ def check_patient(patient: str, error: type[InvalidRequestError] | type[NotFound
     hidden = ctx.can("Patient", "r") and stored is not None and not version_visible(repo, ctx, stored, "r")
     if stored is None or stored.deleted or hidden:
         raise error(f"Patient/{patient} does not exist", expression=("patient",))
+
+
+def check_compartment(patient: str, types: Iterable[str]) -> None:
+    """Another patient does not exist for a token whose writes are confined to its own patient.
+
+    check_patient can tell only with Patient read; without it (a patient app with
+    patient/Observation.c alone) another patient's id passed, and its write was then refused 403
+    where an unknown id got 400: an oracle of which patient ids exist. Now both are 400.
+    """
+    ctx = current_ctx()
+    for type_ in sorted(types):
+        own = ctx.compartment_patient(type_, "c")
+        if own is not None and own != patient:
+            raise InvalidRequestError(f"Patient/{patient} does not exist", expression=("patient",))
 
 
 def read_visible(type_: str, id_: str) -> dict[str, Any] | None:
@@ -114,6 +130,8 @@ def submit(
         check_episode(payload["episode"], payload["patient"])
     before = check(payload) if check is not None else None
     entries = episodes.link(build(payload), payload.get("episode"))
+    check_compartment(payload["patient"], {e.resource["resourceType"] for e in entries})
+    name_patient(f"Patient/{payload['patient']}")  # a refusal from here on names whose data it was
     for attempt in range(1, TRACK_ATTEMPTS + 1):
         updates = track(payload["patient"], entries) if track is not None else []
         bundle = orjson.loads(orjson.dumps(transaction.bundle(entries)))  # each attempt its own copy

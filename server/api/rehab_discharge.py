@@ -29,6 +29,7 @@ from fhir_mapping import sessions
 from fhir_mapping.transaction import urn
 from server.api import requests as rq
 from server.api.rehab_episodes import clinic
+from server.api.rehab_support import TRACK_ATTEMPTS
 from server.api.rehab_support import bp
 from server.api.rehab_support import check_exists
 from server.api.rehab_support import current_ctx
@@ -39,6 +40,7 @@ from server.api.rehab_support import run_transaction
 from server.api.rehab_support import search_all
 from server.api.rehab_support import unstamped
 from server.errors import InvalidRequestError
+from server.errors import PreconditionFailedError
 
 
 def _author(payload: dict[str, Any], episode: dict[str, Any]) -> str:
@@ -109,6 +111,19 @@ def _gather(
 @bp.post("/episodes/<id_>/discharge")
 def post_discharge(id_: str) -> flask.Response:
     payload = schemas.load(discharge.DischargeSchema(), rq.parse_body())
+    for attempt in range(1, TRACK_ATTEMPTS + 1):
+        try:
+            return _discharge(id_, payload)
+        except PreconditionFailedError:
+            # Something it PUTs back (the episode, a plan, a goal) changed since it was read: the
+            # transaction wrote nothing. Read everything again: a discharge that won meanwhile makes
+            # this one a 400 naming `episode`; a goal moved by a measurement is simply taken as it is.
+            if attempt == TRACK_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _discharge(id_: str, payload: dict[str, Any]) -> flask.Response:
     episode, linked, view = clinic(id_)
     if episode["status"] in episodes.CLOSED:
         raise InvalidRequestError(

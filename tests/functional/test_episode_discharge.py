@@ -315,3 +315,59 @@ def test_an_episode_without_a_start_is_discharged(fhir: FhirClient) -> None:
     composition = fhir.call("GET", f"/{r.get_json()['composition']}").get_json()
     assert composition["event"][0]["period"] == {"end": DISCHARGE["date"]}
     assert fhir.call("GET", f"/EpisodeOfCare/{eid}").get_json()["status"] == "finished"
+
+
+def _meanwhile(monkeypatch: Any, write: Any) -> list[int]:
+    """Run `write` (another request's write) once, after the discharge read what it will PUT back."""
+    from server.api import rehab_discharge
+
+    real, calls = rehab_discharge._gather, []
+
+    def gather_then_someone_writes(*args: Any) -> Any:
+        out = real(*args)
+        calls.append(1)
+        if len(calls) == 1:
+            write()
+        return out
+
+    monkeypatch.setattr(rehab_discharge, "_gather", gather_then_someone_writes)
+    return calls
+
+
+def test_a_goal_changed_during_the_discharge_is_read_again(fhir: FhirClient, monkeypatch: Any) -> None:
+    """A goal moved by another request between the discharge's read and its transaction (If-Match
+    fails, 412): the discharge reads everything again and goes through, keeping that write."""
+    pid, eid, refs = episode_of_care(fhir, KNEE)
+    (knee_goal,) = refs["goal"]
+    other = FhirClient(fhir.c.application.test_client(), fhir.token)
+
+    def note_on_the_goal() -> None:
+        goal = other.call("GET", f"/{knee_goal}").get_json()
+        goal.pop("meta")
+        goal["note"] = [{"text": "reviewed before discharge"}]
+        assert other.call("PUT", f"/{knee_goal}", goal).status_code == 200
+
+    calls = _meanwhile(monkeypatch, note_on_the_goal)
+    r = post(fhir, f"/rehab/episodes/{eid}/discharge", DISCHARGE)
+    assert r.status_code == 201, r.get_data(as_text=True)
+    assert len(calls) == 2  # read, refused by If-Match, read again
+    goal = fhir.call("GET", f"/{knee_goal}").get_json()
+    assert goal["note"] == [{"text": "reviewed before discharge"}] and goal["lifecycleStatus"] != "active"
+    assert count(fhir, "Composition") == 1
+
+
+def test_a_discharge_that_lost_the_race_is_a_400_naming_the_episode(
+    fhir: FhirClient, monkeypatch: Any
+) -> None:
+    pid, eid, _ = episode_of_care(fhir, KNEE)
+    other = FhirClient(fhir.c.application.test_client(), fhir.token)
+    winner: list[Any] = []
+    calls = _meanwhile(
+        monkeypatch, lambda: winner.append(post(other, f"/rehab/episodes/{eid}/discharge", DISCHARGE))
+    )
+    r = post(fhir, f"/rehab/episodes/{eid}/discharge", DISCHARGE)
+    assert winner[0].status_code == 201, winner[0].get_data(as_text=True)
+    assert r.status_code == 400 and r.get_json()["issue"][0]["expression"] == ["episode"], r.get_data(
+        as_text=True
+    )
+    assert len(calls) == 2 and count(fhir, "Composition") == 1

@@ -129,16 +129,16 @@ def test_adherence_and_goal_status_as_the_page_draws_them(page: Any, site: Site,
     assert week.all_inner_texts() == ["Week 1 (from 2026-11-20): 14 %"]
     assert week.get_attribute("title") == "1 of 7 days"
     assert row.locator("meter").get_attribute("value") == "14"
-    # The goals table: the episode's knee goal achieved (its lifecycle is completed since discharge);
-    # the seeded TUG goal, outside the episode, still sought and moved by the measurements: improving.
+    # The goals table: the episode's knee goal achieved, and no longer pursued since the discharge
+    # completed it; the seeded TUG goal, outside the episode, still sought: improving.
     knee = page.locator("#goal-table tbody tr", has_text="Knee flexion")
     expect(knee).to_have_count(1)
-    assert knee.locator("td").last.inner_text() == "achieved"
+    assert knee.locator("td").last.inner_text() == "completed (achieved)"
     assert knee.locator("td").nth(1).inner_text() == "120 deg"
     tug = page.locator("#goal-table tbody tr", has_text="Timed Up and Go under 10 seconds")
     assert tug.locator("td").last.inner_text() == "improving"
     article = page.locator(f"article.episode[data-episode='{episode}']")
-    assert article.locator(".episode-goals li").inner_text().endswith(": Achieved")
+    assert article.locator(".episode-goals li").inner_text().endswith(": completed (achieved)")
     shot(page, "22-episode-adherence-goals")
     assert page.console_errors == []
     assert failed_requests(page, site) == []

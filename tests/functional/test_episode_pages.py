@@ -76,3 +76,30 @@ def test_pages_print_without_the_app_chrome() -> None:
     css = (STATIC / "app.css").read_text()
     printed = css.split("@media print", 1)[1]
     assert ".topbar nav" in printed and "button" in printed and "break-inside: avoid" in printed
+
+
+def test_goal_status_says_a_goal_is_no_longer_pursued() -> None:
+    """A cancelled goal whose last measure improved reads "cancelled (improving)", never "improving"."""
+    node = shutil.which("node")
+    assert node is not None, "node is needed to run the page's module"
+    goals = [
+        {"lifecycleStatus": "active", "achievementStatus": {"coding": [{"code": "improving"}]}},
+        {"lifecycleStatus": "cancelled", "achievementStatus": {"coding": [{"code": "improving"}]}},
+        {"lifecycleStatus": "completed", "achievementStatus": {"text": "achieved"}},
+        {"lifecycleStatus": "on-hold"},
+        {"lifecycleStatus": "proposed"},
+    ]
+    script = (
+        f"import {{ goalStatus }} from {json.dumps((STATIC / 'dom.js').as_uri())};"
+        f"console.log(JSON.stringify({json.dumps(goals)}.map(goalStatus)));"
+    )
+    out = subprocess.run(
+        [node, "--input-type=module", "-e", script], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == [
+        "improving",
+        "cancelled (improving)",
+        "completed (achieved)",
+        "on-hold",
+        "proposed",
+    ]

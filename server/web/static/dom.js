@@ -76,3 +76,16 @@ export function humanName(patient) {
   if (name.text) return name.text;
   return [...(name.given || []), name.family || ""].join(" ").trim() || "(no name)";
 }
+
+// Lifecycle states of a goal no longer pursued (R4B goal-status).
+const GOAL_ENDED = new Set(["completed", "cancelled", "entered-in-error", "rejected", "on-hold"]);
+
+/** A goal's status as a clinician should read it: a goal no longer pursued says so first, its last
+ * achievement after ("cancelled (improving)", never just "improving"); a pursued one its achievement. */
+export function goalStatus(goal) {
+  const cc = goal.achievementStatus;
+  const achievement = (cc && (cc.text || ((cc.coding || [])[0] || {}).code)) || "";
+  const life = goal.lifecycleStatus || "";
+  if (GOAL_ENDED.has(life)) return achievement ? `${life} (${achievement})` : life;
+  return achievement || life;
+}

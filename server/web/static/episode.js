@@ -1,7 +1,7 @@
 // Episodes of care on the patient page: each EpisodeOfCare as GET /rehab/episodes/{id} answers it (plan of
 // care: certification period, frequency x duration, visits used of those authorized, warnings; the plan's
 // goals), and, once finished, its discharge summary Composition with a button that prints only it.
-import { fmtDate, fmtWhen, h, replace } from "./dom.js";
+import { fmtDate, fmtWhen, goalStatus, h, replace } from "./dom.js";
 import { api, ApiError } from "./smart.js";
 
 // The narrative the server generates (fhir_mapping/discharge.py) is rebuilt from these elements and
@@ -47,7 +47,7 @@ function goalsOf(goals) {
   if (!goals.length) return null;
   return h("div", { class: "episode-goals" }, h("h4", null, "Goals of the plan"),
     h("ul", { class: "plain" }, goals.map((g) => h("li", { "data-goal": g.id },
-      `${(g.description && g.description.text) || "(goal)"}: ${label(g.achievementStatus) || g.lifecycleStatus || ""}`))));
+      `${(g.description && g.description.text) || "(goal)"}: ${goalStatus(g)}`))));
 }
 
 function summary(comp, onPrint) {

@@ -5,7 +5,7 @@
 import { adherenceRows } from "./adherence.js";
 import { domainOf, lineChart, mcidEdge } from "./chart.js";
 import { renderEpisodes } from "./episode.js";
-import { fmtDate, fmtNum, fmtWhen, h, humanName, replace, state, unitLabel } from "./dom.js";
+import { fmtDate, fmtNum, fmtWhen, goalStatus, h, humanName, replace, state, unitLabel } from "./dom.js";
 import { api, ApiError } from "./smart.js";
 
 const pick = (obj, ...names) => { for (const n of names) if (obj && obj[n] !== undefined && obj[n] !== null) return obj[n]; return undefined; };
@@ -387,7 +387,7 @@ function renderGoals(goals, measures) {
         h("td", null, fmtDate(t.dueDate)),
         h("td", null, m && Number.isFinite(m.latest) ? `${fmtNum(m.latest)} ${m.unit}` : ""),
         h("td", null, Number.isFinite(pct) ? h("meter", { min: 0, max: 100, value: pct.toFixed(0), title: progress }) : null, " ", progress),
-        h("td", null, g.achievementStatus ? (g.achievementStatus.text || (g.achievementStatus.coding || [])[0]?.code) : g.lifecycleStatus || ""));
+        h("td", null, goalStatus(g)));
     }))));
 }
 

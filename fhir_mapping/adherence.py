@@ -221,7 +221,8 @@ def report(plan_ref: str, plan: dict[str, Any], observations: list[dict[str, Any
                 "weeks": rows,
             }
         )
-    return {"plan": plan_ref, "exercises": out}
+    about = {k: v for k, v in (("status", plan.get("status")), ("start", start and start.isoformat())) if v}
+    return {"plan": plan_ref, **about, "exercises": out}
 
 
 def _week(n: int, credits: dict[str, float], per_week: float | None, start: date | None) -> dict[str, Any]:

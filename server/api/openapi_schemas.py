@@ -375,7 +375,13 @@ def _adherence() -> dict[str, Any]:
         ("exercise", "percent", "weeks"),
     )
     return _object(
-        {"plan": REFERENCE, "exercises": {"type": "array", "items": exercise}}, ("plan", "exercises")
+        {
+            "plan": REFERENCE,
+            "status": {**TEXT, "description": "the plan's status (active, completed at discharge…)"},
+            "start": {**TEXT, "description": "the plan's start (its week 1)"},
+            "exercises": {"type": "array", "items": exercise},
+        },
+        ("plan", "exercises"),
     )
 
 

@@ -125,6 +125,7 @@ def test_adherence_and_goal_status_as_the_page_draws_them(page: Any, site: Site,
     expect(row).to_have_count(1)
     cells = row.locator("td").all_inner_texts()
     assert [c.strip() for c in cells[:3]] == ["Bridges", "7 days a week", "14 %"]
+    assert cells[4].strip() == "from 2026-11-20, completed"  # the discharged episode's plan
     week = row.locator("ul.weeks li")
     assert week.all_inner_texts() == ["Week 1 (from 2026-11-20): 14 %"]
     assert week.get_attribute("title") == "1 of 7 days"

@@ -14,6 +14,8 @@ from server.web import STATIC
 REPORT = [
     {
         "plan": "CarePlan/1",
+        "status": "completed",
+        "start": "2026-11-16",
         "exercises": [
             {
                 "exercise": "Bridges",
@@ -55,6 +57,7 @@ def test_adherence_rows_as_the_page_draws_them() -> None:
         [node, "--input-type=module", "-e", script], capture_output=True, text=True, check=True
     )
     bridges, steps = json.loads(out.stdout)
+    assert bridges["planLabel"] == "from 2026-11-16, completed" and bridges["plan"] == "CarePlan/1"
     assert (bridges["exercise"], bridges["overall"], bridges["expected"]) == (
         "Bridges",
         "46 %",

@@ -12,6 +12,8 @@ export function adherenceRows(reports) {
     for (const e of report.exercises || []) {
       rows.push({
         plan: report.plan,
+        // Which plan: a patient may have a discharged episode's plan beside the active one.
+        planLabel: [report.start ? `from ${report.start}` : "", report.status || ""].filter(Boolean).join(", ") || report.plan,
         exercise: e.exercise,
         overall: pct(e.percent),
         percent: e.percent === null || e.percent === undefined ? null : Number(e.percent),

@@ -352,12 +352,13 @@ function renderAdherence(reports) {
   }
   replace(box, h("table", { class: "data", id: "adherence-table" },
     h("caption", { class: "visually-hidden" }, "Home program adherence"),
-    h("thead", null, h("tr", null, ["Exercise", "Expected", "Adherence", "By week"].map((t) => h("th", { scope: "col" }, t)))),
+    h("thead", null, h("tr", null, ["Exercise", "Expected", "Adherence", "By week", "Plan"].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody", null, rows.map((r) => h("tr", { "data-exercise": r.exercise },
       h("td", null, r.exercise),
       h("td", null, r.expected),
       h("td", { class: "num" }, r.percent === null ? null : h("meter", { min: 0, max: 100, value: r.percent.toFixed(0) }), " ", r.overall),
-      h("td", null, h("ul", { class: "weeks" }, r.weeks.map((w) => h("li", { title: w.detail }, `${w.label}: ${w.percent}`)))))))));
+      h("td", null, h("ul", { class: "weeks" }, r.weeks.map((w) => h("li", { title: w.detail }, `${w.label}: ${w.percent}`)))),
+      h("td", { title: r.plan }, r.planLabel))))));
 }
 
 function renderGoals(goals, measures) {

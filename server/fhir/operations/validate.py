@@ -7,9 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pydantic
-from fhir.resources.R4B import get_fhir_model_class
-
 from server.errors import InvalidRequestError
 from server.fhir.access import AccessContext
 from server.fhir.http import FhirRequest
@@ -20,9 +17,9 @@ from server.fhir.operations.registry import register
 from server.fhir.outcomes import issue
 from server.fhir.outcomes import operation_outcome
 from server.fhir.repository import FhirRepository
-from server.fhir.resources import _loc_to_expression
 from server.fhir.resources import check_id
 from server.fhir.resources import check_type
+from server.fhir.resources import model_issues
 from server.fhir.validation import check
 from server.fhir.validation.profiles import held
 
@@ -63,15 +60,9 @@ def resource_issues(type_: str, resource: Any, profile: str | None = None) -> li
         return [
             issue("error", "invalid", f"resourceType {actual!r} does not match {type_!r}", ["resourceType"])
         ]
-    try:
-        get_fhir_model_class(type_).model_validate(resource)
-    except pydantic.ValidationError as exc:
-        return [
-            issue("error", "structure", str(err["msg"]), [_loc_to_expression(type_, err["loc"])])
-            for err in exc.errors(include_url=False)
-        ]
-    except (ValueError, TypeError) as exc:
-        return [issue("error", "structure", str(exc))]
+    issues = model_issues(type_, resource)
+    if issues:
+        return issues
     return check(type_, resource, warnings=True, profiles_=(profile,) if profile else ())
 
 

@@ -1,0 +1,109 @@
+"""Inputs a fuzz run (generated requests on every route, SQLite and PostgreSQL) found answered with a
+500, each now a 4xx OperationOutcome naming the element. Every case runs on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import FhirClient
+
+pytestmark = pytest.mark.pg
+
+PATIENT = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Ng"}]}
+
+
+def outcome(resp: Any, status: int) -> dict[str, Any]:
+    """Assert an OperationOutcome with this status; return its first issue."""
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    assert resp.headers["Content-Type"].startswith("application/fhir+json")
+    body = resp.get_json(force=True)
+    assert body["resourceType"] == "OperationOutcome", body
+    return body["issue"][0]  # type: ignore[no-any-return]
+
+
+# -- JSON types the R4B model library fails on (AttributeError, KeyError) or misreads ---------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expression"),
+    [
+        ({"photo": [{"url": 5}]}, "Patient.photo[0].url"),
+        ({"extension": [{"url": "http://x.org/e", "valueUrl": True}]}, "Patient.extension[0].valueUrl"),
+        ({"_gender": "5"}, "Patient._gender"),
+        ({"gender": "male", "_gender": "1e400"}, "Patient._gender"),
+        ({"contained": [{"resourceType": "Nope"}]}, "Patient.contained[0].resourceType"),
+        ({"contained": [{"resourceType": 5}]}, "Patient.contained[0].resourceType"),
+        (
+            {"contained": [{"resourceType": "Patient", "photo": [{"url": 1}]}]},
+            "Patient.contained[0].photo[0].url",
+        ),
+        ({"name": [{"given": ["a", "b"], "_given": [None, "x"]}]}, "Patient.name[0]._given[1]"),
+        # a string where an object belongs was parsed as JSON text, passed, and was stored as a string
+        ({"name": ['{"family": "x"}']}, "Patient.name[0]"),
+        ({"meta": '{"versionId": "1"}'}, "Patient.meta"),
+    ],
+    ids=[
+        "url-number",
+        "valueUrl-boolean",
+        "primitive-extension-string",
+        "primitive-extension-json-number",
+        "contained-unknown-type",
+        "contained-type-number",
+        "contained-url-number",
+        "list-primitive-extension-string",
+        "humanname-as-json-text",
+        "meta-as-json-text",
+    ],
+)
+def test_element_of_the_wrong_json_type_is_400_naming_it(
+    fhir: FhirClient, body: dict[str, Any], expression: str
+) -> None:
+    for method, path in (("POST", "/Patient"), ("PUT", "/Patient/p1")):
+        resource = {"resourceType": "Patient", **({"id": "p1"} if method == "PUT" else {}), **body}
+        issue = outcome(fhir.call(method, path, resource), 400)
+        assert issue["expression"] == [expression]
+    assert fhir.call("GET", "/Patient?_summary=count").get_json()["total"] == 0  # nothing stored
+    r = fhir.call("POST", "/Patient/$validate", {"resourceType": "Patient", **body})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    issues = r.get_json()["issue"]
+    assert [(i["severity"], i.get("expression")) for i in issues[:1]] == [("error", [expression])]
+
+
+def test_subscription_with_a_string_payload_extension_is_400(fhir: FhirClient) -> None:
+    from server.fhir.subscriptions import topics
+
+    sub = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "x",
+        "criteria": topics.TOPICS[0].url,
+        "channel": {"type": "rest-hook", "endpoint": "https://127.0.0.1:9/h", "_payload": "1e400"},
+    }
+    issue = outcome(fhir.call("POST", "/Subscription", sub), 400)
+    assert issue["expression"] == ["Subscription.channel._payload"]
+
+
+def test_bundle_entry_of_an_unknown_resource_type_is_400(fhir: FhirClient) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"fullUrl": "urn:uuid:1", "resource": {"resourceType": "2026-13-45", "id": "x"}}],
+    }
+    issue = outcome(fhir.call("POST", "/Bundle", bundle), 400)
+    assert issue["expression"] == ["Bundle.entry[0].resource.resourceType"]
+
+
+def test_valid_resources_still_pass(fhir: FhirClient) -> None:
+    patient = {
+        **PATIENT,
+        "name": [{"family": "Ng", "given": ["A", "B"], "_given": [None, {"extension": []}]}],
+        "birthDate": "1970-01-01",
+        "_birthDate": {"extension": [{"url": "http://x.org/e", "valueUrl": "http://x.org"}]},
+        "contained": [{"resourceType": "Organization", "id": "o", "name": "Clinic"}],
+        "managingOrganization": {"reference": "#o"},
+        "multipleBirthInteger": 2,
+    }
+    assert fhir.call("PUT", "/Patient/p1", patient).status_code == 201

@@ -63,6 +63,9 @@ class DeviceSchema(Schema):
     serial = fields.String(validate=validate.Length(min=1, max=200))
 
 
+MAX_PERIOD_MS = 3_600_000
+
+
 class ChannelSchema(Schema):
     """One channel: a side and its samples."""
 
@@ -80,7 +83,11 @@ class SensorSeriesSchema(Schema):
     kind = fields.String(required=True, validate=validate.OneOf(KINDS))
     device = fields.Nested(DeviceSchema, required=True)
     body_site = fields.String(validate=validate.OneOf(sorted(BODY_SITES)))
-    period_ms = fields.Float(required=True, validate=validate.Range(min=0, min_inclusive=False))
+    # At most an hour between samples: a larger period is no sensor's, and period x samples must stay a
+    # time span (2**70 ms overflowed timedelta: a 500).
+    period_ms = fields.Float(
+        required=True, validate=validate.Range(min=0, min_inclusive=False, max=MAX_PERIOD_MS)
+    )
     unit = fields.String()
     channels = fields.List(
         fields.Nested(ChannelSchema), required=True, validate=validate.Length(min=1, max=8)

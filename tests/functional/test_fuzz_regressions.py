@@ -4,14 +4,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from server.api.openapi_examples import EXAMPLES
 from tests.conftest import FhirClient
 
 pytestmark = pytest.mark.pg
 
+JSON = "application/json"
 PATIENT = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Ng"}]}
 
 
@@ -107,3 +110,19 @@ def test_valid_resources_still_pass(fhir: FhirClient) -> None:
         "multipleBirthInteger": 2,
     }
     assert fhir.call("PUT", "/Patient/p1", patient).status_code == 201
+
+
+# -- /rehab -------------------------------------------------------------------------------------------
+
+
+def test_sensor_series_period_too_large_is_400(fhir: FhirClient) -> None:
+    assert fhir.call("PUT", "/Patient/p1", PATIENT).status_code == 201
+    body = {**EXAMPLES["/rehab/sensor-series"][1], "patient": "p1"}
+    for period in (2**70, 1e300, 3_600_001):  # json, not orjson: orjson does not write 2**70
+        r = fhir.call(
+            "POST", "/rehab/sensor-series", json.dumps({**body, "period_ms": period}), content_type=JSON
+        )
+        assert outcome(r, 400)["expression"] == ["period_ms"]
+    assert fhir.call("GET", "/Observation?_summary=count").get_json()["total"] == 0
+    r = fhir.call("POST", "/rehab/sensor-series", {**body, "period_ms": 3_600_000}, content_type=JSON)
+    assert r.status_code == 201, r.get_data(as_text=True)

@@ -44,6 +44,7 @@ from server.fhir.interactions.history import history
 from server.fhir.interactions.read import read
 from server.fhir.interactions.update import update
 from server.fhir.interactions.vread import vread
+from server.fhir.resources import check_id
 from server.fhir.search.dates import parse_date_range
 from server.fhir.search.paging import nonnegative
 from server.fhir.search.paging import page_size
@@ -105,6 +106,13 @@ def search(repo: Any, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirRe
     if query.offset:
         links.append(("previous", _link(base, params, max(0, query.offset - query.count))))
     return FhirResponse(200, bundle_text("searchset", entries, total=total, links=links))
+
+
+def compartment(repo: Any, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
+    """GET /Patient/{id}/AuditEvent: the trail's events about that patient (as /AuditEvent?patient=)."""
+    check_id(p["id_"])
+    patient = ("patient", f"Patient/{p['id_']}")
+    return search(repo, ctx, replace(req, params=(*req.params, patient)), p)
 
 
 def export_ndjson(repo: Any, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirResponse:
@@ -213,6 +221,7 @@ def refuse(repo: Any, ctx: AccessContext, req: FhirRequest, p: Params) -> FhirRe
 routing.provide(
     {
         "audit_search": search,
+        "audit_compartment": compartment,
         "audit_export_ndjson": export_ndjson,
         "audit_read": read_event,
         "audit_vread": vread_event,

@@ -252,6 +252,14 @@ ROUTES: tuple[Route, ...] = (
     # AuditEvent (append-only): the server's trail and events other systems submit. Every write
     # but a submission is refused; the handlers are provided by server/audit/routes.py.
     Route("audit_search", ("GET",), "/AuditEvent", "search-type", _provided("audit_search")),
+    # The Patient compartment's AuditEvents are the trail's events about that patient.
+    Route(
+        "audit_compartment",
+        ("GET",),
+        "/Patient/<id_>/AuditEvent",
+        "search-type",
+        _provided("audit_compartment"),
+    ),
     Route(
         "audit_search_post",
         ("GET", "POST"),

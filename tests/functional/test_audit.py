@@ -15,6 +15,7 @@ from server import create_app
 from server.fhir.access import AccessContext
 from server.settings import Settings
 from tests.conftest import FhirClient
+from tests.conftest import client_credentials_token
 from tests.conftest import witness_path
 
 
@@ -328,6 +329,14 @@ def test_audit_event_read_and_search(fhir: FhirClient, app: Any) -> None:
         pk[2],
     ]
     assert ids(f"entity=Patient/{a['id']}&_sort=-subtype") == [pk[2], pk[0]]
+    # The Patient compartment's AuditEvents are the trail's events about that patient (they were
+    # searched among submitted events only, so an auditor's compartment search found none).
+    inside = fhir.call("GET", f"/Patient/{a['id']}/AuditEvent?_sort=date")
+    assert inside.status_code == 200, inside.get_data(as_text=True)
+    assert [e["resource"]["id"] for e in inside.get_json()["entry"]] == [pk[0], pk[2]]
+    assert fhir.call("GET", "/Patient/bad$id/AuditEvent").status_code == 400
+    clinician = FhirClient(app.test_client(), client_credentials_token(app, "system/Patient.rs"))
+    assert clinician.call("GET", f"/Patient/{a['id']}/AuditEvent").status_code == 403  # not an auditor
     assert ids(f"type=rest&agent={rows[0]['client']}&_count=1&_sort=date") == [pk[0]]
     assert ids("type=rest&source=http://testserver/fhir&action=C,R&_sort=action,date&_count=4") == pk[:4]
     assert ids("source=http://elsewhere") == []

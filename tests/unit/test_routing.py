@@ -121,6 +121,7 @@ def test_a_bundle_entry_reaches_the_audit_event_routes() -> None:
     ("method", "path"),
     [
         ("GET", "/AuditEvent"),
+        ("GET", "/Patient/1/AuditEvent"),
         ("POST", "/AuditEvent/_search"),
         ("GET", "/AuditEvent/$export-ndjson"),
         ("GET", "/AuditEvent/$verify"),

@@ -209,11 +209,21 @@ def model_issues(type_: str, resource: dict[str, Any]) -> list[dict[str, Any]]:
     issues = [issue("error", "structure", message, [where]) for where, message, _ in problems]
     if problems:
         resource = copy.deepcopy(resource)
-        for *owner, key in (steps for _, _, steps in problems):
+        # outermost first: an element inside one already left out is gone with it
+        for *owner, key in sorted((steps for _, _, steps in problems), key=len):
             node: Any = resource
             for step in owner:
-                node = node[step]
-            node.pop(key, None)
+                if isinstance(node, dict):
+                    node = node.get(step)
+                elif isinstance(node, list) and isinstance(step, int) and step < len(node):
+                    node = node[step]
+                else:
+                    break
+                if not isinstance(node, (dict, list)):
+                    break
+            else:
+                if isinstance(node, dict):
+                    node.pop(key, None)
     try:
         get_fhir_model_class(type_).model_validate(resource)
     except pydantic.ValidationError as exc:

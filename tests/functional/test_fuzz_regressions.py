@@ -75,6 +75,29 @@ def test_element_of_the_wrong_json_type_is_400_naming_it(
     assert [(i["severity"], i.get("expression")) for i in issues[:1]] == [("error", [expression])]
 
 
+def test_every_element_of_the_wrong_json_type_is_named(fhir: FhirClient) -> None:
+    # a list holding a string item and, after it, an object with a wrong item of its own; a url in a
+    # list inside a list (leaving the first out of what the model validates once raised KeyError: 500)
+    body = {
+        "resourceType": "Patient",
+        "name": ["x", {"given": [5]}],
+        "contained": [{"resourceType": "Patient", "photo": [{"url": True}]}],
+        "photo": [{"url": 1}],
+    }
+    r = fhir.call("POST", "/Patient", body)
+    outcome(r, 400)
+    expressions = [i.get("expression") for i in r.get_json()["issue"]]
+    expected = [
+        ["Patient.contained[0].photo[0].url"],
+        ["Patient.name[0]"],
+        ["Patient.name[1].given[0]"],
+        ["Patient.photo[0].url"],
+    ]
+    assert expressions == expected
+    r = fhir.call("POST", "/Patient/$validate", body)
+    assert [i.get("expression") for i in r.get_json()["issue"]] == expected
+
+
 def test_subscription_with_a_string_payload_extension_is_400(fhir: FhirClient) -> None:
     from server.fhir.subscriptions import topics
 

@@ -149,3 +149,28 @@ def test_sensor_series_period_too_large_is_400(fhir: FhirClient) -> None:
     assert fhir.call("GET", "/Observation?_summary=count").get_json()["total"] == 0
     r = fhir.call("POST", "/rehab/sensor-series", {**body, "period_ms": 3_600_000}, content_type=JSON)
     assert r.status_code == 201, r.get_data(as_text=True)
+
+
+# -- Bundle entries -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("full_url", [{"a": None}, [[]], 5], ids=["object", "array", "number"])
+def test_transaction_entry_full_url_not_a_string_is_400(fhir: FhirClient, full_url: Any) -> None:
+    # an object or array fullUrl was used as a dict key while resolving references: TypeError, a 500
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+            {"fullUrl": full_url, "resource": obs, "request": {"method": "POST", "url": "Observation"}},
+        ],
+    }
+    issue = outcome(fhir.call("POST", "/", bundle), 400)
+    assert issue["expression"] == ["Bundle.entry[1].fullUrl"]
+    assert fhir.call("GET", "/Patient?_summary=count").get_json()["total"] == 0
+    bundle["type"] = "batch"  # in a batch the entry fails alone
+    r = fhir.call("POST", "/", bundle)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    statuses = [e["response"]["status"] for e in r.get_json()["entry"]]
+    assert statuses == ["201 Created", "400 Bad Request"]

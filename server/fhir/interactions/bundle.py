@@ -85,12 +85,17 @@ def _parse_entry(index: int, entry: Any, base_url: str) -> _Item:
         url = url[len(base_url) + 1 :]
     path, _, query = url.lstrip("/").partition("?")
     headers = {h: str(request[k]) for k, h in _HEADERS.items() if request.get(k)}
+    full_url = entry.get("fullUrl")
+    if full_url is not None and not isinstance(full_url, str):
+        # a uri: as an object or array it cannot be the key references are resolved by (was a 500)
+        raise InvalidRequestError(
+            f"Bundle.entry[{index}].fullUrl must be a string (a uri)",
+            expression=(f"Bundle.entry[{index}].fullUrl",),
+        )
     resource = entry.get("resource")
     if method == "PATCH":
         resource = _patch_body(index, resource)
-    return _Item(
-        index, method, [p for p in path.split("/") if p], query, headers, resource, entry.get("fullUrl")
-    )
+    return _Item(index, method, [p for p in path.split("/") if p], query, headers, resource, full_url)
 
 
 def _patch_body(index: int, resource: Any) -> Any:

@@ -18,6 +18,7 @@ from tests.functional.test_episode import post
 from tests.functional.test_episode import practitioner
 from tests.functional.test_episode_goals import KNEE
 from tests.functional.test_episode_goals import TUG
+from tests.functional.test_episode_goals import elsewhere
 from tests.functional.test_episode_plan import CERT
 from tests.functional.test_rehab import SESSION
 
@@ -327,7 +328,7 @@ def _meanwhile(monkeypatch: Any, write: Any) -> list[int]:
         out = real(*args)
         calls.append(1)
         if len(calls) == 1:
-            write()
+            elsewhere(write)
         return out
 
     monkeypatch.setattr(rehab_discharge, "_gather", gather_then_someone_writes)

@@ -186,6 +186,28 @@ def test_patch_refusals(app: Any, fhir: FhirClient) -> None:
     assert r.status_code == 200, r.get_data(as_text=True)
 
 
+def elsewhere(write: Any) -> Any:
+    """Run another request's `write` on a thread of its own, as a concurrent request would be (a
+    request made from inside a request would share its app context and replace its session)."""
+    import threading
+
+    out: list[Any] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(write())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(60)
+    if failed:
+        raise failed[0]
+    return out[0] if out else None
+
+
 def test_a_goal_changed_meanwhile_is_read_again_not_refused(fhir: FhirClient, monkeypatch: Any) -> None:
     """Two measurements at once: the second's If-Match on the goal fails (another write moved it
     after `track` read it). The server reads the goal again and recomputes instead of answering
@@ -204,11 +226,14 @@ def test_a_goal_changed_meanwhile_is_read_again_not_refused(fhir: FhirClient, mo
         updates = real_track(patient_ref, entries)
         calls.append(len(updates))
         if len(calls) == 1:  # another clinician's write commits after this read
-            goal = other.call("GET", f"/{knee}").get_json()
-            goal.pop("meta")
-            goal["note"] = [{"text": "reviewed with the patient"}]
-            assert other.call("PUT", f"/{knee}", goal).status_code == 200
+            elsewhere(note)
         return updates
+
+    def note() -> None:
+        goal = other.call("GET", f"/{knee}").get_json()
+        goal.pop("meta")
+        goal["note"] = [{"text": "reviewed with the patient"}]
+        assert other.call("PUT", f"/{knee}", goal).status_code == 200
 
     monkeypatch.setattr(rehab_goals, "track", track_then_someone_writes)
     monkeypatch.setattr(rehab_support, "TRACK_ATTEMPTS", 3)
@@ -244,10 +269,13 @@ def test_a_goal_that_keeps_changing_is_refused_after_the_last_attempt(
 
     def always_someone_writes(patient_ref: str, entries: Any) -> Any:
         updates = real_track(patient_ref, entries)
+        elsewhere(touch)
+        return updates
+
+    def touch() -> None:
         goal = other.call("GET", f"/{knee}").get_json()
         goal.pop("meta")
         assert other.call("PUT", f"/{knee}", goal).status_code == 200
-        return updates
 
     monkeypatch.setattr(rehab_goals, "track", always_someone_writes)
     r = post(

@@ -44,6 +44,12 @@ def measure(
     return r.get_json()
 
 
+def knee_finding(fhir: FhirClient, pid: str, when: str, value: float) -> Any:
+    """POST /rehab/assessments of one left knee flexion finding; the raw response."""
+    finding = {"measure": "joint_rom_knee_flexion", "value": value, "unit": "deg", "side": "left"}
+    return post(fhir, "/rehab/assessments", {"patient": pid, "date": when, "findings": [finding]})
+
+
 def status(fhir: FhirClient, ref: str) -> tuple[str | None, str | None]:
     goal = fhir.call("GET", f"/{ref}").get_json()
     outcome = (goal.get("outcomeReference") or [{}])[0].get("reference")
@@ -114,15 +120,7 @@ def test_goals_need_the_grants_to_move(app: Any, fhir: FhirClient) -> None:
     (knee,) = plan(fhir, pid, KNEE)
     scope = "system/Patient.rs system/Encounter.c system/Observation.crs system/Goal.rs"
     no_goal_update = FhirClient(app.test_client(), client_credentials_token(app, scope))
-    r = post(
-        no_goal_update,
-        "/rehab/assessments",
-        {
-            "patient": pid,
-            "date": "2026-11-21T10:00:00Z",
-            "findings": [{"measure": "joint_rom_knee_flexion", "value": 125, "unit": "deg", "side": "left"}],
-        },
-    )
+    r = knee_finding(no_goal_update, pid, "2026-11-21T10:00:00Z", 125)
     assert r.status_code == 201 and "updated" not in r.get_json()
     assert status(fhir, knee) == (None, None)
     # Progress without a Goal search grant lists no goals.
@@ -237,15 +235,7 @@ def test_a_goal_changed_meanwhile_is_read_again_not_refused(fhir: FhirClient, mo
 
     monkeypatch.setattr(rehab_goals, "track", track_then_someone_writes)
     monkeypatch.setattr(rehab_support, "TRACK_ATTEMPTS", 3)
-    r = post(
-        fhir,
-        "/rehab/assessments",
-        {
-            "patient": pid,
-            "date": "2026-11-27T10:00:00Z",
-            "findings": [{"measure": "joint_rom_knee_flexion", "value": 105, "unit": "deg", "side": "left"}],
-        },
-    )
+    r = knee_finding(fhir, pid, "2026-11-27T10:00:00Z", 105)
     assert r.status_code == 201, r.get_data(as_text=True)
     assert calls == [1, 1]  # read, refused by If-Match, read again
     goal = fhir.call("GET", f"/{knee}").get_json()
@@ -278,14 +268,6 @@ def test_a_goal_that_keeps_changing_is_refused_after_the_last_attempt(
         assert other.call("PUT", f"/{knee}", goal).status_code == 200
 
     monkeypatch.setattr(rehab_goals, "track", always_someone_writes)
-    r = post(
-        fhir,
-        "/rehab/assessments",
-        {
-            "patient": pid,
-            "date": "2026-11-27T10:00:00Z",
-            "findings": [{"measure": "joint_rom_knee_flexion", "value": 105, "unit": "deg", "side": "left"}],
-        },
-    )
+    r = knee_finding(fhir, pid, "2026-11-27T10:00:00Z", 105)
     assert r.status_code == 412 and r.get_json()["resourceType"] == "OperationOutcome"
     assert fhir.call("GET", f"/Observation?subject=Patient/{pid}&_summary=count").get_json()["total"] == 0

@@ -174,3 +174,38 @@ def test_transaction_entry_full_url_not_a_string_is_400(fhir: FhirClient, full_u
     assert r.status_code == 200, r.get_data(as_text=True)
     statuses = [e["response"]["status"] for e in r.get_json()["entry"]]
     assert statuses == ["201 Created", "400 Bad Request"]
+
+
+def test_period_at_the_ends_of_the_calendar_is_not_500(fhir: FhirClient) -> None:
+    # per-1 (start <= end) widened 0001-01-01 by the time zones and reached the year 10000: OverflowError
+    for start, end in (("0001-01-01", "2027"), ("0001", "9999"), ("2026-11-20", "9999-12-31")):
+        patient = {
+            "resourceType": "Patient",
+            "name": [{"family": "E", "period": {"start": start, "end": end}}],
+        }
+        r = fhir.call("POST", "/Patient", patient)
+        assert r.status_code == 201, r.get_data(as_text=True)
+    patient = {"resourceType": "Patient", "name": [{"period": {"start": "9999-12-31", "end": "0001-01-01"}}]}
+    issue = outcome(fhir.call("POST", "/Patient", patient), 400)
+    assert "per-1" in issue["diagnostics"]
+
+
+def test_recertification_from_year_one_is_not_500(fhir: FhirClient) -> None:
+    assert fhir.call("PUT", "/Patient/p1", PATIENT).status_code == 201
+    r = fhir.call(
+        "POST", "/rehab/episodes", EXAMPLES["/rehab/episodes"][1] | {"patient": "p1"}, content_type=JSON
+    )
+    assert r.status_code == 201, r.get_data(as_text=True)
+    eid = r.get_json()["references"]["episode"][0].split("/")[1]
+    cert = {
+        "start": "2026-11-20",
+        "end": "2026-12-31",
+        "visits_per_week": 2,
+        "weeks": 6,
+        "visits_authorized": 2,
+    }
+    plan = EXAMPLES["/rehab/plans"][1] | {"patient": "p1", "episode": eid, "certification": cert}
+    assert fhir.call("POST", "/rehab/plans", plan, content_type=JSON).status_code == 201
+    renewed = cert | {"start": "0001-01-01", "end": "2027-02-15"}
+    r = fhir.call("POST", f"/rehab/episodes/{eid}/recertification", renewed, content_type=JSON)
+    assert r.status_code == 200, r.get_data(as_text=True)

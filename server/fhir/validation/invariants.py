@@ -182,32 +182,65 @@ def operands(expression: str) -> tuple[str, tuple[str, ...]]:
 
 
 def _bounds(value: str) -> tuple[datetime.datetime, datetime.datetime] | None:
-    """The earliest and latest UTC instants a (partial) FHIR dateTime can denote."""
+    """The earliest and latest UTC instants a (partial) FHIR dateTime can denote.
+
+    At the ends of the calendar (0001-01-01, 9999-12-31) the bounds stop at datetime.min and .max:
+    widening by a time zone or reaching the next year there raised OverflowError / ValueError (a 500
+    on any Period starting 0001-01-01). None for what is no calendar date (2026-02-30).
+    """
     m = _DATETIME.match(value)
     if m is None:
         return None
     year, month, day, hour, minute, second, fraction, zone = m.groups()
     micro = int((fraction or "0")[:6].ljust(6, "0"))
-    low = datetime.datetime(
-        int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0), int(second or 0), micro
-    )
+    try:
+        low = datetime.datetime(
+            int(year),
+            int(month or 1),
+            int(day or 1),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            micro,
+        )
+    except ValueError:
+        return None
     if month is None:
-        high = low.replace(year=low.year + 1) - _TICK
+        high = _plus(_next(low, year=True), -_TICK)
     elif day is None:
-        high = (low + datetime.timedelta(days=32)).replace(day=1) - _TICK
+        high = _plus(_next(low, year=False), -_TICK)
     elif hour is None:
-        high = low + datetime.timedelta(days=1) - _TICK
+        high = _plus(_plus(low, datetime.timedelta(days=1)), -_TICK)
     elif second is None:
-        high = low + datetime.timedelta(minutes=1) - _TICK
+        high = _plus(_plus(low, datetime.timedelta(minutes=1)), -_TICK)
     else:
         high = low
     if zone and zone != "Z":
         sign = 1 if zone[0] == "+" else -1
         offset = sign * datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-        low, high = low - offset, high - offset
+        low, high = _plus(low, -offset), _plus(high, -offset)
     elif not zone:
-        low, high = low - _NO_ZONE, high + _NO_ZONE
+        low, high = _plus(low, -_NO_ZONE), _plus(high, _NO_ZONE)
     return low, high
+
+
+def _plus(moment: datetime.datetime, delta: datetime.timedelta) -> datetime.datetime:
+    """moment + delta, held at datetime.min / datetime.max where the calendar ends."""
+    if moment == datetime.datetime.max and delta == -_TICK:
+        return moment  # "the end of time" stays the end
+    try:
+        return moment + delta
+    except OverflowError:
+        return datetime.datetime.max if delta > datetime.timedelta(0) else datetime.datetime.min
+
+
+def _next(start: datetime.datetime, *, year: bool) -> datetime.datetime:
+    """The first instant of the year (or month) after the one `start` is in; datetime.max past 9999."""
+    if year:
+        return start.replace(year=start.year + 1) if start.year < 9999 else datetime.datetime.max
+    if start.month < 12:
+        return start.replace(month=start.month + 1, day=1)
+    return start.replace(year=start.year + 1, month=1, day=1) if start.year < 9999 else datetime.datetime.max
 
 
 def per_1(node: Any) -> bool:

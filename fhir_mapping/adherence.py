@@ -234,8 +234,9 @@ def _week(n: int, credits: dict[str, float], per_week: float | None, start: date
         "expected": expected,
         "percent": _percent(credited, expected),
     }
-    if start is not None:
-        row["start"] = date.fromordinal(start.toordinal() + 7 * (n - 1)).isoformat()
+    first = start.toordinal() + 7 * (n - 1) if start is not None else 0
+    if 1 <= first <= date.max.toordinal():  # a day recorded long before the plan: a week with no date
+        row["start"] = date.fromordinal(first).isoformat()
     return row
 
 

@@ -209,3 +209,20 @@ def test_recertification_from_year_one_is_not_500(fhir: FhirClient) -> None:
     renewed = cert | {"start": "0001-01-01", "end": "2027-02-15"}
     r = fhir.call("POST", f"/rehab/episodes/{eid}/recertification", renewed, content_type=JSON)
     assert r.status_code == 200, r.get_data(as_text=True)
+
+
+def test_progress_with_a_home_program_day_long_before_the_plan_is_not_500(fhir: FhirClient) -> None:
+    # the week row's start date (plan start + 7 x (week - 1)) fell before 0001-01-01: ValueError, and
+    # every later GET progress of the patient answered 500
+    assert fhir.call("PUT", "/Patient/p1", PATIENT).status_code == 201
+    plan = EXAMPLES["/rehab/plans"][1] | {"patient": "p1"}
+    assert fhir.call("POST", "/rehab/plans", plan, content_type=JSON).status_code == 201
+    for day in ("0001-01-01", "2026-11-21"):
+        done = {"patient": "p1", "date": day, "exercises": [{"exercise": "Bridges", "status": "done"}]}
+        r = fhir.call("POST", "/rehab/adherence", done, content_type=JSON)
+        assert r.status_code == 201, r.get_data(as_text=True)
+    r = fhir.call("GET", "/rehab/patients/p1/progress")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    (exercise,) = r.get_json()["adherence"][0]["exercises"]
+    weeks = {w["week"]: w.get("start") for w in exercise["weeks"]}
+    assert weeks[1] == "2026-11-20" and None in weeks.values()

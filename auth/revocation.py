@@ -196,16 +196,24 @@ def libpq_hosts(url: sa.URL) -> sa.URL:
     """
     hosts = url.query.get("host")
     hosts = (hosts,) if isinstance(hosts, str) else tuple(hosts or ())
-    if not any(":" in h and not h.startswith("/") for h in hosts):
+    split = [_host_port(h) for h in hosts]
+    if all(port is None for _, port in split):
         return url
-    names, ports = [], []
-    for host in hosts:
-        name, sep, port = host.rpartition(":")
-        names.append(name if sep and not host.startswith("/") else host)
-        ports.append(port if sep and not host.startswith("/") else str(url.port or 5432))
+    default = str(url.port or 5432)
     return url.difference_update_query(["host", "port"]).update_query_dict(
-        {"host": ",".join(names), "port": ",".join(ports)}
+        {"host": ",".join(h for h, _ in split), "port": ",".join(p or default for _, p in split)}
     )
+
+
+def _host_port(host: str) -> tuple[str, str | None]:
+    """`pg-a:5432` -> (pg-a, 5432); `[::1]:5432` -> (::1, 5432); `pg-a`, `::1`, a socket dir -> no port."""
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        return name, rest[1:] if rest.startswith(":") and rest[1:].isdigit() else None
+    name, sep, port = host.rpartition(":")
+    if not sep or host.startswith("/") or ":" in name or not port.isdigit():
+        return host, None  # no port, a bare IPv6 address, or a Unix socket directory
+    return name, port
 
 
 class PgWatch(Watch):

@@ -245,6 +245,10 @@ def test_a_multi_host_url_listens(database_url: str) -> None:
     plain = libpq_hosts(multi)
     assert plain.query["host"] == f"{url.host},localhost" and plain.query["port"] == f"{port},{port}"
     assert libpq_hosts(url) == url  # one host: unchanged
+    v6 = libpq_hosts(
+        url.set(host=None, port=None).update_query_dict({"host": [f"[::1]:{port}", "::1", "/run/pg"]})
+    )
+    assert v6.query["host"] == "::1,::1,/run/pg" and v6.query["port"] == f"{port},{port},{port}"
     engine = make_engine(database_url)
     cache = TokenCache(8)
     watch = watch_for(cache, engine, multi.render_as_string(hide_password=False))

@@ -124,7 +124,7 @@ class LoginLimiter:
 class FailureLimiter:
     """At most `limit` failures per key in a fixed window of `window` seconds, in the database.
 
-    Counted in the same table as sign-ins (keys "<prefix><address>", e.g. "token:10.0.0.7"), so
+    Counted in the same table as sign-ins (keys "<prefix><name>", e.g. "token:10.0.0.7|<client id>"), so
     every worker on every host shares them. Only failures write: `blocked` is one SELECT by primary
     key, `fail` the atomic upsert. A check is not a reservation (unlike `LoginLimiter`), so requests
     racing past `blocked` at the same moment may each fail once more than the limit allows; a client

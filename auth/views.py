@@ -122,8 +122,11 @@ def _limited(address: str) -> flask.Response | None:
 
 
 def _oauth_call(func: Any, kind: str | None = None) -> flask.Response:
-    address = flask.request.remote_addr or ""  # counted as "token:<address>", shared by all hosts
     form = _form()
+    # Failures count per address and claimed client ("token:<address>|<client id>", shared by all
+    # hosts): behind one proxy address (REHABFHIR_TRUSTED_PROXIES unset) a stranger's failures with
+    # made-up client ids then lock out no one else; only the client id they name.
+    address = f"{flask.request.remote_addr or ''}|{_claimed_client(form) or ''}"
     if kind == "token-issue" and form.get("grant_type") == "refresh_token":
         kind = "token-refresh"
     blocked = _limited(address)

@@ -21,4 +21,8 @@ def create_app(settings: Settings | None = None) -> flask.Flask:
     app.config["SECRET_KEY"] = settings.secret_key
     app.json.sort_keys = False  # type: ignore[attr-defined]
     wiring.init_app(app, settings)
+    if settings.trusted_proxies > 0:  # the client address behind N proxies (rate limits, audit)
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     return app

@@ -91,6 +91,12 @@ class Settings:
         " (set it behind a proxy); never taken from the request",
         shown=f"`http://HOST:PORT` of `rehabfhir serve`, else `{DEFAULT_BASE_URL}`",
     )
+    trusted_proxies: int = setting(
+        "REHABFHIR_TRUSTED_PROXIES",
+        0,
+        "how many proxies in front (load balancers) set `X-Forwarded-For`: the client address of rate"
+        " limits and the audit is then the one they saw, not the nearest proxy's (0: the socket's peer)",
+    )
     secret_key: str = setting(
         "REHABFHIR_SECRET_KEY",
         DEV_SECRET,

@@ -31,9 +31,10 @@ def test_failures_through_two_hosts_count_as_one(app: Any, database_url: str) ->
         there = FailureLimiter(make_session_factory(engine), limit=20, window=60.0, prefix="token:")
         c = app.test_client()
         codes = []
+        key = f"127.0.0.1|{client.client_id}"  # the address and the client it claims
         for i in range(20):  # alternate: a failed request here, a failure recorded by the other host
             if i % 2:
-                there.fail("127.0.0.1")
+                there.fail(key)
                 codes.append(401)
             else:
                 r = c.post(
@@ -41,7 +42,7 @@ def test_failures_through_two_hosts_count_as_one(app: Any, database_url: str) ->
                 )
                 codes.append(r.status_code)
         assert codes == [401] * 20
-        assert there.blocked("127.0.0.1") >= 1.0  # the other host sees this host's failures too
+        assert there.blocked(key) >= 1.0  # the other host sees this host's failures too
     finally:
         engine.dispose()
     r = c.post(
@@ -51,7 +52,7 @@ def test_failures_through_two_hosts_count_as_one(app: Any, database_url: str) ->
     )
     assert r.status_code == 429 and r.get_json()["error"] == "too_many_requests"
     assert 1 <= int(r.headers["Retry-After"]) <= 60
-    assert _rows(app) == {"token:127.0.0.1": 20}  # the refused request wrote nothing
+    assert _rows(app) == {f"token:{key}": 20}  # the refused request wrote nothing
 
 
 def test_only_failures_write(app: Any) -> None:
@@ -65,7 +66,7 @@ def test_only_failures_write(app: Any) -> None:
     r = c.post(TOKEN, data={"grant_type": "password"}, headers=basic(client.client_id, secret or ""))
     assert r.status_code == 400 and _rows(app) == {}
     assert c.post(TOKEN, data=ok, headers=basic(client.client_id, "wrong")).status_code == 401
-    assert _rows(app) == {"token:127.0.0.1": 1}
+    assert _rows(app) == {f"token:127.0.0.1|{client.client_id}": 1}
 
 
 def test_a_new_window_allows_again(app: Any) -> None:
@@ -93,3 +94,42 @@ def test_each_limiter_resets_only_its_own_counters(app: Any) -> None:
     auth.token_limiter.fail("10.3.3.3")
     auth.login_limiter.reset()
     assert _rows(app) == {"token:10.3.3.3": 1}
+
+
+def test_strangers_failures_do_not_lock_out_another_client(app: Any) -> None:
+    """Behind one proxy address every client shares the address: 20 failures with made-up client
+    ids (or another client's) must not refuse this client's token requests."""
+    client, secret = ext(app).store.add_client("ehr", "system/*.rs", "symmetric")
+    c = app.test_client()
+    for _ in range(20):
+        r = c.post(TOKEN, data={"grant_type": "client_credentials"}, headers=basic("made-up", "x"))
+        assert r.status_code == 401
+    ok = {"grant_type": "client_credentials", "scope": "system/*.rs"}
+    assert c.post(TOKEN, data=ok, headers=basic(client.client_id, secret or "")).status_code == 200
+    assert c.post(TOKEN, data=ok, headers=basic("made-up", "x")).status_code == 429  # the one named
+
+
+def test_behind_trusted_proxies_the_forwarded_address_counts(database_url: str, tmp_path: Any) -> None:
+    """REHABFHIR_TRUSTED_PROXIES=1: the client address is the one the proxy saw (X-Forwarded-For)."""
+    from server import create_app
+    from server.settings import Settings
+
+    proxied = create_app(
+        Settings(
+            database_url=database_url,
+            testing=True,
+            trusted_proxies=1,
+            audit_witness=str(tmp_path / "w.jsonl"),
+            audit_head_interval=0,
+            export_worker=False,
+        )
+    )
+    try:
+        ext(proxied).token_limiter.reset()
+        c = proxied.test_client()
+        headers = {**basic("nobody", "x"), "X-Forwarded-For": "203.0.113.9"}
+        assert c.post(TOKEN, data={"grant_type": "client_credentials"}, headers=headers).status_code == 401
+        assert _rows(proxied) == {"token:203.0.113.9|nobody": 1}
+    finally:
+        ext(proxied).token_limiter.reset()
+        proxied.extensions["rehabfhir.engine"].dispose()

@@ -89,6 +89,14 @@ class AuditedRepository:
             stored = self.inner.create_resource(type_, write, id_)
             return self._record(stored, _patients(type_, id_, write), "create")
 
+    def conditional_create(self, op: Any) -> tuple[StoredResource | None, StoredResource | None]:
+        """A create under If-None-Exist: noted (so audited in its transaction) when it created."""
+        with self.transaction():
+            match, created = self.inner.conditional_create(op)
+            if created is not None:
+                self._record(created, _patients(op.type, op.id, op.write), "create")
+            return match, created
+
     def update_resource(
         self, type_: str, id_: str, write: WriteRequest, if_match: int | None = None
     ) -> tuple[StoredResource, bool]:

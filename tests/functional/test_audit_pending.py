@@ -137,3 +137,26 @@ def _facts_like(app: Any, pk: int) -> dict[str, Any]:
         row = conn.execute(sa.text("SELECT * FROM audit_event WHERE pk = :pk"), {"pk": pk}).one()
     names = ("recorded", "actor", "client", "patient", "action", "outcome", "type", "subtype")
     return {n: getattr(row, n) for n in (*names, "resource", "query", "body")}
+
+
+def test_a_conditional_create_is_audited_in_its_own_transaction(
+    fhir: FhirClient, app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST with If-None-Exist that creates: its record commits with the write, like a plain create.
+    It was audited only after the commit, by the request, so an audit append failing then (here:
+    every append) left a stored resource without a record and answered 500."""
+
+    def broken(self: Any, facts: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the audit connection is gone")
+
+    monkeypatch.setattr(DirectAppender, "append", broken)
+    body = {"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": "cc-1"}]}
+    r = fhir.call("POST", "/Patient", body, headers={"If-None-Exist": "identifier=urn:x|cc-1"})
+    assert r.status_code == 201, r.get_data(as_text=True)
+    resource = f"Patient/{r.get_json()['id']}/_history/1"
+    monkeypatch.undo()
+    if _postgres_only(app):
+        assert len(_rows(app, "SELECT pk FROM audit_pending")) == 1 and _sweep(app) == 1
+    assert [r.subtype for r in _records_of(app, resource)] == ["create"]
+    report = _verify(app)
+    assert report.intact, report.as_dict()

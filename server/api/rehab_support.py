@@ -61,10 +61,17 @@ def json_response(body: Any, status: int = 200) -> flask.Response:
 def check_patient(patient: str, error: type[InvalidRequestError] | type[NotFoundError]) -> None:
     """A patient the token may not see does not exist, as on every FHIR path."""
     repo, ctx = current_repo(), current_ctx()
+    if _patient_app(ctx) and patient != ctx.patient:  # before anything else could tell (an episode)
+        raise error(f"Patient/{patient} does not exist", expression=("patient",))
     stored = repo.read_resource("Patient", patient)
     hidden = ctx.can("Patient", "r") and stored is not None and not version_visible(repo, ctx, stored, "r")
     if stored is None or stored.deleted or hidden:
         raise error(f"Patient/{patient} does not exist", expression=("patient",))
+
+
+def _patient_app(ctx: AccessContext) -> bool:
+    """A token of one patient's app: every rule it holds is confined to its patient's compartment."""
+    return not ctx.unrestricted and ctx.patient is not None and all(r.context == "patient" for r in ctx.rules)
 
 
 def check_compartment(patient: str, types: Iterable[str]) -> None:

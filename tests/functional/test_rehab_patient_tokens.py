@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import FhirClient
 from tests.functional.test_audit import events
+from tests.functional.test_episode import open_episode
 from tests.functional.test_episode import patient
 from tests.functional.test_episode import patient_token
 from tests.functional.test_episode import post
@@ -34,12 +35,22 @@ def test_another_patient_looks_like_no_patient(app: Any, fhir: FhirClient) -> No
     r = assess(app_client, own)
     assert r.status_code == 201, r.get_data(as_text=True)
     answers = []
-    for pid in (other, "no-such-patient"):
-        r = assess(app_client, pid)
+    episode = open_episode(fhir, other)
+    for pid, more in (
+        (other, {}),
+        ("no-such-patient", {}),
+        (other, {"episode": episode}),
+        (other, {"episode": "x"}),
+    ):
+        r = post(
+            app_client,
+            "/rehab/assessments",
+            {"patient": pid, "date": "2026-11-20T10:00:00Z", "findings": [PAIN], **more},
+        )
         assert r.status_code == 400, r.get_data(as_text=True)
         issue = r.get_json()["issue"][0]
         answers.append((issue["expression"], issue["diagnostics"].replace(pid, "<id>")))
-    assert answers[0] == answers[1] == (["patient"], "Patient/<id> does not exist")
+    assert all(a == (["patient"], "Patient/<id> does not exist") for a in answers), answers
     count = fhir.call("GET", f"/Observation?subject=Patient/{other}&_summary=count").get_json()
     assert count["total"] == 0
 

@@ -68,8 +68,10 @@ def _init_app(app: flask.Flask, settings: Settings, engine: sa.Engine) -> None:
             session = flask.g.get("session")
             if session is not None:
                 session.close()
-        if (flask.request.content_length or 0) >= memory.BIG_BODY:
-            response.call_on_close(memory.trim)  # after the answer is sent: the body's heap back
+        if response.status_code < 400 and (flask.request.content_length or 0) >= memory.BIG_BODY:
+            # A large body that was read and processed (not one refused unread): after the answer
+            # is sent, its heap back. A trim holds the arenas' locks while it walks them.
+            response.call_on_close(memory.trim)
         return response
 
     @app.teardown_request

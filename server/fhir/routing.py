@@ -99,6 +99,8 @@ class Route:
         """The interaction this route is for these path parameters."""
         if "target" in params:  # a compartment search is a search of the target type
             return Interaction(self.interaction, params["target"])
+        if len(self.segments) == 3 and self.segments[2][:1].isupper():  # /Patient/<id_>/AuditEvent
+            return Interaction(self.interaction, self.segments[2])
         first = self.segments[0] if self.segments else ""
         type_ = params.get("type_") or (first if first[:1].isupper() else None)  # "/Subscription"
         return Interaction(self.interaction, type_, params.get("id_"), params.get("vid"))

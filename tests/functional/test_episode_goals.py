@@ -211,7 +211,6 @@ def test_a_goal_changed_meanwhile_is_read_again_not_refused(fhir: FhirClient, mo
     after `track` read it). The server reads the goal again and recomputes instead of answering
     412. Played by a goal note written between the read and the transaction, on its first try."""
     from server.api import rehab_goals
-    from server.api import rehab_support
 
     pid = patient(fhir)
     (knee,) = plan(fhir, pid, KNEE)
@@ -234,7 +233,6 @@ def test_a_goal_changed_meanwhile_is_read_again_not_refused(fhir: FhirClient, mo
         assert other.call("PUT", f"/{knee}", goal).status_code == 200
 
     monkeypatch.setattr(rehab_goals, "track", track_then_someone_writes)
-    monkeypatch.setattr(rehab_support, "TRACK_ATTEMPTS", 3)
     r = knee_finding(fhir, pid, "2026-11-27T10:00:00Z", 105)
     assert r.status_code == 201, r.get_data(as_text=True)
     assert calls == [1, 1]  # read, refused by If-Match, read again

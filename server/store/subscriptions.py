@@ -313,11 +313,15 @@ def prune(session: so.Session, before: datetime) -> int:
     return int(gone)
 
 
+DELETED = "deleted"  # the error of a deleted subscription's state row (kept for its events)
+
+
 def owned(session: so.Session, client_id: str, subject: str | None, limit: int) -> list[StateView]:
     """The subscriptions of one owner (a client, and its user when `subject` is given), by id."""
     mine = _T.c.subject.is_(None) if subject is None else _T.c.subject == subject
+    live = sa.or_(_T.c.error.is_(None), _T.c.error != DELETED)  # a deleted one is left out, as a search does
     rows = session.execute(
-        sa.select(_T).where(_T.c.client_id == client_id, mine).order_by(_T.c.id).limit(limit)
+        sa.select(_T).where(_T.c.client_id == client_id, mine, live).order_by(_T.c.id).limit(limit)
     )
     return [_view(row) for row in rows]
 
@@ -325,7 +329,7 @@ def owned(session: so.Session, client_id: str, subject: str | None, limit: int) 
 def forget(session: so.Session, id_: str) -> None:
     """Stop a deleted subscription (its events stay until the state row goes)."""
     session.info.pop(LIVE_CACHE, None)
-    session.execute(sa.update(_T).where(_T.c.id == id_).values(status=OFF, error="deleted"))
+    session.execute(sa.update(_T).where(_T.c.id == id_).values(status=OFF, error=DELETED))
 
 
 class SqlStore:

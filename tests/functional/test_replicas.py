@@ -260,7 +260,7 @@ def test_read_counts_from_many_threads_are_exact() -> None:
         for i in range(5000):
             replicas.count_read("r:1" if n % 2 else "primary", "fresh" if i % 2 else "stale")
             if i % 500 == 0:
-                assert sum(replicas.routed_counts().values()) <= 8 * 5000
+                replicas.routed_counts()  # a scrape copying the counts meanwhile
 
     threads = [threading.Thread(target=count, args=(n,)) for n in range(8)]
     interval = sys.getswitchinterval()

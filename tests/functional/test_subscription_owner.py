@@ -179,3 +179,8 @@ def test_another_user_of_the_same_app_does_not_see_a_subscription(
     receiver.received.clear()
     worker.run_until_idle()  # the new handshake keeps A's stored header
     assert [h["Authorization"] for h, _ in receiver.received] == ["Bearer alice-secret"]
+    # Deleted: gone for the list of $status and for its own $status and $events, as for a search.
+    assert a.call("DELETE", f"/Subscription/{mine}").status_code in (200, 204)
+    assert a.call("GET", "/Subscription/$status").get_json()["total"] == 0
+    assert not_found(a.call("GET", f"/Subscription/{mine}/$status"))
+    assert not_found(a.call("GET", f"/Subscription/{mine}/$events"))

@@ -431,7 +431,7 @@ def shown(repo: FhirRepository, ctx: AccessContext, event: Any) -> tuple[bool, d
 def _owned(repo: FhirRepository, ctx: AccessContext, id_: str | None) -> Any:
     ctx.require(TYPE, "r")
     state = _cfg().store.state(repo, id_ or "")
-    if state is None:
+    if state is None or state.error == "deleted":  # a deleted one is gone for $status and $events too
         raise NotFoundError(f"No subscription {id_}", message_id="MSG_NO_EXIST")
     if not ctx.unrestricted and not owns(ctx, state):  # another owner's: invisible
         raise NotFoundError(f"No subscription {id_}", message_id="MSG_NO_EXIST")

@@ -295,6 +295,9 @@ class ExportWorker(PollingWorker):
         files = self.config.files()
         with self.factory() as session:
             ids = jobs.expired(session, jobs.now())
-            removed = [job_id for job_id in ids if _remove(files, job_id)]
-            jobs.forget(session, removed)
+        # No transaction is held while the store works (an unreachable bucket can take a minute).
+        removed = [job_id for job_id in ids if _remove(files, job_id)]
+        if removed:
+            with self.factory() as session:
+                jobs.forget(session, removed)
         return removed

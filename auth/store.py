@@ -245,6 +245,9 @@ class AuthStore:
 
         The same transaction bumps the revocation generation (and notifies every PostgreSQL
         listener at commit), so every worker's token cache drops what it remembers.
+        Rows are never purged: a Subscription outlives its token's `expires_at`, and its delivery
+        worker asks `revoked` about the token that created it (server/subscriptions/grants.py), so
+        a purge by `expires_at` would let a revoked subscription deliver again.
         """
         with self.write() as session:
             if session.get(AuthRevocation, key) is None:

@@ -90,9 +90,25 @@ def now() -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
+# The searchable columns' lengths (varchar on PostgreSQL): a longer value (a 300-character id in a
+# refused request's URL, a made-up client id) is cut to fit before it is linked, so the record is
+# written (a 500 "could not be written" otherwise) and the link covers what is stored. The JSON
+# body (text) keeps every value whole.
+_LENGTHS = {
+    name: column.type.length
+    for name, column in AuditRecord.__table__.columns.items()
+    if isinstance(column.type, sa.String) and column.type.length
+}
+
+
+def _fit(name: str, value: Any) -> Any:
+    limit = _LENGTHS.get(name)
+    return value[:limit] if limit and isinstance(value, str) and len(value) > limit else value
+
+
 def columns(facts: AuditFacts) -> dict[str, Any]:
     """The searchable columns and JSON body of one record (no chain fields)."""
-    return {
+    cols = {
         "recorded": facts.recorded,
         "actor": facts.user,
         "client": facts.client_id or "anonymous",
@@ -105,6 +121,7 @@ def columns(facts: AuditFacts) -> dict[str, Any]:
         "query": facts.query,
         "body": orjson.dumps(audit_event(facts)).decode(),
     }
+    return {name: _fit(name, value) for name, value in cols.items()}
 
 
 def canonical(prev_hash: str, cols: Mapping[str, Any]) -> bytes:

@@ -282,12 +282,18 @@ def _capture_bundle() -> None:
     flask.g.audit_bundle = raw
 
 
+def _entry_request(entry: Any) -> dict[str, Any]:
+    """An entry's `request`, or {} when the entry or its request is not an object (refused with 400)."""
+    request = entry.get("request") if isinstance(entry, dict) else None
+    return request if isinstance(request, dict) else {}
+
+
 def _entry_method(entry: Any) -> str:
-    return str((entry.get("request") or {}).get("method", "")).upper() if isinstance(entry, dict) else ""
+    return str(_entry_request(entry).get("method", "")).upper()
 
 
 def _entry_parts(entry: Any) -> tuple[list[str], str]:
-    url = str((entry.get("request") or {}).get("url", "")) if isinstance(entry, dict) else ""
+    url = str(_entry_request(entry).get("url", ""))
     base = rq.base_url()
     if url.startswith(base + "/"):
         url = url[len(base) + 1 :]

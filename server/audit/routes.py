@@ -120,14 +120,14 @@ def export_ndjson(repo: Any, ctx: AccessContext, req: FhirRequest, p: Params) ->
     fi.require_auditor(ctx, "s")
     query = _query(list(req.params), ctx.patient, req)
     sessions = flask.current_app.extensions["rehabfhir.sessions"]
-    base = req.base_url
+    stmt = store.export_statement(query, req.base_url)  # a bad filter is a 400 here, not mid-stream
 
     def lines() -> Iterator[str]:
         # Its own session, closed when the stream ends: a server-side cursor's transaction
         # must not outlive the stream even if the client never closes the response.
         session = sessions()
         try:
-            yield from store.export(session, query, base)
+            yield from store.export(session, stmt)
         finally:
             session.close()
 

@@ -235,8 +235,12 @@ def read(session: so.Session, pk: int, patient: str | None) -> Any:
     return session.execute(stmt).one_or_none()
 
 
-def export(session: so.Session, query: AuditQuery, server: str) -> Iterator[str]:
-    """Yield the matching events as NDJSON lines, oldest first."""
-    stmt = _statement(query, server).order_by(_E.c.pk).execution_options(yield_per=1000)
+def export_statement(query: AuditQuery, server: str) -> Any:
+    """The statement of an NDJSON export, oldest first; raises 400 for a bad filter (before any output)."""
+    return _statement(query, server).order_by(_E.c.pk).execution_options(yield_per=1000)
+
+
+def export(session: so.Session, stmt: Any) -> Iterator[str]:
+    """Yield the events `export_statement` selects as NDJSON lines."""
     for row in session.execute(stmt):
         yield served_body(row.pk, row.recorded, row.body) + "\n"

@@ -438,7 +438,7 @@ def dispatch(
         raise MethodNotAllowedError(f"{req.method} {'/'.join(parts) or '/'} is not a FHIR interaction here")
     route, params = found
     if route.criteria and not has_query:
-        raise InvalidRequestError(f"{req.method} {params['type_']} needs an id or search criteria")
+        raise InvalidRequestError(f"{req.method} {'/'.join(parts)} needs an id or search criteria")
     return run(route, params, repo, ctx, req, **extra)
 
 

@@ -226,3 +226,42 @@ def test_progress_with_a_home_program_day_long_before_the_plan_is_not_500(fhir: 
     (exercise,) = r.get_json()["adherence"][0]["exercises"]
     weeks = {w["week"]: w.get("start") for w in exercise["weeks"]}
     assert weeks[1] == "2026-11-20" and None in weeks.values()
+
+
+def test_values_longer_than_the_audit_columns_are_audited_not_500(fhir: FhirClient) -> None:
+    """A 300-character id or client id used to overflow the audit's varchar columns on PostgreSQL
+    (patient 128, resource/client/actor 256) and the request answered 500 "could not be written";
+    the searchable columns now keep a prefix (the event's JSON keeps the whole value)."""
+    long_id = "x" * 300
+    assert fhir.call("GET", f"/Patient/{long_id}").status_code in (400, 404)
+    assert fhir.call("GET", f"/rehab/patients/{'x' * 200}/progress").status_code in (400, 404)
+    assert fhir.call("DELETE", f"/{long_id}").status_code in (400, 404, 405)
+    r = fhir.c.post("/auth/token", data={"grant_type": "client_credentials", "client_id": long_id})
+    assert r.status_code in (400, 401), r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("request_", ["x", 5, [1], True, None], ids=["str", "int", "list", "bool", "null"])
+def test_batch_entry_whose_request_is_not_an_object_is_400(fhir: FhirClient, request_: Any) -> None:
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [{"request": request_}, "not an entry"]}
+    r = fhir.call("POST", "/", bundle)
+    assert r.status_code < 500, r.get_data(as_text=True)
+    if r.status_code == 200:
+        assert all(e["response"]["status"].startswith("400") for e in r.get_json()["entry"])
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_batch_entry_put_or_delete_of_audit_event_without_criteria_is_400(
+    fhir: FhirClient, method: str
+) -> None:
+    entry: dict[str, Any] = {"request": {"method": method, "url": "AuditEvent"}}
+    if method == "PUT":
+        entry["resource"] = {"resourceType": "AuditEvent"}
+    r = fhir.call("POST", "/", {"resourceType": "Bundle", "type": "batch", "entry": [entry]})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    status = r.get_json()["entry"][0]["response"]["status"]
+    assert status.startswith(("400", "405")), status
+
+
+def test_audit_export_with_a_bad_date_is_400_before_the_stream(fhir: FhirClient) -> None:
+    r = fhir.call("GET", "/AuditEvent/$export-ndjson?date=junk")
+    assert r.status_code == 400 and r.get_json()["resourceType"] == "OperationOutcome"

@@ -87,11 +87,6 @@ def post_adherence() -> flask.Response:
             raise InvalidRequestError(f"Patient/{payload['patient']} does not exist", expression=("patient",))
         name_patient(f"Patient/{payload['patient']}")
         ref, plan = _plan(payload)
-        start = str((plan.get("period") or {}).get("start") or "")[:10]
-        if start and str(payload["date"])[:10] < start:  # a typo'd year, not a day of this program
-            raise InvalidRequestError(
-                f"{payload['date']} is before {ref} started ({start})", expression=("date",)
-            )
         missing = adherence.not_in_plan(payload, plan)
         if missing:
             names = ", ".join(repr(payload["exercises"][i]["exercise"]) for i in missing)
